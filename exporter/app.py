@@ -1,0 +1,98 @@
+"""Wiring: config -> clients, samplers, store, collector, registry, scheduler, server."""
+
+from __future__ import annotations
+
+import docker.utils
+import structlog
+from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
+
+from exporter.collector import StorageCollector
+from exporter.config import Config
+from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
+from exporter.scheduler import Job, run_soon, start
+from exporter.server import HttpServer
+from exporter.sources.engine import EngineClient
+
+log = structlog.get_logger("exporter.app")
+
+
+def engine_client(config: Config) -> EngineClient:
+    tls = None
+    if not config.docker_host.startswith("unix://"):
+        # DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, as the docker CLI reads them.
+        tls = docker.utils.kwargs_from_env().get("tls")
+    return EngineClient(config.docker_host, timeout=config.docker_timeout, tls=tls)
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store()
+        # One client per sampler: they run on different scheduler threads.
+        self.clients = [engine_client(config), engine_client(config)]
+        self.engine = EngineSampler(self.store, self.clients[0])
+        self.filesystem = FilesystemSampler(self.store, rootfs=config.rootfs)
+        self.build_cache: BuildCacheSampler | None = None
+        if config.build_cache_interval > 0:
+            self.build_cache = BuildCacheSampler(
+                self.store, self.clients[1], legacy_interval=config.build_cache_legacy_interval
+            )
+        self.registry = CollectorRegistry(auto_describe=False)
+        for c in (
+            process_collector.ProcessCollector,
+            platform_collector.PlatformCollector,
+            gc_collector.GCCollector,
+        ):
+            c(registry=self.registry)
+        self.collector = StorageCollector(self.store, config.top_n, self.request_counts)
+        self.registry.register(self.collector)
+        self.scheduler = None
+        self.server: HttpServer | None = None
+        self._engine_seen = False
+
+    def request_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for client in self.clients:
+            for k, v in client.request_counts().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def samplers(self) -> list[Sampler]:
+        return [s for s in (self.engine, self.filesystem, self.build_cache) if s is not None]
+
+    def _after_engine(self) -> bool:
+        ok = self.engine.run()
+        if ok and not self._engine_seen and self.scheduler is not None:
+            # The filesystem sampler needs the root dir from the first engine sample.
+            self._engine_seen = True
+            run_soon(self.scheduler, self.filesystem.name)
+        return ok
+
+    def start(self) -> None:
+        c = self.config
+        self.server = HttpServer(
+            c.listen_host, c.listen_port, self.registry, c.telemetry_path, self.store.statuses
+        )
+        self.server.start()
+        jobs = [
+            Job(self.engine, c.engine_interval),
+            Job(self.filesystem, c.filesystem_interval, first_delay=1.0),
+        ]
+        if self.build_cache is not None:
+            jobs.append(Job(self.build_cache, c.build_cache_interval, first_delay=2.0))
+        self.scheduler = start(jobs, {self.engine.name: self._after_engine})
+        log.info(
+            "started",
+            listen=f"{c.listen_host or '*'}:{self.server.port}",
+            telemetry_path=c.telemetry_path,
+            docker_host=c.docker_host,
+        )
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        if self.server is not None:
+            self.server.stop()
+        for client in self.clients:
+            client.close()
+        log.info("stopped")

@@ -1,0 +1,56 @@
+"""Command line: parse and validate flags, set up logs, run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+import structlog
+
+from exporter import logs
+from exporter.config import ConfigError, parse
+
+PROG = "docker-storage-exporter"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse(argv)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level, config.log_format)
+    log = structlog.get_logger("exporter")
+
+    from exporter.app import App  # after logging is set up
+
+    app = App(config)
+    try:
+        app.start()
+    except OSError as exc:
+        print(
+            f"{PROG}: error: cannot listen on {config.listen_host or '*'}:{config.listen_port}: "
+            f"{exc.strerror or exc}; pick another --web.listen-address",
+            file=sys.stderr,
+        )
+        app.stop()
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal received, stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()
+    app.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Snapshot -> metric families. A prometheus-client custom collector.
+
+`collect()` reads the latest snapshots from the store and yields families. It never calls
+Docker, never touches the disk, and never raises: a bug in one group of families is logged
+and counted in `docker_storage_collector_errors_total`, and the other groups still come.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.imagesizes import split_reference
+from exporter.model import (
+    CONTAINER_STATES,
+    IMAGE_STATES,
+    VOLUME_STATES,
+    BuildCacheSnapshot,
+    EngineSnapshot,
+    FilesystemSnapshot,
+    Image,
+)
+from exporter.samplers import Store
+
+P = "docker_storage_"
+OTHER = "__other__"
+IMAGE_LABELS = ["image_id", "repository", "tag"]
+
+log = structlog.get_logger("exporter.collector")
+
+
+def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(P + name, doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(P + name, doc, labels=list(labels))
+
+
+def image_labels(image: Image) -> list[str]:
+    if not image.tags:
+        return [image.short_id, "<none>", "<none>"]
+    repo, tag = split_reference(image.tags[0])
+    return [image.short_id, repo, tag]
+
+
+def fold_top(items: Sequence[Any], limit: int) -> tuple[list[Any], list[Any]]:
+    """Split items (already sorted biggest first) into the kept and the folded."""
+    if limit < 0 or len(items) <= limit:
+        return list(items), []
+    return list(items[:limit]), list(items[limit:])
+
+
+class StorageCollector(Collector):
+    def __init__(
+        self,
+        store: Store,
+        top_n: int = 50,
+        request_counts: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        self.store = store
+        self.top_n = top_n
+        self.request_counts = request_counts or dict
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        # Families depend on what the samplers have seen; let the registry not pre-describe.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        groups: list[Callable[[], Iterable[Metric]]] = [
+            self._exporter,
+            self._samplers,
+            self._engine,
+            self._images,
+            self._objects,
+            self._filesystems,
+            self._build_cache,
+        ]
+        merged: dict[str, Metric] = {}
+        for group in groups:
+            try:
+                families = list(group())
+            except Exception:
+                with self._lock:
+                    self._errors += 1
+                log.exception("collector group failed", group=group.__name__)
+                continue
+            for fam in families:
+                # Groups may each add samples to a shared family (used_bytes{object}).
+                if fam.name in merged:
+                    merged[fam.name].samples.extend(fam.samples)
+                else:
+                    merged[fam.name] = fam
+        yield from merged.values()
+        errors = _counter(
+            "collector_errors",
+            "Failures of the exporter's own code while building metrics for a scrape "
+            "(each is logged); the families that did not fail were still served.",
+        )
+        errors.add_metric([], self._errors)
+        yield errors
+
+    # -- groups -----------------------------------------------------------------------
+
+    def _exporter(self) -> Iterator[Metric]:
+        build = _gauge("exporter_build_info", "Always 1; the exporter's version.", ["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        reqs = _counter(
+            "engine_requests",
+            "Engine API requests sent since start, by endpoint (all are GET).",
+            ["endpoint"],
+        )
+        for endpoint, n in sorted(self.request_counts().items()):
+            reqs.add_metric([endpoint], n)
+        yield reqs
+
+    def _samplers(self) -> Iterator[Metric]:
+        statuses = [s for s in self.store.statuses() if s.enabled]
+        ok = _gauge("sampler_success", "1 if the sampler's last run succeeded, else 0.", ["sampler"])
+        dur = _gauge("sampler_duration_seconds", "Wall time of the sampler's last run.", ["sampler"])
+        last = _gauge(
+            "sampler_last_success_timestamp_seconds",
+            "Unix time of the sampler's last successful run; its data is that old.",
+            ["sampler"],
+        )
+        fails = _counter("sampler_failures", "Failed runs of the sampler since start.", ["sampler"])
+        runs = _counter("sampler_runs", "Runs of the sampler since start.", ["sampler"])
+        for s in statuses:
+            ok.add_metric([s.name], 1 if s.success else 0)
+            dur.add_metric([s.name], s.duration_seconds)
+            if s.last_success is not None:
+                last.add_metric([s.name], s.last_success)
+            fails.add_metric([s.name], s.failures)
+            runs.add_metric([s.name], s.runs)
+        yield from (ok, dur, last, fails, runs)
+
+    def _engine(self) -> Iterator[Metric]:
+        status = self.store.status("engine")
+        up = _gauge("engine_up", "1 if the last Engine API sample succeeded, else 0.")
+        up.add_metric([], 1 if status and status.success else 0)
+        yield up
+        snap: EngineSnapshot | None = self.store.snapshot("engine")
+        if snap is None:
+            return
+        i = snap.info
+        info = _gauge(
+            "engine_info",
+            "Always 1; the engine's identity from /version and /info (last successful sample).",
+            ["engine", "version", "api_version", "storage_driver", "image_store", "root_dir"],
+        )
+        info.add_metric([i.engine, i.version, i.api_version, i.storage_driver, i.image_store, i.root_dir], 1)
+        yield info
+        skipped = _gauge(
+            "sampler_skipped_items",
+            "Objects the sampler's last successful run could not read or size and left out (each is logged).",
+            ["sampler"],
+        )
+        skipped.add_metric(["engine"], snap.skipped)
+        yield skipped
+
+    def _images(self) -> Iterator[Metric]:
+        snap: EngineSnapshot | None = self.store.snapshot("engine")
+        if snap is None:
+            return
+        counts = Counter(img.state for img in snap.images)
+        images = _gauge(
+            "images",
+            "Images by state (exclusive): in_use = a container uses it; intermediate = "
+            "untagged with child images (docker images -a); dangling = untagged, no "
+            "children, no container (docker image prune removes these); unused = tagged, "
+            "no container (docker image prune -a).",
+            ["state"],
+        )
+        for state in IMAGE_STATES:
+            images.add_metric([state], counts.get(state, 0))
+        yield images
+
+        size = _gauge(
+            "image_size_bytes",
+            "Apparent bytes of all the image's layers, as Docker reports SIZE (shared layers "
+            "counted in every image). Top images by size; the rest summed in __other__.",
+            IMAGE_LABELS,
+        )
+        unique = _gauge(
+            "image_unique_bytes",
+            "Bytes only this image holds, as `docker system df -v` UNIQUE SIZE: removing "
+            "the image frees this much. Absent when a layer size could not be known.",
+            IMAGE_LABELS,
+        )
+        containers = _gauge(
+            "image_containers", "Containers (any state) created from the image.", IMAGE_LABELS
+        )
+        created = _gauge(
+            "image_created_timestamp_seconds",
+            "Unix time the image was created; for __other__ the oldest of the folded images.",
+            IMAGE_LABELS,
+        )
+        tags = _gauge(
+            "image_tag_info",
+            "Always 1; one series per tag of each listed image (image_size_bytes carries "
+            "only the first tag so that sizes are not counted twice).",
+            IMAGE_LABELS,
+        )
+        kept, folded = fold_top(snap.images, self.top_n)
+        for img in kept:
+            labels = image_labels(img)
+            size.add_metric(labels, img.size)
+            if img.unique_size is not None:
+                unique.add_metric(labels, img.unique_size)
+            containers.add_metric(labels, img.containers)
+            created.add_metric(labels, img.created)
+            for ref in img.tags:
+                repo, tag = split_reference(ref)
+                tags.add_metric([img.short_id, repo, tag], 1)
+        if folded:
+            other = [OTHER] * 3
+            size.add_metric(other, sum(i.size for i in folded))
+            unique.add_metric(other, sum(i.unique_size or 0 for i in folded))
+            containers.add_metric(other, sum(i.containers for i in folded))
+            created.add_metric(other, min(i.created for i in folded))
+        yield from (size, unique, containers, created, tags)
+
+        reg_images: dict[str, int] = defaultdict(int)
+        reg_unique: dict[str, int] = defaultdict(int)
+        for img in snap.images:
+            reg_images[img.registry] += 1
+            reg_unique[img.registry] += img.unique_size or 0
+        ri = _gauge(
+            "registry_images",
+            "Images by the registry of their first tag (none = untagged); each image counted once.",
+            ["registry"],
+        )
+        ru = _gauge(
+            "registry_unique_bytes",
+            "Sum of image_unique_bytes of the images counted in registry_images.",
+            ["registry"],
+        )
+        for reg in sorted(reg_images):
+            ri.add_metric([reg], reg_images[reg])
+            ru.add_metric([reg], reg_unique[reg])
+        yield from (ri, ru)
+
+        folded_f = _gauge(
+            "series_folded",
+            "Items left out of a per-item family by --metrics.top-n and summed into its __other__ series.",
+            ["family"],
+        )
+        for fam in (size, unique, containers, created):
+            folded_f.add_metric([fam.name], len(folded))
+        yield folded_f
+
+        if snap.image_usage is not None:
+            yield from self._usage("images", snap.image_usage.used, snap.image_usage.reclaimable)
+
+    def _objects(self) -> Iterator[Metric]:
+        snap: EngineSnapshot | None = self.store.snapshot("engine")
+        if snap is None:
+            return
+        counts = Counter(c.state for c in snap.containers)
+        containers = _gauge(
+            "containers", "Containers by state, as /containers/json?all=1 reports them.", ["state"]
+        )
+        for state in CONTAINER_STATES:
+            containers.add_metric([state], counts.get(state, 0))
+        yield containers
+        vcounts = Counter("in_use" if v.containers else "unused" for v in snap.volumes)
+        volumes = _gauge(
+            "volumes",
+            "Volumes by state: in_use = mounted by at least one container (any state), as "
+            "`docker system df` ACTIVE; unused = `docker volume prune` candidates.",
+            ["state"],
+        )
+        for state in VOLUME_STATES:
+            volumes.add_metric([state], vcounts.get(state, 0))
+        yield volumes
+
+    def _filesystems(self) -> Iterator[Metric]:
+        snap: FilesystemSnapshot | None = self.store.snapshot("filesystem")
+        if snap is None:
+            return
+        labels = ["mountpoint", "path"]
+        fams = {
+            "size": _gauge(
+                "filesystem_size_bytes",
+                "Size of the filesystem holding the Docker area `path` (statvfs).",
+                labels,
+            ),
+            "avail": _gauge(
+                "filesystem_avail_bytes",
+                "Bytes available to unprivileged users on that filesystem (statvfs f_bavail).",
+                labels,
+            ),
+            "files": _gauge("filesystem_files", "Inodes on that filesystem (statvfs).", labels),
+            "files_free": _gauge(
+                "filesystem_files_free", "Free inodes on that filesystem (statvfs).", labels
+            ),
+            "readonly": _gauge(
+                "filesystem_readonly",
+                "1 if that filesystem is mounted read-only (its own mount options).",
+                labels,
+            ),
+        }
+        for f in snap.filesystems:
+            lv = [f.mountpoint, f.path]
+            fams["size"].add_metric(lv, f.size)
+            fams["avail"].add_metric(lv, f.avail)
+            fams["files"].add_metric(lv, f.files)
+            fams["files_free"].add_metric(lv, f.files_free)
+            fams["readonly"].add_metric(lv, 1 if f.readonly else 0)
+        yield from fams.values()
+
+    def _build_cache(self) -> Iterator[Metric]:
+        snap: BuildCacheSnapshot | None = self.store.snapshot("build_cache")
+        if snap is None:
+            return
+        bc = snap.build_cache
+        records = _gauge("build_cache_records", "BuildKit build cache records.")
+        records.add_metric([], bc.records)
+        size = _gauge(
+            "build_cache_bytes",
+            "Bytes of BuildKit build cache, as `docker system df` Build Cache SIZE "
+            "(records shared with images not counted).",
+        )
+        size.add_metric([], bc.bytes)
+        yield from (records, size)
+        yield from self._usage("build_cache", bc.bytes, bc.reclaimable)
+
+    def _usage(self, obj: str, used: int, reclaimable: int) -> Iterator[Metric]:
+        u = _gauge(
+            "used_bytes",
+            "Disk used by Docker objects of a type, as `docker system df` SIZE.",
+            ["object"],
+        )
+        u.add_metric([obj], used)
+        r = _gauge(
+            "reclaimable_bytes",
+            "Bytes a prune of that object type would free, as `docker system df` RECLAIMABLE.",
+            ["object"],
+        )
+        r.add_metric([obj], reclaimable)
+        yield from (u, r)

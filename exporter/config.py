@@ -1,0 +1,215 @@
+"""Flags (exporter-toolkit style) and their environment variables, validated once.
+
+Every flag `--a.b-c` can also be set as `DOCKER_STORAGE_EXPORTER_A_B_C`; a flag on the
+command line wins over the environment. A bad value raises `ConfigError` with one line that
+names the flag and says how to fix it; the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter import __version__
+
+ENV_PREFIX = "DOCKER_STORAGE_EXPORTER_"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+class ConfigError(Exception):
+    """A bad flag or environment value; str() is the one line to show."""
+
+
+@dataclass(frozen=True)
+class Config:
+    listen_host: str
+    listen_port: int
+    telemetry_path: str
+    log_level: str
+    log_format: str  # "json" | "console" | "auto"
+    docker_host: str
+    docker_timeout: float
+    rootfs: str
+    engine_interval: float
+    filesystem_interval: float
+    build_cache_interval: float  # 0 = off
+    build_cache_legacy_interval: float  # 0 = off
+    top_n: int
+
+
+# name, default, help. The name is the flag without "--"; the env var derives from it.
+FLAGS: list[tuple[str, str, str]] = [
+    ("web.listen-address", ":9818", "Address to listen on for the web interface and telemetry."),
+    ("web.telemetry-path", "/metrics", "Path under which to expose metrics."),
+    (
+        "log.level",
+        "info",
+        "Only log messages with the given severity or above: debug, info, warn, error.",
+    ),
+    (
+        "log.format",
+        "auto",
+        "Log format: json, console, or auto (console on a terminal, else json).",
+    ),
+    (
+        "docker.host",
+        "",
+        "Engine API address (unix:///path or tcp://host:port); default $DOCKER_HOST, "
+        f"else {DEFAULT_DOCKER_HOST}. TLS follows DOCKER_TLS_VERIFY and DOCKER_CERT_PATH.",
+    ),
+    ("docker.timeout", "10s", "Timeout of each Engine API request."),
+    ("path.rootfs", "/", "Where the host's / is mounted, when running in a container."),
+    ("sampler.engine.interval", "30s", "How often to sample the Engine API."),
+    ("sampler.filesystem.interval", "15s", "How often to statvfs the Docker root's filesystem."),
+    (
+        "sampler.build-cache.interval",
+        "5m",
+        "How often to sample the build cache; 0 switches it off.",
+    ),
+    (
+        "sampler.build-cache.legacy-interval",
+        "1h",
+        "On engines older than API 1.42 the build cache needs a full /system/df (dockerd walks "
+        "every volume and container layer): run it at most this often; 0 switches it off.",
+    ),
+    (
+        "metrics.top-n",
+        "50",
+        "Per-item families keep the N biggest items and fold the rest into __other__.",
+    ),
+]
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + re.sub(r"[.\-]", "_", flag).upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message}; see --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="docker-storage-exporter",
+        description="Prometheus exporter for where a Docker host's disk went.",
+        epilog="Every flag can also be set as an environment variable, "
+        f"e.g. {env_name('web.listen-address')}.",
+    )
+    for name, default, doc in FLAGS:
+        parser.add_argument(
+            f"--{name}",
+            dest=name,
+            metavar="VALUE",
+            default=None,
+            help=f"{doc} [env {env_name(name)}] (default: {default or 'see text'})",
+        )
+    parser.add_argument("--version", action="version", version=f"docker-storage-exporter {__version__}")
+    return parser
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '5m', '1h30m', '250ms' or plain seconds ('15'). Raises ValueError."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not text or not re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+", text):
+        raise ValueError(text)
+    return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """':9818' -> ('', 9818); '127.0.0.1:9818'; '[::1]:9818'. Raises ValueError."""
+    m = re.fullmatch(r"(?:\[([0-9a-fA-F:.%\w]+)\]|([^:\[\]]*)):(\d{1,5})", text.strip())
+    if not m:
+        raise ValueError(text)
+    port = int(m.group(3))
+    if not 0 < port < 65536:
+        raise ValueError(text)
+    return (m.group(1) or m.group(2) or ""), port
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(list(argv)))
+
+    def value(name: str) -> tuple[str, str]:
+        """The raw value and where it came from, for the error message."""
+        if args.get(name) is not None:
+            return args[name], f"--{name}"
+        env = env_name(name)
+        if env in environ:
+            return environ[env], env
+        default = next(d for n, d, _ in FLAGS if n == name)
+        return default, f"--{name}"
+
+    def bad(source: str, raw: str, fix: str) -> ConfigError:
+        return ConfigError(f"{source}={raw!r} is invalid: {fix}")
+
+    def duration(name: str, allow_zero: bool = False) -> float:
+        raw, src = value(name)
+        try:
+            seconds = parse_duration(raw)
+        except ValueError:
+            raise bad(src, raw, "use a duration like 30s, 5m or 1h") from None
+        if seconds < 0 or (seconds == 0 and not allow_zero):
+            raise bad(src, raw, "use a duration above 0" + (" (or 0 to switch off)" if allow_zero else ""))
+        return seconds
+
+    raw, src = value("web.listen-address")
+    try:
+        host, port = parse_listen_address(raw)
+    except ValueError:
+        raise bad(src, raw, "use host:port, e.g. :9818, 127.0.0.1:9818 or [::1]:9818") from None
+
+    path, src = value("web.telemetry-path")
+    if not path.startswith("/") or path == "/" or any(c.isspace() for c in path):
+        raise bad(src, path, "use an absolute path other than /, e.g. /metrics")
+
+    level, src = value("log.level")
+    if level.lower() not in ("debug", "info", "warn", "warning", "error"):
+        raise bad(src, level, "use one of debug, info, warn, error")
+    fmt, src = value("log.format")
+    if fmt.lower() not in ("json", "console", "auto"):
+        raise bad(src, fmt, "use one of json, console, auto")
+
+    docker_host, src = value("docker.host")
+    if not docker_host:
+        docker_host, src = environ.get("DOCKER_HOST", "") or DEFAULT_DOCKER_HOST, "DOCKER_HOST"
+    if not re.match(r"^(unix|tcp|http|https|npipe|ssh)://.+", docker_host):
+        raise bad(src, docker_host, "use unix:///var/run/docker.sock or tcp://host:2376")
+
+    rootfs, src = value("path.rootfs")
+    if not os.path.isabs(rootfs) or not os.path.isdir(rootfs):
+        raise bad(src, rootfs, "use an existing absolute directory where the host's / is mounted")
+
+    top, src = value("metrics.top-n")
+    try:
+        top_n = int(top)
+    except ValueError:
+        raise bad(src, top, "use a whole number of series, e.g. 50") from None
+    if top_n < 0:
+        raise bad(src, top, "use 0 or more")
+
+    return Config(
+        listen_host=host,
+        listen_port=port,
+        telemetry_path=path,
+        log_level="warning" if level.lower() == "warn" else level.lower(),
+        log_format=fmt.lower(),
+        docker_host=docker_host,
+        docker_timeout=duration("docker.timeout"),
+        rootfs=os.path.normpath(rootfs),
+        engine_interval=duration("sampler.engine.interval"),
+        filesystem_interval=duration("sampler.filesystem.interval"),
+        build_cache_interval=duration("sampler.build-cache.interval", allow_zero=True),
+        build_cache_legacy_interval=duration("sampler.build-cache.legacy-interval", allow_zero=True),
+        top_n=top_n,
+    )

@@ -1,0 +1,257 @@
+"""Image states, registries and the shared/unique size math of `docker system df`.
+
+Docker's definitions, which we reproduce so our numbers equal `docker system df -v`:
+- The images that count are the "top-level" ones: every image except untagged images that
+  have children (intermediate images, listed only by `docker images -a`).
+- A layer (by chain ID) is shared when more than one top-level image contains it.
+  SHARED SIZE is the sum of an image's shared layers, UNIQUE SIZE = SIZE - SHARED SIZE.
+- Images TOTAL SIZE is the sum of every distinct layer of the top-level images, and
+  RECLAIMABLE is that total minus the unique size of every image some container uses.
+An intermediate image's layers all belong to its descendants, so its unique size is 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.model import DiskUsage, Image
+from exporter.sources.engine import as_dict, as_int, as_list, as_str, real_tags
+
+# The diff ID of an empty tar: what Docker records for a step that changed no file.
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+@dataclass(frozen=True)
+class RawImage:
+    id: str
+    tags: tuple[str, ...]
+    parent_id: str
+    created: float
+    size: int
+
+
+@dataclass(frozen=True)
+class LayerChain:
+    """An image's layers: chain IDs bottom-up and each layer's size (None: unknown)."""
+
+    chain: tuple[str, ...]
+    sizes: tuple[int | None, ...]
+
+
+def parse_images(raw: Any) -> tuple[list[RawImage], int]:
+    out, skipped, seen = [], 0, set()
+    for item in as_list(raw):
+        item = as_dict(item)
+        iid = as_str(item.get("Id"))
+        if not iid or iid in seen:
+            skipped += 1
+            continue
+        seen.add(iid)
+        size = as_int(item.get("Size"), -1)
+        if size < 0:  # some engines put it only in VirtualSize (gone from 1.44)
+            size = as_int(item.get("VirtualSize"), 0)
+        out.append(
+            RawImage(
+                id=iid,
+                tags=real_tags(item.get("RepoTags")),
+                parent_id=as_str(item.get("ParentId")),
+                created=float(max(0, as_int(item.get("Created")))),
+                size=max(0, size),
+            )
+        )
+    return out, skipped
+
+
+def registry_of(reference: str) -> str:
+    """The registry host of an image reference, with Docker's normalisation rules."""
+    name = reference.split("@", 1)[0]
+    first, sep, _ = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return "docker.io"
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """'host:5000/a/b:v1' -> ('host:5000/a/b', 'v1'); a missing tag reads as ''."""
+    repo, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, ""
+    return repo, tag
+
+
+def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
+    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + ' ' + DiffID(Ln))."""
+    out: list[str] = []
+    for diff in diff_ids:
+        if not out:
+            out.append(diff)
+        else:
+            digest = hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest()
+            out.append(f"sha256:{digest}")
+    return tuple(out)
+
+
+def layer_chain(inspect: Any, history: Any, image_size: int) -> LayerChain:
+    """Chain IDs from the image's diff IDs and layer sizes from its history.
+
+    `/images/{id}/history` gives the size of each step that made a layer and 0 for steps
+    that did not, so the non-zero sizes belong, in order, to the layers that are not the
+    empty tar. When that does not line up (or does not add up to the image size) the sizes
+    stay unknown and `infer_sizes` tries again from other images.
+    """
+    diff_ids = [
+        d for d in as_list(as_dict(as_dict(inspect).get("RootFS")).get("Layers")) if isinstance(d, str)
+    ]
+    chain = chain_ids(diff_ids)
+    # History comes newest first.
+    steps = [max(0, as_int(as_dict(h).get("Size"))) for h in reversed(as_list(history))]
+    nonzero = [s for s in steps if s > 0]
+    slots = [i for i, d in enumerate(diff_ids) if d != EMPTY_LAYER]
+    sizes: list[int | None] = [0 if d == EMPTY_LAYER else None for d in diff_ids]
+    if len(nonzero) == len(slots) and sum(nonzero) == image_size:
+        for slot, size in zip(slots, nonzero, strict=True):
+            sizes[slot] = size
+    elif not nonzero and image_size == 0:
+        sizes = [0] * len(diff_ids)
+    return LayerChain(chain=chain, sizes=tuple(sizes))
+
+
+def infer_sizes(chains: Mapping[str, LayerChain], image_sizes: Mapping[str, int]) -> dict[str, int]:
+    """Size of each chain ID: known from some history, or the one unknown in an image."""
+    known: dict[str, int] = {}
+    for lc in chains.values():
+        for cid, size in zip(lc.chain, lc.sizes, strict=True):
+            if size is not None:
+                known[cid] = size
+    # An image whose layers are all known but one fixes that one: Size = sum of layers.
+    for _ in range(len(chains) + 1):
+        progress = False
+        for iid, lc in chains.items():
+            missing = [c for c in lc.chain if c not in known]
+            if len(set(missing)) == 1:
+                rest = sum(known[c] for c in lc.chain if c in known)
+                known[missing[0]] = max(0, image_sizes.get(iid, 0) - rest)
+                progress = True
+        if not progress:
+            break
+    return known
+
+
+def top_level(images: Iterable[RawImage]) -> set[str]:
+    images = list(images)
+    parents = {i.parent_id for i in images if i.parent_id}
+    return {i.id for i in images if i.tags or i.id not in parents}
+
+
+def classify(image: RawImage, containers: int, parents: set[str]) -> str:
+    """Exclusive states; precedence in_use > intermediate > dangling > unused."""
+    if containers > 0:
+        return "in_use"
+    if not image.tags:
+        return "intermediate" if image.id in parents else "dangling"
+    return "unused"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    unique: dict[str, int | None]
+    usage: DiskUsage | None
+    unknown: int  # images whose unique size could not be known
+
+
+def sizes_from_layers(
+    images: Sequence[RawImage], chains: Mapping[str, LayerChain], containers: Counter[str]
+) -> Sizes:
+    """API 1.41: compute what `docker system df` would say from each image's layer chain."""
+    tops = top_level(images)
+    image_sizes = {i.id: i.size for i in images}
+    known = infer_sizes({k: v for k, v in chains.items() if k in image_sizes}, image_sizes)
+    refs: Counter[str] = Counter()
+    for iid in tops:
+        if iid in chains:
+            refs.update(set(chains[iid].chain))
+    unique: dict[str, int | None] = {}
+    unknown = 0
+    for img in images:
+        lc = chains.get(img.id)
+        if lc is None:
+            unique[img.id] = None
+            unknown += 1
+            continue
+        self_ref = 1 if img.id in tops else 0
+        shared_chain = [c for c in set(lc.chain) if refs[c] - self_ref > 0]
+        if any(c not in known for c in shared_chain):
+            unique[img.id] = None
+            unknown += 1
+            continue
+        unique[img.id] = max(0, img.size - sum(known[c] for c in shared_chain))
+    all_layers = set(refs)
+    usage = None
+    if all(c in known for c in all_layers) and not any(
+        unique[i.id] is None for i in images if i.id in tops and containers.get(i.id, 0) > 0
+    ):
+        total = sum(known[c] for c in all_layers)
+        in_use = sum(unique[i.id] or 0 for i in images if i.id in tops and containers.get(i.id, 0) > 0)
+        usage = DiskUsage(used=total, reclaimable=max(0, total - in_use))
+    return Sizes(unique=unique, usage=usage, unknown=unknown)
+
+
+def sizes_from_df(images: Sequence[RawImage], df: Any, containers: Counter[str]) -> Sizes:
+    """API 1.42+: the engine's own `/system/df?type=image` numbers (legacy or 1.52 shape)."""
+    df = as_dict(df)
+    usage_obj = df.get("ImageUsage")
+    items = as_list(df.get("Images"))
+    if isinstance(usage_obj, dict):
+        items = as_list(usage_obj.get("Items")) or items
+    shared: dict[str, int] = {}
+    for item in map(as_dict, items):
+        iid, s = as_str(item.get("Id")), as_int(item.get("SharedSize"), -1)
+        if iid and s >= 0:
+            shared[iid] = s
+    tops = top_level(images)
+    unique: dict[str, int | None] = {}
+    unknown = 0
+    for img in images:
+        if img.id not in tops:
+            unique[img.id] = 0
+        elif img.id in shared:
+            unique[img.id] = max(0, img.size - shared[img.id])
+        else:
+            unique[img.id] = None
+            unknown += 1
+    usage = None
+    if isinstance(usage_obj, dict) and "TotalSize" in usage_obj:
+        usage = DiskUsage(
+            used=max(0, as_int(usage_obj.get("TotalSize"))),
+            reclaimable=max(0, as_int(usage_obj.get("Reclaimable"))),
+        )
+    elif "LayersSize" in df:
+        total = max(0, as_int(df.get("LayersSize")))
+        in_use = sum(unique[i.id] or 0 for i in images if i.id in tops and containers.get(i.id, 0) > 0)
+        usage = DiskUsage(used=total, reclaimable=max(0, total - in_use))
+    return Sizes(unique=unique, usage=usage, unknown=unknown)
+
+
+def build_images(images: Sequence[RawImage], sizes: Sizes, containers: Counter[str]) -> tuple[Image, ...]:
+    parents = {i.parent_id for i in images if i.parent_id}
+    out = []
+    for img in images:
+        n = containers.get(img.id, 0)
+        out.append(
+            Image(
+                id=img.id,
+                tags=img.tags,
+                parent_id=img.parent_id,
+                created=img.created,
+                size=img.size,
+                unique_size=sizes.unique.get(img.id),
+                containers=n,
+                state=classify(img, n, parents),
+                registry=registry_of(img.tags[0]) if img.tags else "none",
+            )
+        )
+    return tuple(sorted(out, key=lambda i: (-i.size, i.id)))

@@ -1,0 +1,277 @@
+"""Samplers: sources -> frozen snapshots, each with its own health.
+
+A sampler's `run()` never raises. On failure it keeps the last good snapshot and records
+the failure in its status, which the collector turns into `sampler_*` metrics. Odd single
+objects are skipped and counted inside the snapshot, never fatal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from exporter import imagesizes
+from exporter.model import (
+    BuildCacheSnapshot,
+    EngineSnapshot,
+    FilesystemSnapshot,
+    SamplerStatus,
+)
+from exporter.sources import fs
+from exporter.sources.engine import (
+    EngineClient,
+    EngineError,
+    parse_build_cache,
+    parse_containers,
+    parse_engine_info,
+    parse_volumes,
+)
+
+log = structlog.get_logger("exporter.samplers")
+
+
+class NotDue(Exception):
+    """Raised by a sampler that has nothing to do this time; the status stays as it was."""
+
+
+class Store:
+    """The latest snapshot and status of each sampler.
+
+    Samplers replace whole immutable objects; the collector reads without locking and sees
+    either the old or the new object, never half of one.
+    """
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Any] = {}
+        self._status: dict[str, SamplerStatus] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, status: SamplerStatus, snapshot: Any = None) -> None:
+        with self._lock:
+            if snapshot is not None:
+                self._snapshots = {**self._snapshots, status.name: snapshot}
+            self._status = {**self._status, status.name: status}
+
+    def snapshot(self, name: str) -> Any:
+        return self._snapshots.get(name)
+
+    def status(self, name: str) -> SamplerStatus | None:
+        return self._status.get(name)
+
+    def statuses(self) -> list[SamplerStatus]:
+        return sorted(self._status.values(), key=lambda s: s.name)
+
+
+class Sampler:
+    name = "sampler"
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._status = SamplerStatus(name=self.name)
+        store.publish(self._status)
+
+    def sample(self) -> Any:
+        raise NotImplementedError
+
+    def summary(self, snapshot: Any) -> dict[str, Any]:
+        return {}
+
+    def run(self) -> bool:
+        """One sample. Never raises: returns whether it succeeded."""
+        started = time.monotonic()
+        try:
+            snapshot = self.sample()
+        except NotDue:
+            return self._status.success
+        except Exception as exc:  # noqa: BLE001 - a sampler must survive anything
+            duration = time.monotonic() - started
+            reason = _reason(exc)
+            self._status = replace(
+                self._status,
+                success=False,
+                duration_seconds=duration,
+                last_error=reason,
+                runs=self._status.runs + 1,
+                failures=self._status.failures + 1,
+            )
+            self.store.publish(self._status)
+            log.warning(
+                "sample failed",
+                sampler=self.name,
+                duration_seconds=round(duration, 3),
+                error=reason,
+                expected=isinstance(exc, EngineError),
+            )
+            return False
+        duration = time.monotonic() - started
+        self._status = replace(
+            self._status,
+            success=True,
+            duration_seconds=duration,
+            last_success=self.clock(),
+            last_error="",
+            runs=self._status.runs + 1,
+        )
+        self.store.publish(self._status, snapshot)
+        log.info(
+            "sample",
+            sampler=self.name,
+            duration_seconds=round(duration, 3),
+            **self.summary(snapshot),
+        )
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+class EngineSampler(Sampler):
+    """Engine facts from the API: info, images with sizes, containers, volumes.
+
+    Image inspect and history results never change for an image ID, so on API 1.41 (where
+    the engine will not compute shared sizes cheaply) they are fetched once per image and
+    cached; the cache forgets images that are gone. On 1.42+ one `/system/df?type=image`
+    gives the engine's own shared sizes.
+    """
+
+    name = "engine"
+
+    def __init__(self, store: Store, client: EngineClient, **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self.client = client
+        self._chains: dict[str, imagesizes.LayerChain] = {}
+
+    def sample(self) -> EngineSnapshot:
+        c = self.client
+        version = c.negotiate()
+        info = parse_engine_info(version, c.info())
+        raw_images, skipped_images = imagesizes.parse_images(c.images())
+        containers, skipped_containers = parse_containers(c.containers())
+        users: Counter[str] = Counter()
+        for ct in containers:
+            users.update(ct.volumes)
+        volumes, skipped_volumes = parse_volumes(c.volumes(), users)
+        per_image: Counter[str] = Counter(ct.image_id for ct in containers if ct.image_id)
+
+        if c.at_least("1.42"):
+            sizes = imagesizes.sizes_from_df(raw_images, c.df(["image"]), per_image)
+        else:
+            self._refresh_chains(raw_images)
+            sizes = imagesizes.sizes_from_layers(raw_images, self._chains, per_image)
+        images = imagesizes.build_images(raw_images, sizes, per_image)
+        return EngineSnapshot(
+            info=info,
+            images=images,
+            containers=tuple(containers),
+            volumes=tuple(volumes),
+            image_usage=sizes.usage,
+            skipped=skipped_images + skipped_containers + skipped_volumes + sizes.unknown,
+        )
+
+    def _refresh_chains(self, images: list[imagesizes.RawImage]) -> None:
+        current = {i.id for i in images}
+        for gone in set(self._chains) - current:
+            del self._chains[gone]
+        for img in images:
+            if img.id in self._chains:
+                continue
+            try:
+                inspect = self.client.image_inspect(img.id)
+                history = self.client.image_history(img.id)
+            except EngineError as exc:
+                # Removed between the listing and now, most likely: skip it this time.
+                log.debug("image inspect failed", image=img.id[:19], error=_reason(exc))
+                continue
+            self._chains[img.id] = imagesizes.layer_chain(inspect, history, img.size)
+
+    def summary(self, snapshot: EngineSnapshot) -> dict[str, Any]:
+        return {
+            "images": len(snapshot.images),
+            "containers": len(snapshot.containers),
+            "volumes": len(snapshot.volumes),
+            "skipped": snapshot.skipped,
+            "api_version": self.client.api_version,
+        }
+
+
+class BuildCacheSampler(Sampler):
+    """BuildKit cache totals.
+
+    API 1.42+ asks `/system/df?type=build-cache` (cheap). Older engines have only the plain
+    `/system/df`, which makes dockerd walk every volume and container layer, so there it
+    runs at most once per `legacy_interval` and not at all when that is 0.
+    """
+
+    name = "build_cache"
+
+    def __init__(self, store: Store, client: EngineClient, legacy_interval: float, **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self.client = client
+        self.legacy_interval = legacy_interval
+        self._last_legacy: float | None = None
+
+    def sample(self) -> BuildCacheSnapshot:
+        c = self.client
+        c.negotiate()
+        if c.at_least("1.42"):
+            return BuildCacheSnapshot(parse_build_cache(c.df(["build-cache"])))
+        if self.legacy_interval <= 0:
+            raise RuntimeError(
+                f"engine API {c.api_version} < 1.42 needs a full /system/df for the build "
+                "cache, switched off by --sampler.build-cache.legacy-interval=0"
+            )
+        now = time.monotonic()
+        if self._last_legacy is not None and now - self._last_legacy < self.legacy_interval:
+            raise NotDue()
+        self._last_legacy = now
+        return BuildCacheSnapshot(parse_build_cache(c.df()))
+
+    def summary(self, snapshot: BuildCacheSnapshot) -> dict[str, Any]:
+        bc = snapshot.build_cache
+        return {"records": bc.records, "bytes": bc.bytes, "api_version": self.client.api_version}
+
+
+class FilesystemSampler(Sampler):
+    """statvfs of each filesystem holding a Docker area. Needs no engine once the root is
+    known, so disk-full alerts keep working while dockerd is down."""
+
+    name = "filesystem"
+
+    def __init__(self, store: Store, rootfs: str = "/", **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self.rootfs = rootfs
+
+    def paths(self) -> list[str]:
+        engine = self.store.snapshot(EngineSampler.name)
+        if engine is None or not engine.info.root_dir:
+            # Not a failure of ours: wait for the first engine sample to name the root.
+            raise NotDue()
+        return [engine.info.root_dir]
+
+    def sample(self) -> FilesystemSnapshot:
+        mounts = fs.read_mounts()
+        seen: set[str] = set()
+        out = []
+        for path in self.paths():
+            info = fs.statfs(path, self.rootfs, mounts)
+            if info.mountpoint in seen:
+                continue
+            seen.add(info.mountpoint)
+            out.append(info)
+        return FilesystemSnapshot(tuple(out))
+
+    def summary(self, snapshot: FilesystemSnapshot) -> dict[str, Any]:
+        return {
+            "filesystems": len(snapshot.filesystems),
+            "avail_bytes": [f.avail for f in snapshot.filesystems],
+        }

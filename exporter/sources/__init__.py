@@ -1,0 +1,1 @@
+"""Read-only sources: the Engine API and the filesystem. Nothing here imports upward."""
