@@ -1,0 +1,34 @@
+# docker-storage-exporter: `make run` against the local engine, `make test` for the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test lint deps venv clean accuracy
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: venv
+	$(BIN)/docker-storage-exporter $(ARGS)
+
+deps:
+	scripts/ensure-deps.sh
+
+lint: venv
+	$(BIN)/ruff check exporter tests bench scripts
+
+test: venv deps lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+accuracy: venv deps
+	$(BIN)/python scripts/accuracy.py --write docs/accuracy.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

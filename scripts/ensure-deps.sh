@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what the test suite needs, when it is missing: a Docker Engine (dockerd and the
+# Debian docker CLI that comes with it), busybox-static (test images are built from it),
+# and promtool (Prometheus' own checker and server). Debian/Ubuntu as root only; elsewhere
+# it says exactly what is missing and how to get it.
+set -euo pipefail
+
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /usr/bin/docker ] || need+=(docker.io)
+# Test images are FROM scratch + busybox, so it must be the static build.
+[ -f /usr/share/doc/busybox-static/copyright ] && [ -x /bin/busybox ] || need+=(busybox-static)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
+if [ "${#need[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing for the tests: ${need[*]} (Debian packages)." >&2
+  echo "install them as root: apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+
+echo "installing test dependencies: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

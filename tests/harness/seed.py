@@ -1,0 +1,96 @@
+"""The known state every read-only engine test starts from, built without any registry.
+
+Images come from a static busybox (`docker import` of a small tar) and the classic and
+BuildKit builders; the result has each image state, several registries, running, exited and
+created containers, used and unused volumes, and BuildKit cache records.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.harness.engine import PrivateEngine
+
+BUSYBOX = "/bin/busybox"
+APPLETS = ["sh", "sleep", "echo", "head", "true", "cat", "dd", "ls", "mkdir", "rm", "touch"]
+
+REGISTRY_IMAGES = {
+    "ghcr.io/dse/tool:1": 50_000,
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/dse/svc:2": 70_000,
+    "localhost:5000/dse/local:3": 90_000,
+}
+
+
+def busybox_tar(extra: dict[str, bytes] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp", "data"):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(ti)
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for applet in APPLETS:
+            ti = tarfile.TarInfo(f"bin/{applet}")
+            ti.type, ti.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(ti)
+        for name, data in (extra or {}).items():
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode = len(data), 0o644
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build(engine: PrivateEngine, tag: str, dockerfile: str, buildkit: bool = False) -> None:
+    with tempfile.TemporaryDirectory() as ctx:
+        Path(ctx, "Dockerfile").write_text(dockerfile)
+        args = ["build", "-q", "-t", tag]
+        if buildkit:
+            args += ["--network", "none"]  # the daemon has no bridge network
+        engine.docker(*args, ctx, buildkit=buildkit)
+
+
+@dataclass(frozen=True)
+class Seed:
+    containers: dict[str, str]  # name -> expected state
+    volumes_used: tuple[str, ...]
+    volumes_unused: tuple[str, ...]
+
+
+def seed(engine: PrivateEngine) -> Seed:
+    d = engine.docker
+    d("import", "-", "dse-base:latest", input=busybox_tar())
+    for ref, size in REGISTRY_IMAGES.items():
+        d("import", "-", ref, input=busybox_tar({"payload": os.urandom(size)}))
+    # Classic builder: each RUN leaves an intermediate image (untagged, with a child).
+    build(
+        engine,
+        "dse-app:v1",
+        "FROM dse-base:latest\nRUN head -c 300000 /dev/urandom > /a\nRUN echo hi > /b\nCMD [\"sh\"]\n",
+    )
+    d("tag", "dse-app:v1", "dse-app:latest")
+    # Rebuilding a tag leaves the old image dangling.
+    build(engine, "dse-old:v1", "FROM dse-base:latest\nRUN echo one > /f\n")
+    build(engine, "dse-old:v1", "FROM dse-base:latest\nRUN echo two > /f\n")
+    # BuildKit leaves build cache records.
+    build(
+        engine,
+        "dse-bk:v1",
+        "FROM dse-base:latest\nRUN head -c 200000 /dev/urandom > /bk\n",
+        buildkit=True,
+    )
+    d("volume", "create", "dse-vol-used")
+    d("volume", "create", "dse-vol-unused")
+    d("run", "-d", "--name", "dse-running", "--network", "none", "-v", "dse-vol-used:/data",
+      "dse-app:v1", "sleep", "3600")  # fmt: skip
+    d("run", "--name", "dse-exited", "--network", "none", "dse-base:latest", "true")
+    d("create", "--name", "dse-created", "--network", "none", "dse-old:v1", "true")
+    return Seed(
+        containers={"dse-running": "running", "dse-exited": "exited", "dse-created": "created"},
+        volumes_used=("dse-vol-used",),
+        volumes_unused=("dse-vol-unused",),
+    )

@@ -1,0 +1,61 @@
+"""Ground truth from the engine itself: the Docker CLI's own output and /system/df."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from tests.harness.engine import PrivateEngine
+
+
+def human_size(size: float) -> str:
+    """go-units HumanSize, which `docker system df` prints: 4 significant digits, SI units."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.4g}{units[i]}"
+
+
+def system_df(engine: PrivateEngine) -> dict[str, Any]:
+    """What `docker system df -v` prints, as the exact numbers the CLI formats."""
+    api = engine.api()
+    try:
+        return api.df()
+    finally:
+        api.close()
+
+
+def cli_df_summary(engine: PrivateEngine) -> dict[str, dict[str, str]]:
+    """`docker system df` rows by type: TotalCount, Active, Size, Reclaimable (as printed)."""
+    out = engine.docker("system", "df", "--format", "{{json .}}")
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return {r["Type"]: r for r in rows}
+
+
+def ids(engine: PrivateEngine, *args: str) -> set[str]:
+    return {line.strip() for line in engine.docker(*args).splitlines() if line.strip()}
+
+
+def image_states(engine: PrivateEngine) -> Counter[str]:
+    """Each image's state by our exclusive definition, from the CLI's own listings."""
+    all_ids = ids(engine, "images", "-a", "-q", "--no-trunc")
+    top = ids(engine, "images", "-q", "--no-trunc")  # `docker images` hides intermediates
+    untagged = ids(engine, "images", "-a", "-q", "--no-trunc", "--filter", "dangling=true")
+    containers = ids(engine, "ps", "-a", "-q")
+    used = (
+        ids(engine, "inspect", "--format", "{{.Image}}", *containers) if containers else set()
+    )
+    states: Counter[str] = Counter()
+    for image in all_ids:
+        if image in used:
+            states["in_use"] += 1
+        elif image not in top:
+            states["intermediate"] += 1
+        elif image in untagged:
+            states["dangling"] += 1
+        else:
+            states["unused"] += 1
+    return states
