@@ -22,7 +22,7 @@ deps:
 	scripts/ensure-deps.sh
 
 lint: venv
-	$(BIN)/ruff check exporter tests bench scripts
+	$(BIN)/ruff check .
 
 test: venv deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
