@@ -83,6 +83,10 @@ class Sampler:
     def summary(self, snapshot: Any) -> dict[str, Any]:
         return {}
 
+    def context(self) -> dict[str, Any]:
+        """Fields that help read a failure, e.g. which engine address was tried."""
+        return {}
+
     def run(self) -> bool:
         """One sample. Never raises: returns whether it succeeded."""
         started = time.monotonic()
@@ -107,7 +111,7 @@ class Sampler:
                 sampler=self.name,
                 duration_seconds=round(duration, 3),
                 error=reason,
-                expected=isinstance(exc, EngineError),
+                **self.context(),
             )
             return False
         duration = time.monotonic() - started
@@ -129,7 +133,24 @@ class Sampler:
         return True
 
 
+def _root_oserror(exc: BaseException, depth: int = 0) -> OSError | None:
+    """The OSError at the bottom of requests/urllib3 wrappers, which says what really failed."""
+    if depth > 6:
+        return None
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc
+    for inner in (*[a for a in exc.args if isinstance(a, BaseException)], exc.__cause__, exc.__context__):
+        if inner is not None and inner is not exc:
+            found = _root_oserror(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
 def _reason(exc: BaseException) -> str:
+    root = _root_oserror(exc)
+    if root is not None:
+        return f"{type(exc).__name__}: {root.strerror}"[:300]
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(exc).__name__}: {first}"[:300]
@@ -177,6 +198,9 @@ class EngineSampler(Sampler):
             image_usage=sizes.usage,
             skipped=skipped_images + skipped_containers + skipped_volumes + sizes.unknown,
         )
+
+    def context(self) -> dict[str, Any]:
+        return {"docker_host": self.client.base_url}
 
     def _refresh_chains(self, images: list[imagesizes.RawImage]) -> None:
         current = {i.id for i in images}
@@ -235,6 +259,9 @@ class BuildCacheSampler(Sampler):
             raise NotDue()
         self._last_legacy = now
         return BuildCacheSnapshot(parse_build_cache(c.df()))
+
+    def context(self) -> dict[str, Any]:
+        return {"docker_host": self.client.base_url}
 
     def summary(self, snapshot: BuildCacheSnapshot) -> dict[str, Any]:
         bc = snapshot.build_cache

@@ -1,0 +1,46 @@
+"""docs/metrics.md and the real exposition must agree: names, types and label sets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+
+
+def documented() -> dict[str, tuple[str, frozenset[str]]]:
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"\| `(docker_storage_\w+)` \| (\w+) \|([^|]*)\|", line)
+        if m:
+            labels = frozenset(x.strip() for x in m.group(3).split(",") if x.strip())
+            rows[m.group(1)] = (m.group(2), labels)
+    return rows
+
+
+def exported(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith("docker_storage_"):
+            continue
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        labels = frozenset(k for s in fam.samples for k in s.labels)
+        out[name] = (fam.type, labels)
+    return out
+
+
+def test_doc_lists_every_exported_family_and_nothing_else(exporter):
+    doc, live = documented(), exported(exporter.scrape_text())
+    assert len(doc) > 20
+    assert sorted(set(live) - set(doc)) == [], "exported but not in docs/metrics.md"
+    assert sorted(set(doc) - set(live)) == [], "in docs/metrics.md but not exported"
+    for name, (kind, labels) in live.items():
+        assert doc[name] == (kind, labels), name
+
+
+def test_every_family_has_help(exporter):
+    for fam in text_string_to_metric_families(exporter.scrape_text()):
+        if fam.name.startswith("docker_storage_"):
+            assert len(fam.documentation) > 20, fam.name
