@@ -60,8 +60,10 @@ def test_engine_down_at_start_then_up_then_down_then_back(fault_engine, tmp_path
         fs_last = value(s, P + "sampler_last_success_timestamp_seconds", sampler="filesystem")
         runs = engine_runs(s)
         s = exp.wait_until(
-            lambda s: engine_runs(s) >= runs + 2
-            and value(s, P + "sampler_last_success_timestamp_seconds", sampler="filesystem") > fs_last,
+            lambda s: (
+                engine_runs(s) >= runs + 2
+                and value(s, P + "sampler_last_success_timestamp_seconds", sampler="filesystem") > fs_last
+            ),
             timeout=30,
             what="more samples while down",
         )
@@ -74,8 +76,10 @@ def test_engine_down_at_start_then_up_then_down_then_back(fault_engine, tmp_path
         # 4. Back again: recovers by itself.
         eng.start(fresh=False)
         s = exp.wait_until(
-            lambda s: value(s, P + "engine_up") == 1
-            and value(s, P + "sampler_last_success_timestamp_seconds", sampler="engine") > last_ok,
+            lambda s: (
+                value(s, P + "engine_up") == 1
+                and value(s, P + "sampler_last_success_timestamp_seconds", sampler="engine") > last_ok
+            ),
             timeout=30,
             what="engine back",
         )

@@ -31,7 +31,9 @@ def short(image_id: str) -> str:
 
 def test_image_states_match_the_cli(engine, samples):
     truth = image_states(engine)
-    ours = {s: value(samples, P + "images", state=s) for s in ("in_use", "unused", "dangling", "intermediate")}
+    ours = {
+        s: value(samples, P + "images", state=s) for s in ("in_use", "unused", "dangling", "intermediate")
+    }
     assert ours == {s: float(truth[s]) for s in ours}
     # The seed made each state on purpose; if it did not, the comparison above proves little.
     assert ours == {"in_use": 3.0, "unused": 4.0, "dangling": 1.0, "intermediate": 2.0}
@@ -44,7 +46,9 @@ def test_image_sizes_match_system_df(engine, samples):
     for img in df["Images"]:
         labels = {"image_id": short(img["Id"])}
         assert value(samples, P + "image_size_bytes", **labels) == img["Size"], img["RepoTags"]
-        assert value(samples, P + "image_unique_bytes", **labels) == img["Size"] - img["SharedSize"], img["RepoTags"]
+        assert value(samples, P + "image_unique_bytes", **labels) == img["Size"] - img["SharedSize"], img[
+            "RepoTags"
+        ]
         assert value(samples, P + "image_containers", **labels) == img["Containers"]
         assert value(samples, P + "image_created_timestamp_seconds", **labels) == img["Created"]
     # Intermediate images: all their layers belong to a descendant, so nothing is unique.
@@ -72,7 +76,11 @@ def test_image_totals_match_system_df(engine, samples):
 def test_labels_and_tags(samples):
     app = [lbl for lbl, _ in samples[P + "image_size_bytes"] if lbl["repository"] == "dse-app"]
     assert len(app) == 1 and app[0]["tag"] == "latest"  # first tag of the image, sorted
-    tags = {(lbl["repository"], lbl["tag"]) for lbl, _ in samples[P + "image_tag_info"] if lbl["image_id"] == app[0]["image_id"]}
+    tags = {
+        (lbl["repository"], lbl["tag"])
+        for lbl, _ in samples[P + "image_tag_info"]
+        if lbl["image_id"] == app[0]["image_id"]
+    }
     assert tags == {("dse-app", "latest"), ("dse-app", "v1")}
     untagged = [lbl for lbl, _ in samples[P + "image_size_bytes"] if lbl["repository"] == "<none>"]
     assert len(untagged) == 3 and all(lbl["tag"] == "<none>" for lbl in untagged)
@@ -99,7 +107,9 @@ def test_containers_match_ps(engine, seeded, samples):
     states = Counter(engine.docker("ps", "-a", "--format", "{{.State}}").split())
     for state in ("created", "running", "paused", "restarting", "removing", "exited", "dead"):
         assert value(samples, P + "containers", state=state) == states.get(state, 0), state
-    assert Counter(seeded.containers.values()) == +Counter({s: int(value(samples, P + "containers", state=s)) for s in states})
+    assert Counter(seeded.containers.values()) == +Counter(
+        {s: int(value(samples, P + "containers", state=s)) for s in states}
+    )
 
 
 def test_volumes_match_volume_ls_and_df(engine, seeded, samples):
@@ -127,7 +137,7 @@ def test_build_cache_matches_df(engine, samples):
 
 
 def test_engine_info(engine, samples):
-    (labels, v), = samples[P + "engine_info"]
+    ((labels, v),) = samples[P + "engine_info"]
     assert v == 1
     assert labels["root_dir"] == str(engine.data_root)
     assert labels["storage_driver"] == "overlay2"
@@ -140,7 +150,7 @@ def test_engine_info(engine, samples):
 
 def test_filesystem_matches_statvfs(engine, samples):
     st = os.statvfs(engine.data_root)
-    (labels, size), = samples[P + "filesystem_size_bytes"]
+    ((labels, size),) = samples[P + "filesystem_size_bytes"]
     assert labels["path"] == str(engine.data_root)
     assert size == st.f_blocks * st.f_frsize
     assert value(samples, P + "filesystem_files", **labels) == st.f_files
@@ -229,7 +239,7 @@ def test_exposition_passes_promtool(exporter):
 
 
 def test_http_endpoints(exporter):
-    status, headers, body = exporter.get("/")
+    status, _headers, body = exporter.get("/")
     assert status == 200 and b"/metrics" in body
     for sampler in (b"engine", b"filesystem", b"build_cache"):
         assert sampler in body
@@ -246,7 +256,9 @@ def test_http_endpoints(exporter):
     head = urllib.request.Request(exporter.url + "/metrics", method="HEAD")
     with urllib.request.urlopen(head, timeout=5) as r:
         assert r.status == 200 and r.read() == b""
-    om = urllib.request.Request(exporter.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    om = urllib.request.Request(
+        exporter.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
     with urllib.request.urlopen(om, timeout=5) as r:
         assert r.headers["Content-Type"].startswith("application/openmetrics-text")
         assert r.read().rstrip().endswith(b"# EOF")

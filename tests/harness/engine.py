@@ -90,10 +90,8 @@ class PrivateEngine:
         ]  # fmt: skip
         if self.storage_driver:
             cmd += ["--storage-driver", self.storage_driver]
-        logf = open(self.log, "ab")  # noqa: SIM115 - lives as long as the daemon
-        self.proc = subprocess.Popen(
-            cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
         deadline = time.monotonic() + timeout
         client = docker.APIClient(base_url=self.host, version="1.41", timeout=2)
@@ -132,8 +130,13 @@ class PrivateEngine:
         self.proc = None
         unmount_all(self.base)
 
-    def docker(self, *args: str, input: bytes | None = None, buildkit: bool = False,
-               check: bool = True) -> str:
+    def docker(
+        self,
+        *args: str,
+        input: bytes | None = None,  # noqa: A002 - as subprocess.run names it
+        buildkit: bool = False,
+        check: bool = True,
+    ) -> str:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.base),
@@ -141,9 +144,7 @@ class PrivateEngine:
             "DOCKER_CONFIG": str(self.base / "cli"),
             "DOCKER_BUILDKIT": "1" if buildkit else "0",
         }
-        res = subprocess.run(
-            [DOCKER_CLI, *args], input=input, env=env, capture_output=True, timeout=300
-        )
+        res = subprocess.run([DOCKER_CLI, *args], input=input, env=env, capture_output=True, timeout=300)
         if check and res.returncode != 0:
             raise RuntimeError(
                 f"docker {' '.join(args)} failed ({res.returncode}): {res.stderr.decode()[-2000:]}"

@@ -56,7 +56,7 @@ class ExporterProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ExporterProcess:
-        logf = open(self.log, "ab")  # noqa: SIM115
+        logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         self.wait_until(lambda s: True, timeout=20, what="exporter serving")

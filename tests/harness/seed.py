@@ -70,7 +70,7 @@ def seed(engine: PrivateEngine) -> Seed:
     build(
         engine,
         "dse-app:v1",
-        "FROM dse-base:latest\nRUN head -c 300000 /dev/urandom > /a\nRUN echo hi > /b\nCMD [\"sh\"]\n",
+        'FROM dse-base:latest\nRUN head -c 300000 /dev/urandom > /a\nRUN echo hi > /b\nCMD ["sh"]\n',
     )
     d("tag", "dse-app:v1", "dse-app:latest")
     # Rebuilding a tag leaves the old image dangling.

@@ -45,9 +45,7 @@ def image_states(engine: PrivateEngine) -> Counter[str]:
     top = ids(engine, "images", "-q", "--no-trunc")  # `docker images` hides intermediates
     untagged = ids(engine, "images", "-a", "-q", "--no-trunc", "--filter", "dangling=true")
     containers = ids(engine, "ps", "-a", "-q")
-    used = (
-        ids(engine, "inspect", "--format", "{{.Image}}", *containers) if containers else set()
-    )
+    used = ids(engine, "inspect", "--format", "{{.Image}}", *containers) if containers else set()
     states: Counter[str] = Counter()
     for image in all_ids:
         if image in used:
