@@ -79,6 +79,7 @@ class StorageCollector(Collector):
         groups: list[Callable[[], Iterable[Metric]]] = [
             self._exporter,
             self._samplers,
+            self._engine_up,
             self._engine,
             self._images,
             self._objects,
@@ -144,11 +145,13 @@ class StorageCollector(Collector):
             runs.add_metric([s.name], s.runs)
         yield from (ok, dur, last, fails, runs)
 
-    def _engine(self) -> Iterator[Metric]:
+    def _engine_up(self) -> Iterator[Metric]:
         status = self.store.status("engine")
         up = _gauge("engine_up", "1 if the last Engine API sample succeeded, else 0.")
         up.add_metric([], 1 if status and status.success else 0)
         yield up
+
+    def _engine(self) -> Iterator[Metric]:
         snap: EngineSnapshot | None = self.store.snapshot("engine")
         if snap is None:
             return
@@ -225,7 +228,8 @@ class StorageCollector(Collector):
         if folded:
             other = [OTHER] * 3
             size.add_metric(other, sum(i.size for i in folded))
-            unique.add_metric(other, sum(i.unique_size or 0 for i in folded))
+            if all(i.unique_size is not None for i in folded):
+                unique.add_metric(other, sum(i.unique_size for i in folded))
             containers.add_metric(other, sum(i.containers for i in folded))
             created.add_metric(other, min(i.created for i in folded))
         yield from (size, unique, containers, created, tags)
@@ -242,7 +246,8 @@ class StorageCollector(Collector):
         )
         ru = _gauge(
             "registry_unique_bytes",
-            "Sum of image_unique_bytes of the images counted in registry_images.",
+            "Sum of image_unique_bytes of the images counted in registry_images (images whose "
+            "unique size could not be known add nothing).",
             ["registry"],
         )
         for reg in sorted(reg_images):

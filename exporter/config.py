@@ -95,6 +95,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="docker-storage-exporter",
+        allow_abbrev=False,  # --web.listen must not silently mean --web.listen-address
         description="Prometheus exporter for where a Docker host's disk went.",
         epilog="Every flag can also be set as an environment variable, "
         f"e.g. {env_name('web.listen-address')}.",

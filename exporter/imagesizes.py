@@ -1,8 +1,8 @@
 """Image states, registries and the shared/unique size math of `docker system df`.
 
 Docker's definitions, which we reproduce so our numbers equal `docker system df -v`:
-- The images that count are the "top-level" ones: every image except untagged images that
-  have children (intermediate images, listed only by `docker images -a`).
+- The images that count are the "top-level" ones: every image except untagged, digest-less
+  images that have children (intermediate images, listed only by `docker images -a`).
 - A layer (by chain ID) is shared when more than one top-level image contains it.
   SHARED SIZE is the sum of an image's shared layers, UNIQUE SIZE = SIZE - SHARED SIZE.
 - Images TOTAL SIZE is the sum of every distinct layer of the top-level images, and
@@ -32,6 +32,7 @@ class RawImage:
     parent_id: str
     created: float
     size: int
+    has_digest: bool = False  # pulled by digest: listed by `docker images` even untagged
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ def parse_images(raw: Any) -> tuple[list[RawImage], int]:
                 parent_id=as_str(item.get("ParentId")),
                 created=float(max(0, as_int(item.get("Created")))),
                 size=max(0, size),
+                has_digest=any(
+                    isinstance(d, str) and "@" in d and "<none>" not in d
+                    for d in as_list(item.get("RepoDigests"))
+                ),
             )
         )
     return out, skipped
@@ -144,7 +149,7 @@ def infer_sizes(chains: Mapping[str, LayerChain], image_sizes: Mapping[str, int]
 def top_level(images: Iterable[RawImage]) -> set[str]:
     images = list(images)
     parents = {i.parent_id for i in images if i.parent_id}
-    return {i.id for i in images if i.tags or i.id not in parents}
+    return {i.id for i in images if i.tags or i.has_digest or i.id not in parents}
 
 
 def classify(image: RawImage, containers: int, parents: set[str]) -> str:
@@ -152,7 +157,8 @@ def classify(image: RawImage, containers: int, parents: set[str]) -> str:
     if containers > 0:
         return "in_use"
     if not image.tags:
-        return "intermediate" if image.id in parents else "dangling"
+        # Docker hides untagged parents from `docker images` unless they carry a digest.
+        return "intermediate" if image.id in parents and not image.has_digest else "dangling"
     return "unused"
 
 

@@ -44,7 +44,8 @@ def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
         return []
     for line in lines:
         left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
+        # After " - ": fstype, source (which may be empty), super options; split by position.
+        fields, tail = left.split(), right.split(" ")
         if not sep or len(fields) < 5 or len(tail) < 3:
             continue
         mounts.append(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter import __version__
-from exporter.config import DEFAULT_DOCKER_HOST, ConfigError, Config, env_name, parse, parse_duration
+from exporter.config import DEFAULT_DOCKER_HOST, Config, ConfigError, env_name, parse, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,10 @@ def test_env_var_is_used_without_flag() -> None:
 
 
 def test_flag_beats_env_var() -> None:
-    env = {"DOCKER_STORAGE_EXPORTER_WEB_LISTEN_ADDRESS": ":1111", "DOCKER_STORAGE_EXPORTER_METRICS_TOP_N": "7"}
+    env = {
+        "DOCKER_STORAGE_EXPORTER_WEB_LISTEN_ADDRESS": ":1111",
+        "DOCKER_STORAGE_EXPORTER_METRICS_TOP_N": "7",
+    }
     cfg = parse(["--web.listen-address", ":2222", "--metrics.top-n=3"], env)
     assert cfg.listen_port == 2222
     assert cfg.top_n == 3
@@ -106,8 +109,13 @@ def test_durations_reach_config() -> None:
 
 @pytest.mark.parametrize(
     ("text", "host", "port"),
-    [(":9818", "", 9818), ("127.0.0.1:9818", "127.0.0.1", 9818), ("[::1]:9818", "::1", 9818),
-     ("localhost:1", "localhost", 1), ("0.0.0.0:65535", "0.0.0.0", 65535)],
+    [
+        (":9818", "", 9818),
+        ("127.0.0.1:9818", "127.0.0.1", 9818),
+        ("[::1]:9818", "::1", 9818),
+        ("localhost:1", "localhost", 1),
+        ("0.0.0.0:65535", "0.0.0.0", 65535),
+    ],
 )
 def test_listen_addresses(text: str, host: str, port: int) -> None:
     cfg = parse(["--web.listen-address", text], {})
@@ -127,13 +135,21 @@ BAD = [
     (["--docker.timeout", "0ms"], {}, "--docker.timeout"),
     (["--sampler.build-cache.interval", "soon"], {}, "--sampler.build-cache.interval"),
     (["--sampler.build-cache.legacy-interval", "-1h"], {}, "--sampler.build-cache.legacy-interval"),
-    ([], {"DOCKER_STORAGE_EXPORTER_SAMPLER_ENGINE_INTERVAL": "5x"}, "DOCKER_STORAGE_EXPORTER_SAMPLER_ENGINE_INTERVAL"),
+    (
+        [],
+        {"DOCKER_STORAGE_EXPORTER_SAMPLER_ENGINE_INTERVAL": "5x"},
+        "DOCKER_STORAGE_EXPORTER_SAMPLER_ENGINE_INTERVAL",
+    ),
     (["--web.listen-address", "9818"], {}, "--web.listen-address"),
     (["--web.listen-address", "host:99999"], {}, "--web.listen-address"),
     (["--web.listen-address", ":0"], {}, "--web.listen-address"),
     (["--web.listen-address", "::1:9818"], {}, "--web.listen-address"),
     (["--web.listen-address", "nonsense"], {}, "--web.listen-address"),
-    ([], {"DOCKER_STORAGE_EXPORTER_WEB_LISTEN_ADDRESS": "9818"}, "DOCKER_STORAGE_EXPORTER_WEB_LISTEN_ADDRESS"),
+    (
+        [],
+        {"DOCKER_STORAGE_EXPORTER_WEB_LISTEN_ADDRESS": "9818"},
+        "DOCKER_STORAGE_EXPORTER_WEB_LISTEN_ADDRESS",
+    ),
     (["--log.level", "loud"], {}, "--log.level"),
     ([], {"DOCKER_STORAGE_EXPORTER_LOG_LEVEL": "loud"}, "DOCKER_STORAGE_EXPORTER_LOG_LEVEL"),
     (["--log.format", "xml"], {}, "--log.format"),
@@ -155,8 +171,12 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "environ", "source"), BAD, ids=[" ".join(b[0]) or next(iter(b[1])) for b in BAD])
-def test_bad_values_raise_one_line_naming_the_source(argv: list[str], environ: dict[str, str], source: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "environ", "source"), BAD, ids=[" ".join(b[0]) or next(iter(b[1])) for b in BAD]
+)
+def test_bad_values_raise_one_line_naming_the_source(
+    argv: list[str], environ: dict[str, str], source: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         parse(argv, environ)
     message = str(info.value)

@@ -64,7 +64,9 @@ def test_read_mounts_empty_source_field(mounts: list[Mount]) -> None:
 def test_read_mounts_missing_file_and_garbage(tmp_path: Path) -> None:
     assert read_mounts(str(tmp_path / "nope")) == []
     junk = tmp_path / "mountinfo"
-    junk.write_bytes(b"garbage\n\n1 2 3\n27 1 254:0 / / rw - ext4 /dev/vda rw\n40 27 8:1 /\xff /x rw - ext4 /dev/sdb rw\n")
+    junk.write_bytes(
+        b"garbage\n\n1 2 3\n27 1 254:0 / / rw - ext4 /dev/vda rw\n40 27 8:1 /\xff /x rw - ext4 /dev/sdb rw\n"
+    )
     got = read_mounts(str(junk))
     assert [m.mountpoint for m in got] == ["/", "/x"]
 

@@ -73,8 +73,10 @@ def test_chain_ids_match_a_real_layerdb(load_fixture) -> None:
         ("ghcr.io/a/b@sha256:" + "0" * 64, "ghcr.io"),
         ("localhost:5000/x:1", "localhost:5000"),
         ("localhost/x", "localhost"),
-        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:v3",
-         "123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+        (
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:v3",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        ),
         ("registry.example.com:443/app", "registry.example.com:443"),
     ],
 )

@@ -1,0 +1,473 @@
+"""exporter.collector.StorageCollector fed by a real Store holding synthetic snapshots."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import __version__
+from exporter.collector import OTHER, StorageCollector
+from exporter.model import (
+    BuildCache,
+    BuildCacheSnapshot,
+    Container,
+    DiskUsage,
+    EngineInfo,
+    EngineSnapshot,
+    Filesystem,
+    FilesystemSnapshot,
+    Image,
+    SamplerStatus,
+    Volume,
+)
+from exporter.samplers import Store
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+INFO = EngineInfo(
+    engine="docker",
+    version="20.10.24+dfsg1",
+    api_version="1.41",
+    storage_driver="overlay2",
+    image_store="graphdriver",
+    root_dir="/var/lib/docker",
+)
+
+
+def sha(c: str) -> str:
+    return "sha256:" + c * 64
+
+
+def image(
+    c: str,
+    size: int,
+    tags: tuple[str, ...] = (),
+    unique: int | None = 0,
+    containers: int = 0,
+    state: str = "unused",
+    registry: str = "docker.io",
+    created: float = 1_700_000_000.0,
+) -> Image:
+    return Image(
+        id=sha(c),
+        tags=tags,
+        parent_id="",
+        created=created,
+        size=size,
+        unique_size=unique,
+        containers=containers,
+        state=state,
+        registry=registry if tags else "none",
+    )
+
+
+FIVE_IMAGES = (
+    image("a", 500, ("ghcr.io/acme/api:2.1",), unique=300, containers=2, state="in_use", registry="ghcr.io"),
+    image("b", 400, ("debian:bookworm", "debian:12"), unique=None),
+    image("c", 300, (), unique=30, state="dangling", created=1_600_000_000.0),
+    image(
+        "d",
+        200,
+        ("localhost:5000/tool:dev",),
+        unique=20,
+        containers=1,
+        state="in_use",
+        registry="localhost:5000",
+    ),
+    image("e", 100, (), unique=10, state="intermediate", created=1_650_000_000.0),
+)
+
+
+def engine_snapshot(images: tuple[Image, ...] = FIVE_IMAGES, **kw) -> EngineSnapshot:
+    return EngineSnapshot(
+        info=kw.pop("info", INFO),
+        images=images,
+        containers=kw.pop(
+            "containers",
+            (
+                Container("1" * 64, "api", sha("a"), "ghcr.io/acme/api:2.1", "running", ("pgdata",)),
+                Container("2" * 64, "api-old", sha("a"), "ghcr.io/acme/api:2.1", "exited", ("pgdata",)),
+                Container("3" * 64, "tool", sha("d"), "localhost:5000/tool:dev", "paused", ()),
+            ),
+        ),
+        volumes=kw.pop(
+            "volumes",
+            (
+                Volume("pgdata", "local", "/var/lib/docker/volumes/pgdata/_data", 2),
+                Volume("cache", "local", "/var/lib/docker/volumes/cache/_data", 0),
+                Volume("tmp", "local", "/var/lib/docker/volumes/tmp/_data", 0),
+            ),
+        ),
+        image_usage=kw.pop("image_usage", DiskUsage(used=1200, reclaimable=880)),
+        skipped=kw.pop("skipped", 1),
+    )
+
+
+def full_store(images: tuple[Image, ...] = FIVE_IMAGES) -> Store:
+    store = Store()
+    store.publish(
+        SamplerStatus("engine", success=True, duration_seconds=0.25, last_success=1_700_000_500.0, runs=3),
+        engine_snapshot(images),
+    )
+    store.publish(
+        SamplerStatus(
+            "filesystem", success=True, duration_seconds=0.001, last_success=1_700_000_501.0, runs=9
+        ),
+        FilesystemSnapshot(
+            (Filesystem("/var/lib/docker", "/", 100 * 2**30, 40 * 2**30, 6_000_000, 5_000_000, False),)
+        ),
+    )
+    store.publish(
+        SamplerStatus(
+            "build_cache",
+            success=False,
+            duration_seconds=1.5,
+            last_success=None,
+            runs=2,
+            failures=2,
+            last_error="RuntimeError: boom",
+        ),
+        BuildCacheSnapshot(BuildCache(records=5, in_use=1, bytes=37_000, reclaimable=30_000)),
+    )
+    store.publish(SamplerStatus("scan", enabled=False))
+    return store
+
+
+def exposition(collector: StorageCollector) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode("utf-8")
+
+
+def families(collector: StorageCollector) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(exposition(collector))}
+
+
+def samples(fams: dict, name: str, sample_name: str | None = None) -> dict[tuple, float]:
+    """{sorted label items: value} of one family's samples named `sample_name` (default: family)."""
+    sample_name = sample_name or name
+    return {tuple(sorted(s.labels.items())): s.value for s in fams[name].samples if s.name == sample_name}
+
+
+def image_series(fams: dict, name: str) -> dict[str, float]:
+    return {s.labels["image_id"]: s.value for s in fams[name].samples}
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+
+
+# --- families ---------------------------------------------------------------------------
+
+
+EXPECTED_FAMILIES = {
+    "docker_storage_exporter_build_info",
+    "docker_storage_engine_requests",
+    "docker_storage_collector_errors",
+    "docker_storage_sampler_success",
+    "docker_storage_sampler_duration_seconds",
+    "docker_storage_sampler_last_success_timestamp_seconds",
+    "docker_storage_sampler_failures",
+    "docker_storage_sampler_runs",
+    "docker_storage_engine_up",
+    "docker_storage_engine_info",
+    "docker_storage_sampler_skipped_items",
+    "docker_storage_images",
+    "docker_storage_image_size_bytes",
+    "docker_storage_image_unique_bytes",
+    "docker_storage_image_containers",
+    "docker_storage_image_created_timestamp_seconds",
+    "docker_storage_image_tag_info",
+    "docker_storage_registry_images",
+    "docker_storage_registry_unique_bytes",
+    "docker_storage_series_folded",
+    "docker_storage_used_bytes",
+    "docker_storage_reclaimable_bytes",
+    "docker_storage_containers",
+    "docker_storage_volumes",
+    "docker_storage_filesystem_size_bytes",
+    "docker_storage_filesystem_avail_bytes",
+    "docker_storage_filesystem_files",
+    "docker_storage_filesystem_files_free",
+    "docker_storage_filesystem_readonly",
+    "docker_storage_build_cache_records",
+    "docker_storage_build_cache_bytes",
+}
+
+
+def test_families_present_with_help() -> None:
+    fams = families(StorageCollector(full_store(), top_n=50))
+    assert EXPECTED_FAMILIES <= set(fams)
+    for name, fam in fams.items():
+        assert fam.documentation.strip(), name
+
+
+def test_every_metric_is_prefixed() -> None:
+    collector = StorageCollector(full_store())
+    assert all(m.name.startswith("docker_storage_") for m in collector.collect())
+    for line in exposition(collector).splitlines():
+        name = line.split(" ", 3)[2] if line.startswith("#") else line.split("{")[0].split(" ")[0]
+        if name.startswith(("process_", "python_")):
+            continue
+        assert name.startswith("docker_storage_"), line
+
+
+def test_values_of_the_simple_families() -> None:
+    fams = families(StorageCollector(full_store(), top_n=50))
+    assert samples(fams, "docker_storage_exporter_build_info") == {(("version", __version__),): 1}
+    assert samples(fams, "docker_storage_engine_up") == {(): 1}
+    assert samples(fams, "docker_storage_engine_info") == {
+        tuple(
+            sorted(
+                {
+                    "engine": "docker",
+                    "version": "20.10.24+dfsg1",
+                    "api_version": "1.41",
+                    "storage_driver": "overlay2",
+                    "image_store": "graphdriver",
+                    "root_dir": "/var/lib/docker",
+                }.items()
+            )
+        ): 1
+    }
+    assert samples(fams, "docker_storage_images") == {
+        (("state", "in_use"),): 2,
+        (("state", "unused"),): 1,
+        (("state", "dangling"),): 1,
+        (("state", "intermediate"),): 1,
+    }
+    assert samples(fams, "docker_storage_containers")[(("state", "running"),)] == 1
+    assert samples(fams, "docker_storage_containers")[(("state", "paused"),)] == 1
+    assert samples(fams, "docker_storage_containers")[(("state", "dead"),)] == 0
+    assert samples(fams, "docker_storage_volumes") == {(("state", "in_use"),): 1, (("state", "unused"),): 2}
+    assert samples(fams, "docker_storage_used_bytes") == {
+        (("object", "images"),): 1200,
+        (("object", "build_cache"),): 37_000,
+    }
+    assert samples(fams, "docker_storage_reclaimable_bytes") == {
+        (("object", "images"),): 880,
+        (("object", "build_cache"),): 30_000,
+    }
+    assert samples(fams, "docker_storage_build_cache_records") == {(): 5}
+    assert samples(fams, "docker_storage_filesystem_avail_bytes") == {
+        (("mountpoint", "/"), ("path", "/var/lib/docker")): 40 * 2**30
+    }
+    assert samples(fams, "docker_storage_registry_images") == {
+        (("registry", "ghcr.io"),): 1,
+        (("registry", "docker.io"),): 1,
+        (("registry", "none"),): 2,
+        (("registry", "localhost:5000"),): 1,
+    }
+
+
+def test_sampler_health() -> None:
+    fams = families(StorageCollector(full_store()))
+    assert samples(fams, "docker_storage_sampler_success") == {
+        (("sampler", "build_cache"),): 0,
+        (("sampler", "engine"),): 1,
+        (("sampler", "filesystem"),): 1,
+    }  # the disabled "scan" sampler is not listed
+    last = samples(fams, "docker_storage_sampler_last_success_timestamp_seconds")
+    assert last == {(("sampler", "engine"),): 1_700_000_500.0, (("sampler", "filesystem"),): 1_700_000_501.0}
+    fails = samples(fams, "docker_storage_sampler_failures", "docker_storage_sampler_failures_total")
+    assert fails[(("sampler", "build_cache"),)] == 2
+
+
+def test_engine_down_keeps_last_snapshot_and_says_so() -> None:
+    store = full_store()
+    store.publish(SamplerStatus("engine", success=False, runs=4, failures=1, last_success=1_700_000_500.0))
+    fams = families(StorageCollector(store))
+    assert samples(fams, "docker_storage_engine_up") == {(): 0}
+    assert "docker_storage_image_size_bytes" in fams  # last good data still served
+
+
+def test_empty_store() -> None:
+    fams = families(StorageCollector(Store()))
+    assert samples(fams, "docker_storage_engine_up") == {(): 0}
+    assert "docker_storage_images" not in fams
+    assert promtool_check(exposition(StorageCollector(Store()))).returncode == 0
+
+
+# --- top-n folding ----------------------------------------------------------------------
+
+
+def test_top_n_folds_the_rest_into_other() -> None:
+    fams = families(StorageCollector(full_store(), top_n=2))
+    size = image_series(fams, "docker_storage_image_size_bytes")
+    assert size == {"a" * 12: 500, "b" * 12: 400, OTHER: 300 + 200 + 100}
+    other = next(s for s in fams["docker_storage_image_size_bytes"].samples if s.labels["image_id"] == OTHER)
+    assert other.labels == {"image_id": OTHER, "repository": OTHER, "tag": OTHER}
+    assert image_series(fams, "docker_storage_image_containers") == {"a" * 12: 2, "b" * 12: 0, OTHER: 1}
+    assert image_series(fams, "docker_storage_image_created_timestamp_seconds")[OTHER] == 1_600_000_000.0
+    folded = samples(fams, "docker_storage_series_folded")
+    assert folded[(("family", "docker_storage_image_size_bytes"),)] == 3
+    assert set(folded.values()) == {3}
+    # Kept images' tags only.
+    tag_ids = {s.labels["image_id"] for s in fams["docker_storage_image_tag_info"].samples}
+    assert tag_ids == {"a" * 12, "b" * 12}
+
+
+def test_no_folding_when_under_the_cap() -> None:
+    fams = families(StorageCollector(full_store(), top_n=50))
+    assert OTHER not in image_series(fams, "docker_storage_image_size_bytes")
+    assert len(fams["docker_storage_image_size_bytes"].samples) == 5
+    assert set(samples(fams, "docker_storage_series_folded").values()) == {0}
+
+
+def test_top_n_zero_folds_everything() -> None:
+    fams = families(StorageCollector(full_store(), top_n=0))
+    assert image_series(fams, "docker_storage_image_size_bytes") == {OTHER: 1500}
+
+
+def test_image_labels_and_tags() -> None:
+    fams = families(StorageCollector(full_store(), top_n=50))
+    labels = {s.labels["image_id"]: s.labels for s in fams["docker_storage_image_size_bytes"].samples}
+    assert labels["a" * 12] == {"image_id": "a" * 12, "repository": "ghcr.io/acme/api", "tag": "2.1"}
+    assert labels["d" * 12] == {"image_id": "d" * 12, "repository": "localhost:5000/tool", "tag": "dev"}
+    assert labels["c" * 12] == {"image_id": "c" * 12, "repository": "<none>", "tag": "<none>"}
+    tags = {
+        (s.labels["repository"], s.labels["tag"])
+        for s in fams["docker_storage_image_tag_info"].samples
+        if s.labels["image_id"] == "b" * 12
+    }
+    assert tags == {("debian", "bookworm"), ("debian", "12")}
+
+
+def test_unique_bytes_absent_when_unknown() -> None:
+    fams = families(StorageCollector(full_store(), top_n=50))
+    unique = image_series(fams, "docker_storage_image_unique_bytes")
+    assert "b" * 12 not in unique  # unique_size None
+    assert unique["a" * 12] == 300
+    assert "b" * 12 in image_series(fams, "docker_storage_image_size_bytes")
+
+
+def test_other_unique_bytes_absent_when_a_folded_image_is_unknown() -> None:
+    """__other__ must not report a smaller number when a folded image's unique size is unknown.
+
+    image_unique_bytes' help says it is absent when a layer size could not be known; summing
+    the unknown as 0 would silently under-report what removing those images frees.
+    """
+    images = (
+        image("a", 500, ("a:1",), unique=300),
+        image("b", 400, ("b:1",), unique=None),  # folded, unknown
+        image("c", 300, ("c:1",), unique=30),  # folded, known
+    )
+    fams = families(StorageCollector(full_store(images), top_n=1))
+    assert image_series(fams, "docker_storage_image_size_bytes")[OTHER] == 700
+    assert OTHER not in image_series(fams, "docker_storage_image_unique_bytes")
+
+
+def test_no_image_usage_means_no_images_used_bytes() -> None:
+    store = Store()
+    store.publish(SamplerStatus("engine", success=True), engine_snapshot(image_usage=None))
+    fams = families(StorageCollector(store))
+    assert "docker_storage_used_bytes" not in fams
+
+
+# --- exposition validity ----------------------------------------------------------------
+
+
+def test_promtool_check_metrics() -> None:
+    text = exposition(StorageCollector(full_store(), top_n=2))
+    proc = promtool_check(text)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + text
+
+
+NASTY = 'we"ird\\tag\nwith newline ünïcødé 🐳'
+
+GARBAGE_IMAGES = (
+    image("a", 10, (f'registry.example.com/{NASTY}:v"1',), registry=NASTY),
+    image("b", 9, ("",)),
+    image("c", 8, (":",)),
+    image("d", 7, ("@",)),
+    image("e", -5, ("x:y:z",), unique=-1, containers=-2, created=-1.0),
+    Image(
+        id="",
+        tags=(),
+        parent_id="",
+        created=0.0,
+        size=0,
+        unique_size=None,
+        containers=0,
+        state="weird",
+        registry="",
+    ),
+    Image(
+        id="not-a-digest",
+        tags=("a:1",),
+        parent_id="",
+        created=0.0,
+        size=1,
+        unique_size=0,
+        containers=0,
+        state="in_use",
+        registry="docker.io",
+    ),
+)
+
+
+def test_garbage_snapshot_renders_valid_exposition() -> None:
+    store = full_store(GARBAGE_IMAGES)
+    store.publish(
+        SamplerStatus("filesystem", success=True),
+        FilesystemSnapshot((Filesystem(f"/var/lib/{NASTY}", f"/mnt/{NASTY}", 1, 0, 0, 0, True),)),
+    )
+    store.publish(
+        SamplerStatus("engine", success=True),
+        engine_snapshot(
+            GARBAGE_IMAGES,
+            info=EngineInfo(NASTY, NASTY, "", "", "unknown", f"/var/lib/{NASTY}"),
+            containers=(Container("x", NASTY, "", NASTY, "running", (NASTY,)),),
+            volumes=(Volume(NASTY, NASTY, "", 1),),
+        ),
+    )
+    collector = StorageCollector(store, top_n=4)
+    text = exposition(collector)
+    proc = promtool_check(text)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    # The label value survives the escaping round trip unchanged.
+    info = fams["docker_storage_engine_info"].samples[0]
+    assert info.labels["engine"] == NASTY
+    repos = {s.labels["repository"] for s in fams["docker_storage_image_size_bytes"].samples}
+    assert f"registry.example.com/{NASTY}" in repos
+    assert samples(fams, "docker_storage_collector_errors", "docker_storage_collector_errors_total") == {
+        (): 0
+    }
+
+
+def test_collect_survives_a_broken_snapshot() -> None:
+    store = full_store()
+    bad_tag_image = image("f", 1, (None,))  # type: ignore[arg-type]  # a tag that is not a string
+    store.publish(SamplerStatus("engine", success=True), engine_snapshot((bad_tag_image,)))
+    store.publish(SamplerStatus("filesystem", success=True), "not a snapshot")
+    collector = StorageCollector(store)
+    fams = list(collector.collect())  # must not raise
+    names = {f.name for f in fams}
+    assert "docker_storage_build_cache_bytes" in names  # other groups still served
+    assert "docker_storage_engine_up" in names
+    errors = next(f for f in fams if f.name == "docker_storage_collector_errors")
+    assert errors.samples[0].value == 2  # the images group and the filesystem group
+    text = exposition(collector)
+    assert promtool_check(text).returncode == 0, text
+
+
+def test_collect_survives_garbage_store_contents() -> None:
+    store = Store()
+    store.publish(SamplerStatus("engine", success=True), 42)
+    store.publish(SamplerStatus("build_cache", success=True), {"records": 1})
+    collector = StorageCollector(store)
+    fams = {f.name: f for f in collector.collect()}  # must not raise
+    # Groups that read no snapshot still come; each failing group is counted once.
+    assert "docker_storage_exporter_build_info" in fams
+    assert "docker_storage_sampler_success" in fams
+    assert (
+        fams["docker_storage_collector_errors"].samples[0].value == 4
+    )  # engine, images, objects, build cache
+    fams = {f.name: f for f in collector.collect()}
+    assert fams["docker_storage_collector_errors"].samples[0].value == 8  # a counter: it accumulates
