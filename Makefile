@@ -25,7 +25,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: venv deps lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; $(BIN)/python -m tests.harness.cleanup; exit $$rc
 
 accuracy: venv deps
 	$(BIN)/python scripts/accuracy.py --write docs/accuracy.md

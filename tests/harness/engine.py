@@ -51,7 +51,7 @@ class PrivateEngine:
     def host(self) -> str:
         return f"unix://{self.sock}"
 
-    def _kill_stale(self) -> None:
+    def kill_stale(self) -> None:
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
@@ -73,7 +73,7 @@ class PrivateEngine:
 
     def start(self, fresh: bool = True, timeout: float = 60.0) -> None:
         if fresh:
-            self._kill_stale()
+            self.kill_stale()
             unmount_all(self.base)
             shutil.rmtree(self.base, ignore_errors=True)
         self.base.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,26 @@
+"""Stop any private test daemon left behind (e.g. pytest killed), whatever the outcome.
+
+`make test` runs this after pytest; it only touches daemons whose socket lives under the
+test root, never the user's own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.harness.engine import PrivateEngine, unmount_all
+
+TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT", "/tmp/dse-test"))
+
+
+def main() -> None:
+    if not TEST_ROOT.is_dir():
+        return
+    for base in sorted(p for p in TEST_ROOT.iterdir() if p.is_dir()):
+        PrivateEngine(base).kill_stale()
+    unmount_all(TEST_ROOT)
+
+
+if __name__ == "__main__":
+    main()
