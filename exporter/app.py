@@ -9,8 +9,10 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 from exporter.collector import StorageCollector
 from exporter.config import Config
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
+from exporter.scan import ScanSampler
 from exporter.scheduler import Job, run_soon, start
 from exporter.server import HttpServer
+from exporter.sources.du import Walker
 from exporter.sources.engine import EngineClient
 
 log = structlog.get_logger("exporter.app")
@@ -37,6 +39,11 @@ class App:
             self.build_cache = BuildCacheSampler(
                 self.store, self.clients[1], legacy_interval=config.build_cache_legacy_interval
             )
+        self.walker: Walker | None = None
+        self.scan: ScanSampler | None = None
+        if config.scan_interval > 0:
+            self.walker = Walker(config.scan_workers or None)
+            self.scan = ScanSampler(self.store, self.walker, rootfs=config.rootfs, budget=config.scan_budget)
         self.registry = CollectorRegistry(auto_describe=False)
         for c in (
             process_collector.ProcessCollector,
@@ -58,7 +65,7 @@ class App:
         return total
 
     def samplers(self) -> list[Sampler]:
-        return [s for s in (self.engine, self.filesystem, self.build_cache) if s is not None]
+        return [s for s in (self.engine, self.filesystem, self.build_cache, self.scan) if s is not None]
 
     def _after_engine(self) -> bool:
         ok = self.engine.run()
@@ -66,6 +73,8 @@ class App:
             # The filesystem sampler needs the root dir from the first engine sample.
             self._engine_seen = True
             run_soon(self.scheduler, self.filesystem.name)
+            if self.scan is not None:
+                run_soon(self.scheduler, self.scan.name)
         return ok
 
     def start(self) -> None:
@@ -80,6 +89,8 @@ class App:
         ]
         if self.build_cache is not None:
             jobs.append(Job(self.build_cache, c.build_cache_interval, first_delay=2.0))
+        if self.scan is not None:
+            jobs.append(Job(self.scan, c.scan_interval, first_delay=3.0))
         self.scheduler = start(jobs, {self.engine.name: self._after_engine})
         log.info(
             "started",
@@ -95,4 +106,6 @@ class App:
             self.server.stop()
         for client in self.clients:
             client.close()
+        if self.walker is not None:
+            self.walker.close()
         log.info("stopped")

@@ -28,6 +28,7 @@ from exporter.model import (
     Image,
 )
 from exporter.samplers import Store
+from exporter.scan import ScanSnapshot
 
 P = "docker_storage_"
 OTHER = "__other__"
@@ -85,6 +86,7 @@ class StorageCollector(Collector):
             self._objects,
             self._filesystems,
             self._build_cache,
+            self._scan,
         ]
         merged: dict[str, Metric] = {}
         for group in groups:
@@ -136,14 +138,21 @@ class StorageCollector(Collector):
         )
         fails = _counter("sampler_failures", "Failed runs of the sampler since start.", ["sampler"])
         runs = _counter("sampler_runs", "Runs of the sampler since start.", ["sampler"])
+        available = _gauge(
+            "sampler_available",
+            "0 if the sampler cannot work in this setup (e.g. the Docker root is not visible "
+            "to the exporter); the reason is on the landing page and in the log.",
+            ["sampler"],
+        )
         for s in statuses:
+            available.add_metric([s.name], 1 if s.available else 0)
             ok.add_metric([s.name], 1 if s.success else 0)
             dur.add_metric([s.name], s.duration_seconds)
             if s.last_success is not None:
                 last.add_metric([s.name], s.last_success)
             fails.add_metric([s.name], s.failures)
             runs.add_metric([s.name], s.runs)
-        yield from (ok, dur, last, fails, runs)
+        yield from (ok, dur, last, fails, runs, available)
 
     def _engine_up(self) -> Iterator[Metric]:
         status = self.store.status("engine")
@@ -354,3 +363,179 @@ class StorageCollector(Collector):
         )
         r.add_metric([obj], reclaimable)
         yield from (u, r)
+
+    def _scan(self) -> Iterator[Metric]:
+        snap: ScanSnapshot | None = self.store.snapshot("scan")
+        if snap is None:
+            return
+        engine: EngineSnapshot | None = self.store.snapshot("engine")
+        attr = _gauge(
+            "layer_attribution_available",
+            "1 if image layers and storage-driver dirs can be attributed (overlay2 with the "
+            "graphdriver image store); 0 means layer and driver families are absent, not zero.",
+        )
+        attr.add_metric([], 1 if snap.attribution else 0)
+        yield attr
+
+        rd = _gauge(
+            "root_disk_bytes",
+            "Allocated bytes (du) under each top-level entry of the Docker root, by our walk.",
+            ["dir"],
+        )
+        rf = _gauge("root_files", "Inodes under each top-level entry of the Docker root.", ["dir"])
+        for name, u in sorted(snap.root_dirs.items()):
+            rd.add_metric([name], u.disk_bytes)
+            rf.add_metric([name], u.files)
+        yield from (rd, rf)
+
+        if snap.attribution:
+            dd = _gauge(
+                "driver_disk_bytes",
+                "Allocated bytes of the storage driver's dir by owner: image (layers), container "
+                "(writable layers), init, build_cache (BuildKit snapshots), links (overlay2 l/), "
+                "orphan (no layer, container or snapshot owns it).",
+                ["owner"],
+            )
+            df = _gauge("driver_files", "Inodes of the storage driver's dir by owner.", ["owner"])
+            for owner, u in snap.owners.items():
+                dd.add_metric([owner], u.disk_bytes)
+                df.add_metric([owner], u.files)
+            orphans = _gauge(
+                "orphan_dirs", "Storage-driver dirs that no layer, container or build-cache snapshot owns."
+            )
+            orphans.add_metric([], len(snap.orphans))
+            yield from (dd, df, orphans)
+            yield from self._layers(snap)
+
+        yield from self._containers(snap)
+        yield from self._volumes(snap, engine)
+        walks = _gauge(
+            "scan_walks",
+            "Directories walked by the last scan, by kind; layers come from the cache once walked.",
+            ["kind"],
+        )
+        for kind in ("layer", "container", "volume", "other"):
+            walks.add_metric([kind], snap.walks.get(kind, 0))
+        cached = _gauge("scan_cached_layers", "Image layers whose walk is cached (immutable).")
+        cached.add_metric([], snap.cached_layers)
+        errs = _gauge(
+            "scan_unreadable_entries",
+            "Entries the last scan could not read (permission denied); their bytes are missing.",
+        )
+        errs.add_metric([], snap.errors)
+        skipped = _gauge(
+            "sampler_skipped_items",
+            "Objects the sampler's last successful run could not read or size and left out (each is logged).",
+            ["sampler"],
+        )
+        skipped.add_metric(["scan"], snap.skipped)
+        yield from (walks, cached, errs, skipped)
+
+    def _layers(self, snap: ScanSnapshot) -> Iterator[Metric]:
+        n = _gauge("layers", "Image layers in the layer store (layerdb).")
+        n.add_metric([], len(snap.layers))
+        size = _gauge(
+            "layers_size_bytes",
+            "Sum of the layer sizes Docker recorded at pull or build (apparent bytes).",
+        )
+        size.add_metric([], sum(x.size for x in snap.layers))
+        disk = _gauge("layers_disk_bytes", "Allocated bytes of all layer dirs, by our walk.")
+        disk.add_metric([], sum(x.total.disk_bytes for x in snap.layers))
+        yield from (n, size, disk)
+        # One series per diff ID (the same content under two chains is summed).
+        by_diff: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, 0])
+        for x in snap.layers:
+            acc = by_diff[x.diff_id.split(":", 1)[-1][:12]]
+            acc[0] += x.size
+            acc[1] += x.total.disk_bytes
+            acc[2] += x.total.files
+            acc[3] += x.images
+        items = sorted(by_diff.items(), key=lambda kv: (-kv[1][1], kv[0]))
+        kept, folded = fold_top(items, self.top_n)
+        fams = [
+            _gauge("layer_size_bytes", "Docker's recorded size of the layer (apparent bytes).", ["diff_id"]),
+            _gauge("layer_disk_bytes", "Allocated bytes of the layer's dir, by our walk.", ["diff_id"]),
+            _gauge("layer_files", "Inodes in the layer's dir.", ["diff_id"]),
+            _gauge("layer_images", "Images whose layer chain holds the layer.", ["diff_id"]),
+        ]
+        for key, vals in kept:
+            for fam, v in zip(fams, vals, strict=True):
+                fam.add_metric([key], v)
+        if folded:
+            for i, fam in enumerate(fams):
+                fam.add_metric([OTHER], sum(vals[i] for _, vals in folded))
+        yield from fams
+        yield from self._folded(fams, len(folded))
+
+    def _containers(self, snap: ScanSnapshot) -> Iterator[Metric]:
+        labels = ["container", "image"]
+        rw = _gauge(
+            "container_rw_bytes",
+            "Allocated bytes of the container's writable layer (its overlay2 upper dir).",
+            labels,
+        )
+        logs = _gauge(
+            "container_log_bytes",
+            "Allocated bytes of the container's logs: json-file logs with their rotated files, "
+            "and the local driver's.",
+            labels,
+        )
+        kept, folded = fold_top(snap.containers, self.top_n)
+        for c in kept:
+            if c.rw is not None:
+                rw.add_metric([c.name, c.image], c.rw.disk_bytes)
+            logs.add_metric([c.name, c.image], c.logs.disk_bytes)
+        if folded:
+            if snap.attribution:
+                rw.add_metric([OTHER, OTHER], sum(c.rw.disk_bytes for c in folded if c.rw))
+            logs.add_metric([OTHER, OTHER], sum(c.logs.disk_bytes for c in folded))
+        yield from (rw, logs)
+        yield from self._folded([rw, logs], len(folded))
+        if snap.attribution:
+            # `docker system df`: SIZE is the writable layers' apparent bytes, RECLAIMABLE
+            # those of containers that are not running.
+            used = sum(c.rw.apparent_bytes for c in snap.containers if c.rw)
+            idle = sum(c.rw.apparent_bytes for c in snap.containers if c.rw and c.state != "running")
+            yield from self._usage("containers", used, idle)
+
+    def _volumes(self, snap: ScanSnapshot, engine: EngineSnapshot | None) -> Iterator[Metric]:
+        labels = ["volume", "driver"]
+        disk = _gauge("volume_disk_bytes", "Allocated bytes of the volume's dir, by our walk.", labels)
+        files = _gauge("volume_files", "Inodes in the volume's dir.", labels)
+        users = _gauge("volume_containers", "Containers (any state) that mount the volume.", labels)
+        kept, folded = fold_top(snap.volumes, self.top_n)
+        for v in kept:
+            disk.add_metric([v.name, v.driver], v.total.disk_bytes)
+            files.add_metric([v.name, v.driver], v.total.files)
+            users.add_metric([v.name, v.driver], v.containers)
+        if folded:
+            disk.add_metric([OTHER, OTHER], sum(v.total.disk_bytes for v in folded))
+            files.add_metric([OTHER, OTHER], sum(v.total.files for v in folded))
+            users.add_metric([OTHER, OTHER], sum(v.containers for v in folded))
+        yield from (disk, files, users)
+        yield from self._folded([disk, files, users], len(folded))
+        by_state = _gauge(
+            "volumes_disk_bytes",
+            "Allocated bytes of volumes by state: in_use (mounted by a container) or unused.",
+            ["state"],
+        )
+        for state in VOLUME_STATES:
+            want = state == "in_use"
+            by_state.add_metric(
+                [state], sum(v.total.disk_bytes for v in snap.volumes if (v.containers > 0) == want)
+            )
+        yield by_state
+        # `docker system df`: SIZE is the volumes' apparent bytes, RECLAIMABLE the unused ones'.
+        used = sum(v.data.apparent_bytes for v in snap.volumes)
+        unused = sum(v.data.apparent_bytes for v in snap.volumes if v.containers == 0)
+        yield from self._usage("volumes", used, unused)
+
+    def _folded(self, fams: list[Metric], n: int) -> Iterator[Metric]:
+        f = _gauge(
+            "series_folded",
+            "Items left out of a per-item family by --metrics.top-n and summed into its __other__ series.",
+            ["family"],
+        )
+        for fam in fams:
+            f.add_metric([fam.name], n)
+        yield f

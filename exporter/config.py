@@ -38,6 +38,9 @@ class Config:
     build_cache_interval: float  # 0 = off
     build_cache_legacy_interval: float  # 0 = off
     top_n: int
+    scan_interval: float  # 0 = off
+    scan_budget: float
+    scan_workers: int  # 0 = one per CPU
 
 
 # name, default, help. The name is the flag without "--"; the env var derives from it.
@@ -75,6 +78,17 @@ FLAGS: list[tuple[str, str, str]] = [
         "On engines older than API 1.42 the build cache needs a full /system/df (dockerd walks "
         "every volume and container layer): run it at most this often; 0 switches it off.",
     ),
+    (
+        "sampler.scan.interval",
+        "5m",
+        "How often to walk the Docker root (image layers are walked once and cached); 0 switches it off.",
+    ),
+    (
+        "sampler.scan.budget",
+        "10m",
+        "A scan that takes longer stops, keeps the last good figures and says so.",
+    ),
+    ("sampler.scan.workers", "0", "Processes walking directories in parallel; 0 = one per CPU."),
     (
         "metrics.top-n",
         "50",
@@ -199,6 +213,14 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     if top_n < 0:
         raise bad(src, top, "use 0 or more")
 
+    workers_raw, src = value("sampler.scan.workers")
+    try:
+        workers = int(workers_raw)
+    except ValueError:
+        raise bad(src, workers_raw, "use a whole number of processes, or 0 for one per CPU") from None
+    if workers < 0:
+        raise bad(src, workers_raw, "use 0 or more")
+
     return Config(
         listen_host=host,
         listen_port=port,
@@ -213,4 +235,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         build_cache_interval=duration("sampler.build-cache.interval", allow_zero=True),
         build_cache_legacy_interval=duration("sampler.build-cache.legacy-interval", allow_zero=True),
         top_n=top_n,
+        scan_interval=duration("sampler.scan.interval", allow_zero=True),
+        scan_budget=duration("sampler.scan.budget"),
+        scan_workers=workers,
     )

@@ -12,7 +12,6 @@ An intermediate image's layers all belong to its descendants, so its unique size
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from exporter.model import DiskUsage, Image
 from exporter.sources.engine import as_dict, as_int, as_list, as_str, real_tags
+from exporter.sources.layout import chain_ids
 
 # The diff ID of an empty tar: what Docker records for a step that changed no file.
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
@@ -86,18 +86,6 @@ def split_reference(reference: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         return reference, ""
     return repo, tag
-
-
-def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
-    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + ' ' + DiffID(Ln))."""
-    out: list[str] = []
-    for diff in diff_ids:
-        if not out:
-            out.append(diff)
-        else:
-            digest = hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest()
-            out.append(f"sha256:{digest}")
-    return tuple(out)
 
 
 def layer_chain(inspect: Any, history: Any, image_size: int) -> LayerChain:

@@ -117,3 +117,4 @@ class SamplerStatus:
     runs: int = 0
     failures: int = 0
     enabled: bool = True
+    available: bool = True  # False: cannot work in this setup (see last_error)

@@ -7,6 +7,7 @@ objects are skipped and counted inside the snapshot, never fatal.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -38,6 +39,11 @@ log = structlog.get_logger("exporter.samplers")
 
 class NotDue(Exception):
     """Raised by a sampler that has nothing to do this time; the status stays as it was."""
+
+
+class Unavailable(Exception):
+    """The sampler cannot work in this setup (e.g. the Docker root is not visible here).
+    The sampler logs the reason once itself; its status says unavailable."""
 
 
 class Store:
@@ -97,8 +103,10 @@ class Sampler:
         except Exception as exc:  # noqa: BLE001 - a sampler must survive anything
             duration = time.monotonic() - started
             reason = _reason(exc)
+            unavailable = isinstance(exc, Unavailable)
             self._status = replace(
                 self._status,
+                available=not unavailable,
                 success=False,
                 duration_seconds=duration,
                 last_error=reason,
@@ -106,6 +114,8 @@ class Sampler:
                 failures=self._status.failures + 1,
             )
             self.store.publish(self._status)
+            if unavailable:
+                return False
             log.warning(
                 "sample failed",
                 sampler=self.name,
@@ -117,6 +127,7 @@ class Sampler:
         duration = time.monotonic() - started
         self._status = replace(
             self._status,
+            available=True,
             success=True,
             duration_seconds=duration,
             last_success=self.clock(),
@@ -279,18 +290,43 @@ class FilesystemSampler(Sampler):
         self.rootfs = rootfs
 
     def paths(self) -> list[str]:
+        """The Docker root, its top-level dirs (any may be a mount of its own) and volumes
+        whose data lives elsewhere, as host paths."""
         engine = self.store.snapshot(EngineSampler.name)
         if engine is None or not engine.info.root_dir:
             # Not a failure of ours: wait for the first engine sample to name the root.
             raise NotDue()
-        return [engine.info.root_dir]
+        root = engine.info.root_dir
+        paths = [root]
+        try:
+            local = fs.host_to_local(root, self.rootfs)
+            paths += [
+                f"{root.rstrip('/')}/{n}"
+                for n in sorted(os.listdir(local))
+                if os.path.isdir(os.path.join(local, n))
+            ]
+        except OSError:
+            pass  # the root itself is still statfs'd, and fails clearly if invisible
+        paths += sorted(
+            {
+                v.mountpoint
+                for v in engine.volumes
+                if v.mountpoint and not v.mountpoint.startswith(root.rstrip("/") + "/")
+            }
+        )
+        return paths
 
     def sample(self) -> FilesystemSnapshot:
         mounts = fs.read_mounts()
         seen: set[str] = set()
         out = []
-        for path in self.paths():
-            info = fs.statfs(path, self.rootfs, mounts)
+        for i, path in enumerate(self.paths()):
+            try:
+                info = fs.statfs(path, self.rootfs, mounts)
+            except OSError:
+                if i == 0:
+                    raise  # the root itself must be visible
+                continue  # a dir or volume that vanished since the listing
             if info.mountpoint in seen:
                 continue
             seen.add(info.mountpoint)

@@ -1,0 +1,367 @@
+"""The scan sampler: walk the Docker root ourselves and attribute every byte.
+
+Image layers (`overlay2/<cache-id>`) never change once committed, so each is walked once and
+cached by cache-id; container upper dirs, container dirs (logs) and volumes are walked every
+scan. A scan that runs out of its time budget is a failure that keeps the last good
+snapshot (never a smaller number); the layers it finished stay cached, so the next scan
+goes further.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from exporter.model import EngineSnapshot
+from exporter.samplers import NotDue, Sampler, Store, Unavailable
+from exporter.sources.du import LayerCache, Usage, Walker, WalkJob
+from exporter.sources.fs import host_to_local
+from exporter.sources.layout import Layout, read_layout
+
+log = structlog.get_logger("exporter.scan")
+
+ZERO = Usage(0, 0, 0, 0, False)
+OWNERS = ("image", "container", "init", "build_cache", "links", "orphan")
+ATTRIBUTED_DRIVERS = ("overlay2",)
+
+
+@dataclass(frozen=True)
+class LayerScan:
+    chain_id: str
+    diff_id: str
+    cache_id: str
+    size: int  # Docker's recorded apparent bytes (layerdb `size`)
+    diff: Usage  # the walk of its diff/ dir: apparent bytes comparable with `size`
+    total: Usage  # the whole overlay2/<cache-id> dir
+    images: int  # images whose layer chain holds it
+
+
+@dataclass(frozen=True)
+class ContainerScan:
+    id: str
+    name: str
+    image: str
+    state: str
+    rw: Usage | None  # the upper dir (overlay2/<mount-id>/diff); None when not attributable
+    logs: Usage  # json-file and local-driver logs, rotated ones included
+
+
+@dataclass(frozen=True)
+class VolumeScan:
+    name: str
+    driver: str
+    containers: int
+    data: Usage  # volumes/<name>/_data (Docker's volume size is its apparent bytes)
+    total: Usage  # volumes/<name>
+
+
+@dataclass(frozen=True)
+class OrphanDir:
+    name: str
+    path: str  # as the host names it
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ScanSnapshot:
+    root_dir: str  # host path
+    driver: str
+    attribution: bool  # layers and driver dirs attributed (overlay2 + graphdriver store)
+    attribution_reason: str  # why not, when not
+    root_dirs: dict[str, Usage]
+    owners: dict[str, Usage]  # only with attribution
+    layers: tuple[LayerScan, ...]
+    containers: tuple[ContainerScan, ...]
+    volumes: tuple[VolumeScan, ...]
+    orphans: tuple[OrphanDir, ...]
+    walks: dict[str, int]  # walks done this scan, by kind
+    cached_layers: int
+    skipped: int  # malformed layout entries (logged)
+    errors: int  # unreadable entries met by the walks
+
+
+def _one(path: str) -> Usage:
+    """One inode, as du counts it: a file, or a dir's own blocks."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return ZERO
+    except OSError:
+        return Usage(0, 0, 0, 1, False)
+    apparent = 0 if stat.S_ISDIR(st.st_mode) else st.st_size
+    return Usage(st.st_blocks * 512, apparent, 1, 0, False)
+
+
+def _sum(usages: Any) -> Usage:
+    total = ZERO
+    for u in usages:
+        total = total + u
+    return total
+
+
+class ScanSampler(Sampler):
+    name = "scan"
+
+    def __init__(
+        self,
+        store: Store,
+        walker: Walker,
+        rootfs: str = "/",
+        budget: float = 600.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(store, **kw)
+        self.walker = walker
+        self.rootfs = rootfs
+        self.budget = budget
+        self.cache = LayerCache()
+        self._said_unavailable = ""
+
+    # -- the scan ---------------------------------------------------------------------
+
+    def sample(self) -> ScanSnapshot:
+        engine: EngineSnapshot | None = self.store.snapshot("engine")
+        if engine is None or not engine.info.root_dir:
+            raise NotDue()  # the engine names the root; wait for its first sample
+        info = engine.info
+        root = host_to_local(info.root_dir, self.rootfs)
+        if not os.path.isdir(root) or not os.access(root, os.R_OK | os.X_OK):
+            reason = (
+                f"Docker root {info.root_dir} is not readable at {root} (remote engine, Docker "
+                "Desktop, or not mounted: run on the host or mount / and set --path.rootfs)"
+            )
+            if self._said_unavailable != reason:
+                log.warning("scan unavailable", reason=reason)
+                self._said_unavailable = reason
+            raise Unavailable(reason)
+        self._said_unavailable = ""
+        deadline = time.monotonic() + self.budget
+
+        attribution, why = True, ""
+        if info.image_store == "containerd":
+            attribution, why = False, "containerd image store: layers live in containerd's snapshotter"
+        elif info.storage_driver not in ATTRIBUTED_DRIVERS:
+            attribution, why = False, f"storage driver {info.storage_driver or 'unknown'} is not overlay2"
+        driver = info.storage_driver or "overlay2"
+        layout = read_layout(root, driver)
+        if layout.skipped:
+            log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
+
+        jobs, results, kinds = self._jobs(layout, attribution)
+        walked = self.walker.run(jobs, deadline)
+        partial = [k for k, u in walked.items() if u.partial]
+        if partial or time.monotonic() > deadline:
+            self._cache_layers(layout, walked)
+            raise TimeoutError(
+                f"scan exceeded its {self.budget:.0f}s budget ({len(jobs) - len(partial)} of "
+                f"{len(jobs)} dirs done; finished layers are cached for the next scan)"
+            )
+        results.update(walked)
+        self._cache_layers(layout, walked)
+        live = {e.cache_id for e in layout.layers}
+        self.cache.retain(live | {f"{c}/meta" for c in live})
+        walk_counts: dict[str, int] = defaultdict(int)
+        for job in jobs:
+            walk_counts[kinds[job.key]] += 1
+        return self._snapshot(info.root_dir, engine, layout, attribution, why, results, walk_counts)
+
+    def _jobs(
+        self, layout: Layout, attribution: bool
+    ) -> tuple[list[WalkJob], dict[str, Usage], dict[str, str]]:
+        root, driver = layout.root, layout.driver
+        jobs: list[WalkJob] = []
+        results: dict[str, Usage] = {}
+        kinds: dict[str, str] = {}
+
+        def add(key: str, path: str, kind: str, exclude: frozenset[str] = frozenset()) -> None:
+            jobs.append(WalkJob(key, path, exclude))
+            kinds[key] = kind
+
+        for name in layout.top_dirs:
+            path = os.path.join(root, name)
+            if name in (driver, "containers", "volumes"):
+                results[f"top:{name}"] = _one(path)  # the dir itself; its entries come below
+            elif os.path.isdir(path) and not os.path.islink(path):
+                add(f"top:{name}", path, "other")
+            else:
+                results[f"top:{name}"] = _one(path)
+
+        layer_ids = {e.cache_id for e in layout.layers} if attribution else set()
+        mount_ids = {m.mount_id for m in layout.mounts} if attribution else set()
+        ddir = os.path.join(root, driver)
+        for name in layout.driver_dirs:
+            path = os.path.join(ddir, name)
+            if name in layer_ids:
+                diff, meta = self.cache.get(name), self.cache.get(f"{name}/meta")
+                if diff is not None and meta is not None:
+                    results[f"diff:{name}"], results[f"meta:{name}"] = diff, meta
+                    continue
+                add(f"diff:{name}", os.path.join(path, "diff"), "layer")
+                add(f"meta:{name}", path, "layer", frozenset({"diff", "merged"}))
+            elif name in mount_ids:
+                add(f"diff:{name}", os.path.join(path, "diff"), "container")
+                add(f"meta:{name}", path, "container", frozenset({"diff", "merged"}))
+            else:
+                add(f"meta:{name}", path, "other", frozenset({"merged"}))
+
+        for c in layout.containers:
+            # mounts/ holds live mounts (shm, secrets): never descended into.
+            add(f"container:{c.id}", c.path, "container", frozenset({"mounts"}))
+        vdir = os.path.join(root, "volumes")
+        for name in os.listdir(vdir) if os.path.isdir(vdir) else []:
+            path = os.path.join(vdir, name)
+            if name in layout.volumes:
+                add(f"vdata:{name}", os.path.join(path, "_data"), "volume")
+                add(f"volume:{name}", path, "volume", frozenset({"_data"}))
+            else:
+                results[f"vfile:{name}"] = _one(path)  # metadata.db, backingFsBlockDev
+        return jobs, results, kinds
+
+    def _cache_layers(self, layout: Layout, walked: dict[str, Usage]) -> None:
+        for e in layout.layers:
+            diff, meta = walked.get(f"diff:{e.cache_id}"), walked.get(f"meta:{e.cache_id}")
+            if diff is not None and meta is not None:
+                self.cache.put(e.cache_id, diff)
+                self.cache.put(f"{e.cache_id}/meta", meta)
+
+    def _snapshot(
+        self,
+        root_host: str,
+        engine: EngineSnapshot,
+        layout: Layout,
+        attribution: bool,
+        why: str,
+        r: dict[str, Usage],
+        walks: dict[str, int],
+    ) -> ScanSnapshot:
+        driver = layout.driver
+
+        # Per top-level dir of the Docker root.
+        root_dirs: dict[str, Usage] = {}
+        for name in layout.top_dirs:
+            u = r.get(f"top:{name}", ZERO)
+            if name == driver:
+                u = u + _sum(v for k, v in r.items() if k.startswith(("diff:", "meta:")))
+            elif name == "containers":
+                u = u + _sum(v for k, v in r.items() if k.startswith("container:"))
+            elif name == "volumes":
+                u = u + _sum(v for k, v in r.items() if k.startswith(("vdata:", "volume:", "vfile:")))
+            root_dirs[name] = u
+
+        def dir_usage(name: str) -> Usage:
+            return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)
+
+        # Layers and driver dirs by owner.
+        owners: dict[str, Usage] = {}
+        layers: list[LayerScan] = []
+        orphans: list[OrphanDir] = []
+        if attribution:
+            users: dict[str, int] = defaultdict(int)
+            for chain in layout.image_layers.values():
+                for cid in set(chain):
+                    users[cid] += 1
+            by_cache = {e.cache_id: e for e in layout.layers}
+            mount_ids = {m.mount_id for m in layout.mounts}
+            init_ids = {m.init_id for m in layout.mounts if m.init_id}
+            acc: dict[str, Usage] = dict.fromkeys(OWNERS, ZERO)
+            for name in layout.driver_dirs:
+                u = dir_usage(name)
+                if name in by_cache:
+                    owner = "image"
+                elif name in mount_ids:
+                    owner = "container"
+                elif name in init_ids:
+                    owner = "init"
+                elif name in layout.buildkit_names:
+                    owner = "build_cache"
+                elif name == "l":
+                    owner = "links"
+                else:
+                    owner = "orphan"
+                    orphans.append(OrphanDir(name, os.path.join(root_host, driver, name), u))
+                acc[owner] = acc[owner] + u
+            owners = acc
+            for e in layout.layers:
+                layers.append(
+                    LayerScan(
+                        chain_id=e.chain_id,
+                        diff_id=e.diff_id,
+                        cache_id=e.cache_id,
+                        size=e.size,
+                        diff=r.get(f"diff:{e.cache_id}", ZERO),
+                        total=dir_usage(e.cache_id),
+                        images=users.get(e.chain_id, 0),
+                    )
+                )
+
+        # Containers: upper dir from the layerdb mount, logs from their files.
+        mounts = {m.container_id: m for m in layout.mounts}
+        known = {c.id: c for c in engine.containers}
+        containers = []
+        for cdir in layout.containers:
+            ct = known.get(cdir.id)
+            m = mounts.get(cdir.id)
+            rw = r.get(f"diff:{m.mount_id}") if (attribution and m) else None
+            containers.append(
+                ContainerScan(
+                    id=cdir.id,
+                    name=ct.name if ct else cdir.id[:12],
+                    image=ct.image if ct else "",
+                    state=ct.state if ct else "unknown",
+                    rw=rw,
+                    logs=_sum(_one(p) for p in cdir.logs),
+                )
+            )
+
+        vols = {v.name: v for v in engine.volumes}
+        volumes = []
+        for name in layout.volumes:
+            v = vols.get(name)
+            volumes.append(
+                VolumeScan(
+                    name=name,
+                    driver=v.driver if v else "local",
+                    containers=v.containers if v else 0,
+                    data=r.get(f"vdata:{name}", ZERO),
+                    total=r.get(f"vdata:{name}", ZERO) + r.get(f"volume:{name}", ZERO),
+                )
+            )
+        return ScanSnapshot(
+            root_dir=root_host,
+            driver=driver,
+            attribution=attribution,
+            attribution_reason=why,
+            root_dirs=root_dirs,
+            owners=owners,
+            layers=tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))),
+            containers=tuple(
+                sorted(
+                    containers, key=lambda c: (-(c.logs.disk_bytes + (c.rw.disk_bytes if c.rw else 0)), c.id)
+                )
+            ),
+            volumes=tuple(sorted(volumes, key=lambda v: (-v.total.disk_bytes, v.name))),
+            orphans=tuple(sorted(orphans, key=lambda o: (-o.usage.disk_bytes, o.name))),
+            walks=dict(walks),
+            cached_layers=len(self.cache) // 2,
+            skipped=layout.skipped,
+            errors=sum(u.errors for u in r.values()),
+        )
+
+    def summary(self, snapshot: ScanSnapshot) -> dict[str, Any]:
+        return {
+            "layers": len(snapshot.layers),
+            "containers": len(snapshot.containers),
+            "volumes": len(snapshot.volumes),
+            "orphans": len(snapshot.orphans),
+            "walks": snapshot.walks,
+            "cached_layers": snapshot.cached_layers,
+            "errors": snapshot.errors,
+            "skipped": snapshot.skipped,
+            "root_disk_bytes": sum(u.disk_bytes for u in snapshot.root_dirs.values()),
+        }

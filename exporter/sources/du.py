@@ -1,0 +1,324 @@
+"""The `du` engine: allocated bytes, apparent bytes and inodes of a directory tree.
+
+The walk never follows symlinks, never opens anything but directories (with O_DIRECTORY, so
+a fifo swapped in for a directory fails instead of blocking), stays on the filesystem of its
+root and counts each inode once. It is iterative and fd-relative (`openat`/`fstatat`, like
+du's fts), so neither deep trees nor paths longer than PATH_MAX stop it, and a directory
+that holds pending subdirectories keeps one descriptor open, not a path.
+
+Figures match GNU `du -sx --block-size=1` (disk) and `du -sx --inodes` (files); apparent
+bytes follow Docker's own `calcSize` (moby pkg/directory): st_size of non-directories,
+hard links once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
+_CHECK_EVERY = 256  # entries between deadline checks: a clock read is cheap, but not free
+_VANISHED = (errno.ENOENT, errno.ENOTDIR)  # gone, or replaced by a non-directory, mid-walk
+_GRACE = 5.0  # seconds past the deadline we wait for workers before giving up on them
+
+
+@dataclass(frozen=True)
+class Usage:
+    disk_bytes: int  # st_blocks*512 of every inode counted, dirs included: `du -s --block-size=1`
+    apparent_bytes: int  # st_size of non-directories, hard links once (Docker's calcSize)
+    files: int  # inodes counted, the root included: `du -s --inodes`
+    errors: int  # entries we could not read (EACCES, EPERM, ...); vanished entries are not errors
+    partial: bool = False  # the deadline passed first: the figures are a lower bound
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.disk_bytes + other.disk_bytes,
+            self.apparent_bytes + other.apparent_bytes,
+            self.files + other.files,
+            self.errors + other.errors,
+            self.partial or other.partial,
+        )
+
+
+EMPTY = Usage(0, 0, 0, 0, False)
+
+
+class _Dir:
+    """An open directory whose subdirectories are still on the stack (they are opened from its fd)."""
+
+    __slots__ = ("fd", "pending", "rel")
+
+    def __init__(self, fd: int, rel: str) -> None:
+        self.fd, self.pending, self.rel = fd, 0, rel
+
+
+def _norm_excludes(exclude: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for rel in exclude:
+        rel = os.path.normpath(os.fsdecode(rel)).strip("/")
+        if rel and rel != ".":
+            out.add(rel)
+    return frozenset(out)
+
+
+def walk(path: str | bytes, *, exclude: frozenset[str] = frozenset(), deadline: float | None = None) -> Usage:
+    """Walk `path` (see the module doc). `exclude`: paths relative to `path`, neither entered nor counted.
+    `deadline`: a time.monotonic() value; past it the walk stops and returns a partial Usage."""
+    path = os.fsdecode(path)
+    excl = _norm_excludes(exclude)
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        # A missing root is the caller's business (it knows whether the dir should exist).
+        return EMPTY if e.errno in _VANISHED else Usage(0, 0, 0, 1, False)
+
+    root_dev = st.st_dev
+    disk, apparent, files, errors = st.st_blocks * 512, 0, 1, 0
+    if (st.st_mode & _S_IFMT) != _S_IFDIR:
+        return Usage(disk, st.st_size, files, errors, False)
+    if deadline is not None and time.monotonic() >= deadline:
+        return Usage(disk, apparent, files, errors, True)
+    try:
+        root_fd = os.open(path, _DIR_FLAGS)
+    except OSError as e:
+        return Usage(disk, apparent, files, errors + (e.errno not in _VANISHED), False)
+
+    # Inodes seen: multi-link files (hard links once) and directories (a same-device bind mount
+    # cannot make us walk a tree twice, or loop). One device, so the inode number is the key.
+    seen: set[int] = {st.st_ino}
+    blocks = 0  # st_blocks summed, times 512 at the end
+    partial = False
+    countdown = _CHECK_EVERY
+    stack: list[tuple[_Dir, str]] = []  # (open parent, name of a subdirectory to walk)
+    cur: _Dir | None = _Dir(root_fd, "")
+    try:
+        while True:
+            if cur is None:
+                if not stack:
+                    break
+                parent, name = stack.pop()
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
+                except OSError as e:
+                    fd = -1
+                    errors += e.errno not in _VANISHED
+                parent.pending -= 1
+                if parent.pending == 0:
+                    os.close(parent.fd)
+                if fd < 0:
+                    continue
+                cur = _Dir(fd, f"{parent.rel}/{name}" if parent.rel else name) if excl else _Dir(fd, "")
+            d, cur = cur, None
+            try:
+                with os.scandir(d.fd) as it:
+                    for entry in it:
+                        countdown -= 1
+                        if countdown == 0:
+                            countdown = _CHECK_EVERY
+                            if deadline is not None and time.monotonic() >= deadline:
+                                partial = True
+                                break
+                        if excl and (f"{d.rel}/{entry.name}" if d.rel else entry.name) in excl:
+                            continue
+                        try:
+                            st = entry.stat(follow_symlinks=False)  # fstatat(dir_fd, name, NOFOLLOW)
+                        except OSError as e:
+                            errors += e.errno not in _VANISHED
+                            continue
+                        mode, ino, dev, nlink, _, _, size, _, _, _ = st  # unpacking beats 5 lookups
+                        if dev != root_dev:
+                            continue  # a mount point (a dir, or a bind-mounted file): not ours
+                        if (mode & _S_IFMT) == _S_IFDIR:
+                            if ino in seen:
+                                continue
+                            seen.add(ino)
+                            d.pending += 1
+                            stack.append((d, entry.name))
+                        elif nlink > 1:
+                            if ino in seen:
+                                continue
+                            seen.add(ino)
+                            apparent += size
+                        else:
+                            apparent += size
+                        blocks += st.st_blocks
+                        files += 1
+            except OSError as e:
+                # scandir itself (EACCES on a dir we could open?) or a readdir failing midway.
+                errors += e.errno not in _VANISHED
+            if d.pending == 0:
+                os.close(d.fd)
+            if partial:
+                break
+    finally:
+        # Whatever stopped us (the deadline, an exception), close every directory still held.
+        if cur is not None and cur.pending == 0:
+            os.close(cur.fd)
+        for parent in {id(p): p for p, _ in stack if p.pending > 0}.values():
+            parent.pending = 0
+            os.close(parent.fd)
+    return Usage(disk + blocks * 512, apparent, files, errors, partial)
+
+
+@dataclass(frozen=True)
+class WalkJob:
+    key: str  # the caller's id for the result, e.g. "layer:<cache-id>", "volume:<name>"
+    path: str
+    exclude: frozenset[str] = frozenset()
+    hint: int = 0  # expected cost (e.g. files last time): bigger jobs start first
+
+
+def _walk_job(job: WalkJob, deadline: float | None) -> Usage:
+    # Runs in a worker process; module-level so it pickles by reference.
+    return walk(job.path, exclude=job.exclude, deadline=deadline)
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class Walker:
+    """Runs WalkJobs in parallel across worker processes (the walk is GIL-bound, so processes).
+
+    The pool is persistent and created lazily from a "forkserver" context (the exporter has
+    threads, so plain fork is unsafe); `close()` shuts it down. `workers=1`, or a single job,
+    walks in-process with no pool. If the pool breaks (a worker killed), the run finishes
+    in-process and the pool is recreated next time. `walks` counts walks performed.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers if workers is not None else _default_workers())
+        self.walks = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # one run at a time; close() may come from another thread
+
+    def _get_pool(self) -> ProcessPoolExecutor | None:
+        if self._pool is None:
+            try:
+                import multiprocessing
+
+                ctx = multiprocessing.get_context("forkserver")
+                # Preloading makes workers cheap to start and importable whatever the cwd.
+                ctx.set_forkserver_preload([__name__])
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            except (OSError, ValueError, ImportError):
+                return None
+        return self._pool
+
+    def _drop_pool(self, kill: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kill:  # workers stuck past the deadline (e.g. on a hung mount): they are ours to end
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                try:
+                    proc.kill()
+                except (OSError, ValueError, AttributeError):
+                    pass
+        pool.shutdown(wait=not kill, cancel_futures=True)
+
+    def _local(self, job: WalkJob, deadline: float | None) -> Usage:
+        try:
+            usage = walk(job.path, exclude=job.exclude, deadline=deadline)
+        except Exception:  # noqa: BLE001 - one bad directory must not sink the whole scan
+            usage = Usage(0, 0, 0, 1, False)
+        self.walks += 1
+        return usage
+
+    def run(self, jobs: list[WalkJob], deadline: float | None = None) -> dict[str, Usage]:
+        """Walk every job; a key given twice gets the sum. Never raises for per-directory problems:
+        an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage."""
+        with self._lock:
+            results: dict[str, Usage] = {}
+
+            def add(key: str, usage: Usage) -> None:
+                results[key] = results[key] + usage if key in results else usage
+
+            order = sorted(jobs, key=lambda j: -j.hint)  # stable: equal hints keep the caller's order
+            pool = self._get_pool() if self.workers > 1 and len(order) > 1 else None
+            if pool is None:
+                for job in order:
+                    add(job.key, self._local(job, deadline))
+                return results
+
+            futures: dict[Future[Usage], WalkJob] = {}
+            redo: list[WalkJob] = []
+            for i, job in enumerate(order):
+                try:
+                    futures[pool.submit(_walk_job, job, deadline)] = job
+                except (BrokenProcessPool, RuntimeError):
+                    redo = order[i:]
+                    break
+            # A broken pool fails every outstanding future at once, so waiting for all is prompt.
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
+            done, pending = wait(futures, timeout=timeout)
+            for fut in done:
+                job = futures[fut]
+                exc = fut.exception()
+                if exc is None:
+                    self.walks += 1
+                    add(job.key, fut.result())
+                elif isinstance(exc, BrokenProcessPool):
+                    redo.append(job)
+                else:  # e.g. a job that would not pickle: that job's problem only
+                    add(job.key, Usage(0, 0, 0, 1, False))
+            for fut in pending:
+                # Past deadline + grace and still walking (a hung mount?): what we know is nothing.
+                add(futures[fut].key, Usage(0, 0, 0, 0, True))
+            if redo or pending:
+                self._drop_pool(kill=True)  # recreated on the next run
+            for job in sorted(redo, key=lambda j: -j.hint):
+                add(job.key, self._local(job, deadline))
+            return results
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_pool()
+
+    def __enter__(self) -> Walker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LayerCache:
+    """Image layer dirs (overlay2/<cache-id>) are immutable once committed: walk each once, keyed
+    by cache-id, and forget the ones that are gone. Owned by the scan sampler (one thread)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Usage] = {}
+
+    def get(self, cache_id: str) -> Usage | None:
+        return self._by_id.get(cache_id)
+
+    def put(self, cache_id: str, usage: Usage) -> None:
+        # Only a complete, clean walk of a dir that exists is worth keeping forever.
+        if usage.partial or usage.errors or usage.files == 0:
+            return
+        self._by_id[cache_id] = usage
+
+    def retain(self, live_ids: set[str]) -> int:
+        gone = [k for k in self._by_id if k not in live_ids]
+        for k in gone:
+            del self._by_id[k]
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, cache_id: object) -> bool:
+        return cache_id in self._by_id

@@ -1,0 +1,215 @@
+"""Reader of the Docker root's on-disk layout (overlay2 graphdriver). Read-only.
+
+What it reads (DESIGN.md, "Facts about Docker's storage"):
+- `image/<driver>/layerdb/sha256/<chain-id>/{diff,size,cache-id,parent}`: image layers;
+- `image/<driver>/layerdb/mounts/<container-id>/{mount-id,init-id,parent}`: container layers;
+- `image/<driver>/imagedb/content/sha256/<image-id>`: image configs (`rootfs.diff_ids`);
+- `buildkit/snapshots.db`: BuildKit's snapshot names (a bbolt file; names are stored as
+  plain bytes, so a substring test is enough to recognise them);
+- `containers/<id>/` with its json-file (`<id>-json.log*`) and `local` (`local-logs/`) logs;
+- `volumes/<name>/_data`.
+Entries are written by dockerd while we read: a truncated, empty or missing file makes that
+one entry skipped and counted, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
+    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + ' ' + DiffID(Ln))."""
+    out: list[str] = []
+    for diff in diff_ids:
+        if not out:
+            out.append(diff)
+        else:
+            digest = hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest()
+            out.append(f"sha256:{digest}")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    chain_id: str  # "sha256:…"
+    diff_id: str
+    size: int  # apparent bytes Docker recorded when the layer was committed
+    cache_id: str  # dir name under the driver's dir
+    parent: str
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    container_id: str
+    mount_id: str
+    init_id: str
+
+
+@dataclass(frozen=True)
+class ContainerDir:
+    id: str
+    path: str  # as this process sees it
+    logs: tuple[str, ...]  # json-file and local driver log files, rotated ones included
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str  # as this process sees it
+    driver: str
+    layers: tuple[LayerEntry, ...]
+    mounts: tuple[MountEntry, ...]
+    image_layers: dict[str, tuple[str, ...]]  # image ID -> chain IDs, bottom-up
+    buildkit_names: frozenset[str]  # driver dirs that are BuildKit snapshots
+    driver_dirs: tuple[str, ...]  # names under the driver's dir
+    containers: tuple[ContainerDir, ...]
+    volumes: tuple[str, ...]  # names of dirs under volumes/
+    top_dirs: tuple[str, ...]  # entries of the Docker root
+    skipped: int
+    problems: tuple[str, ...]  # what was skipped and why (first few), for the log
+
+
+def _read(path: str, limit: int = 4096) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    if len(data) > limit:
+        return None  # these files are one short line; anything huge is not ours
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, what: str) -> None:
+        self.count += 1
+        if len(self.first) < 20:
+            self.first.append(what)
+
+
+def read_layers(layerdb: str, problems: _Problems) -> list[LayerEntry]:
+    out = []
+    base = os.path.join(layerdb, "sha256")
+    for name in _listdir(base):
+        if not HEX64.match(name):
+            continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
+        d = os.path.join(base, name)
+        diff, size, cache_id = (_read(os.path.join(d, f)) for f in ("diff", "size", "cache-id"))
+        parent = _read(os.path.join(d, "parent")) or ""
+        if not diff or not DIGEST.match(diff) or not cache_id or "/" in cache_id or cache_id in (".", ".."):
+            problems.add(f"layer {name[:12]}: diff or cache-id missing or malformed")
+            continue
+        try:
+            size_n = int(size or "")
+        except ValueError:
+            problems.add(f"layer {name[:12]}: size missing or malformed")
+            continue
+        out.append(LayerEntry(f"sha256:{name}", diff, max(0, size_n), cache_id, parent))
+    return out
+
+
+def read_mounts(layerdb: str, problems: _Problems) -> list[MountEntry]:
+    out = []
+    base = os.path.join(layerdb, "mounts")
+    for cid in _listdir(base):
+        d = os.path.join(base, cid)
+        mount_id = _read(os.path.join(d, "mount-id"))
+        init_id = _read(os.path.join(d, "init-id")) or ""
+        if not mount_id or "/" in mount_id:
+            problems.add(f"mount {cid[:12]}: mount-id missing or malformed")
+            continue
+        out.append(MountEntry(cid, mount_id, init_id if "/" not in init_id else ""))
+    return out
+
+
+def read_image_layers(imagedb: str, problems: _Problems) -> dict[str, tuple[str, ...]]:
+    """Image ID -> its layers' chain IDs, from each image config's rootfs.diff_ids."""
+    out: dict[str, tuple[str, ...]] = {}
+    base = os.path.join(imagedb, "content", "sha256")
+    for name in _listdir(base):
+        if not HEX64.match(name):
+            continue
+        try:
+            with open(os.path.join(base, name), "rb") as f:
+                config = json.loads(f.read(16 * 2**20))
+            diff_ids = config["rootfs"]["diff_ids"] or []
+            if not all(isinstance(d, str) and DIGEST.match(d) for d in diff_ids):
+                raise ValueError("bad diff_ids")
+        except (OSError, ValueError, KeyError, TypeError):
+            problems.add(f"image {name[:12]}: config unreadable")
+            continue
+        out[f"sha256:{name}"] = chain_ids(diff_ids)
+    return out
+
+
+def buildkit_snapshot_names(root: str, candidates: list[str]) -> frozenset[str]:
+    """Which of `candidates` appear in BuildKit's snapshot db."""
+    try:
+        with open(os.path.join(root, "buildkit", "snapshots.db"), "rb") as f:
+            data = f.read(256 * 2**20)
+    except OSError:
+        return frozenset()
+    return frozenset(c for c in candidates if c.encode() in data)
+
+
+def read_containers(root: str) -> list[ContainerDir]:
+    out = []
+    base = os.path.join(root, "containers")
+    for cid in _listdir(base):
+        d = os.path.join(base, cid)
+        logs = [os.path.join(d, n) for n in _listdir(d) if n.startswith(f"{cid}-json.log")]
+        local = os.path.join(d, "local-logs")
+        logs += [os.path.join(local, n) for n in _listdir(local) if n.startswith("container.log")]
+        out.append(ContainerDir(cid, d, tuple(logs)))
+    return out
+
+
+def read_layout(root: str, driver: str) -> Layout:
+    """Everything but the walk. `root` is the Docker root as this process sees it."""
+    problems = _Problems()
+    image_dir = os.path.join(root, "image", driver)
+    layerdb = os.path.join(image_dir, "layerdb")
+    layers = read_layers(layerdb, problems)
+    mounts = read_mounts(layerdb, problems)
+    images = read_image_layers(os.path.join(image_dir, "imagedb"), problems)
+    driver_dirs = tuple(_listdir(os.path.join(root, driver)))
+    known = {entry.cache_id for entry in layers} | {m.mount_id for m in mounts} | {m.init_id for m in mounts}
+    unknown = [d for d in driver_dirs if d not in known and d != "l"]
+    volumes = tuple(
+        n for n in _listdir(os.path.join(root, "volumes")) if os.path.isdir(os.path.join(root, "volumes", n))
+    )
+    return Layout(
+        root=root,
+        driver=driver,
+        layers=tuple(layers),
+        mounts=tuple(mounts),
+        image_layers=images,
+        buildkit_names=buildkit_snapshot_names(root, unknown),
+        driver_dirs=driver_dirs,
+        containers=tuple(read_containers(root)),
+        volumes=volumes,
+        top_dirs=tuple(_listdir(root)),
+        skipped=problems.count,
+        problems=tuple(problems.first),
+    )
