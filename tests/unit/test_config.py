@@ -31,6 +31,9 @@ def test_defaults() -> None:
         build_cache_interval=300.0,
         build_cache_legacy_interval=3600.0,
         top_n=50,
+        scan_interval=300.0,
+        scan_budget=600.0,
+        scan_workers=0,
     )
 
 
