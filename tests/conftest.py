@@ -25,6 +25,7 @@ FAST = [
     "--sampler.filesystem.interval", "1s",
     "--sampler.build-cache.interval", "1s",
     "--sampler.build-cache.legacy-interval", "1s",
+    "--sampler.scan.interval", "1s",
 ]  # fmt: skip
 
 
@@ -59,7 +60,7 @@ def exporter(
     exp = ExporterProcess(proxy.host, tmp_path_factory.mktemp("exporter") / "log", FAST).start()
     try:
         exp.wait_until(
-            sampled_after(started, "engine", "filesystem", "build_cache"),
+            sampled_after(started, "engine", "filesystem", "build_cache", "scan"),
             timeout=60,
             what="first samples",
         )

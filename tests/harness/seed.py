@@ -11,6 +11,7 @@ import io
 import os
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,20 @@ def build(engine: PrivateEngine, tag: str, dockerfile: str, buildkit: bool = Fal
         engine.docker(*args, ctx, buildkit=buildkit)
 
 
+RW_BYTES = 123_456
+USED_VOLUME_BYTES = 54_321
+UNUSED_VOLUME_BYTES = 77_777
+
+
+def _wait_for_log(engine: PrivateEngine, container: str, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in engine.docker("logs", container):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{container} did not log {text!r} within {timeout}s")
+
+
 @dataclass(frozen=True)
 class Seed:
     containers: dict[str, str]  # name -> expected state
@@ -85,8 +100,15 @@ def seed(engine: PrivateEngine) -> Seed:
     )
     d("volume", "create", "dse-vol-used")
     d("volume", "create", "dse-vol-unused")
+    # Bytes in a volume no container uses any more.
+    d("run", "--rm", "--network", "none", "-v", "dse-vol-unused:/data", "dse-base:latest",
+      "sh", "-c", f"head -c {UNUSED_VOLUME_BYTES} /dev/urandom > /data/x")  # fmt: skip
+    # A running container with bytes in its writable layer, its log and its volume.
     d("run", "-d", "--name", "dse-running", "--network", "none", "-v", "dse-vol-used:/data",
-      "dse-app:v1", "sleep", "3600")  # fmt: skip
+      "dse-app:v1", "sh", "-c",
+      f"head -c {RW_BYTES} /dev/urandom > /rw.bin && head -c {USED_VOLUME_BYTES} /dev/urandom"
+      " > /data/y && echo seeded && sleep 3600")  # fmt: skip
+    _wait_for_log(engine, "dse-running", "seeded")
     d("run", "--name", "dse-exited", "--network", "none", "dse-base:latest", "true")
     d("create", "--name", "dse-created", "--network", "none", "dse-old:v1", "true")
     return Seed(
