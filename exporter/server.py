@@ -53,7 +53,10 @@ def landing_page(telemetry_path: str, statuses: list[SamplerStatus]) -> str:
         last = (
             time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_success)) if s.last_success else "never"
         )
-        state = "ok" if s.success else ("waiting" if s.runs == 0 else "failing")
+        if not s.available:
+            state = "unavailable"
+        else:
+            state = "ok" if s.success else ("waiting" if s.runs == 0 else "failing")
         rows.append(
             "<tr>"
             f"<td>{html.escape(s.name)}</td><td>{state}</td><td>{last}</td>"
