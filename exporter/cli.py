@@ -17,11 +17,26 @@ PROG = "docker-storage-exporter"
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    report = bool(argv) and argv[0] == "report"
+    as_json = False
+    if report:
+        # `report [--json] [flags]`: the same flags, the samplers once, a summary for a person.
+        argv = argv[1:]
+        as_json = "--json" in argv
+        argv = [a for a in argv if a != "--json"]
     try:
         config = parse(argv)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    if report:
+        # Logs would interleave with the report: only warnings, on stderr.
+        logs.setup(
+            "warning" if config.log_level in ("info", "debug") else config.log_level, config.log_format
+        )
+        from exporter import report as report_cmd
+
+        return report_cmd.run(config, as_json)
     logs.setup(config.log_level, config.log_format)
     log = structlog.get_logger("exporter")
 

@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="docker-storage-exporter",
         allow_abbrev=False,  # --web.listen must not silently mean --web.listen-address
-        description="Prometheus exporter for where a Docker host's disk went.",
+        description="Prometheus exporter for where a Docker host's disk went. "
+        "`docker-storage-exporter report [--json] [flags]` samples once and prints a summary.",
         epilog="Every flag can also be set as an environment variable, "
         f"e.g. {env_name('web.listen-address')}.",
     )
