@@ -17,21 +17,9 @@ import pytest
 
 from tests.harness.exporter import sampled_after, value
 from tests.harness.seed import RW_BYTES, UNUSED_VOLUME_BYTES, USED_VOLUME_BYTES
-from tests.harness.truth import system_df
+from tests.harness.truth import du, system_df
 
 P = "docker_storage_"
-
-
-def du(path: Path | str, *opts: str) -> tuple[int, int]:
-    """(allocated bytes, inodes) of `du -s -x` on one path."""
-
-    def run(*extra: str) -> int:
-        out = subprocess.run(
-            ["du", "-s", "-x", *extra, *opts, str(path)], capture_output=True, text=True, check=True
-        ).stdout
-        return int(out.split()[0])
-
-    return run("--block-size=1"), run("--inodes")
 
 
 def fresh(exporter):

@@ -14,7 +14,7 @@ from tests.conftest import FAST, TEST_ROOT
 from tests.harness.engine import PrivateEngine
 from tests.harness.exporter import ExporterProcess, sampled_after, value
 from tests.harness.seed import busybox_tar
-from tests.test_scan import du
+from tests.harness.truth import du
 
 P = "docker_storage_"
 LAYER_FAMILIES = ["layers", "layers_size_bytes", "layers_disk_bytes", "layer_size_bytes",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from tests.harness.engine import PrivateEngine
@@ -57,3 +59,15 @@ def image_states(engine: PrivateEngine) -> Counter[str]:
         else:
             states["unused"] += 1
     return states
+
+
+def du(path: Path | str, *opts: str) -> tuple[int, int]:
+    """(allocated bytes, inodes) of `du -s -x` on one path: GNU du is the ground truth."""
+
+    def run(*extra: str) -> int:
+        out = subprocess.run(
+            ["du", "-s", "-x", *extra, *opts, str(path)], capture_output=True, text=True, check=True
+        ).stdout
+        return int(out.split()[0])
+
+    return run("--block-size=1"), run("--inodes")
