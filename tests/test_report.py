@@ -73,3 +73,32 @@ def test_report_engine_unreachable_exits_1_with_a_reason(tmp_path):
     )  # fmt: skip
     assert res.returncode == 1
     assert "engine not reached" in res.stderr and "No such file" in res.stderr
+
+
+def test_report_shows_progress_on_a_terminal(engine, seeded):
+    """On a TTY the long steps show a ticking status line (on stderr, erased afterwards)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "report", "--docker.host", engine.host],
+            stdout=subprocess.PIPE, stderr=slave, timeout=120,
+        )  # fmt: skip
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "asking the engine…" in err and "walking the Docker root…" in err
+    assert "\x1b[K" in err  # the status line is cleared before the report
+    assert "Docker root" in proc.stdout.decode()
