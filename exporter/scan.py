@@ -210,6 +210,10 @@ class ScanSampler(Sampler):
             else:
                 add(f"meta:{name}", path, "other", frozenset({"merged"}))
 
+        for name in layout.driver_files:
+            # Loose files count with the driver dir itself, owned by no one in particular.
+            key = f"top:{driver}"
+            results[key] = results.get(key, ZERO) + _one(os.path.join(ddir, name))
         for c in layout.containers:
             # mounts/ holds live mounts (shm, secrets): never descended into.
             add(f"container:{c.id}", c.path, "container", frozenset({"mounts"}))

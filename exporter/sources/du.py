@@ -14,6 +14,7 @@ hard links once.
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import stat
 import threading
@@ -28,6 +29,7 @@ _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
 _CHECK_EVERY = 256  # entries between deadline checks: a clock read is cheap, but not free
 _VANISHED = (errno.ENOENT, errno.ENOTDIR)  # gone, or replaced by a non-directory, mid-walk
 _GRACE = 5.0  # seconds past the deadline we wait for workers before giving up on them
+_BATCHES_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -175,12 +177,31 @@ class WalkJob:
     key: str  # the caller's id for the result, e.g. "layer:<cache-id>", "volume:<name>"
     path: str
     exclude: frozenset[str] = frozenset()
-    hint: int = 0  # expected cost (e.g. files last time): bigger jobs start first
+    hint: int = 0  # expected cost in any unit consistent within a run (files last time, recorded bytes)
 
 
-def _walk_job(job: WalkJob, deadline: float | None) -> Usage:
+def _safe_walk(job: WalkJob, deadline: float | None) -> Usage:
+    try:
+        return walk(job.path, exclude=job.exclude, deadline=deadline)
+    except Exception:  # noqa: BLE001 - one bad directory must not sink the whole scan
+        return Usage(0, 0, 0, 1, False)
+
+
+def _walk_batch(jobs: list[WalkJob], deadline: float | None) -> list[Usage]:
     # Runs in a worker process; module-level so it pickles by reference.
-    return walk(job.path, exclude=job.exclude, deadline=deadline)
+    return [_safe_walk(job, deadline) for job in jobs]
+
+
+def _batches(jobs: list[WalkJob], n: int) -> list[list[WalkJob]]:
+    """Deal jobs into at most n batches of about equal expected cost (largest first, each to the
+    lightest batch), heaviest batch first. Batches cut the per-task round trips that dominate a
+    run of many small dirs; several batches per worker let the pool's queue even out bad hints."""
+    bins: list[tuple[int, int, list[WalkJob]]] = [(0, i, []) for i in range(min(n, len(jobs)))]
+    for job in sorted(jobs, key=lambda j: -j.hint):  # stable: equal hints keep the caller's order
+        cost, i, batch = heapq.heappop(bins)
+        batch.append(job)
+        heapq.heappush(bins, (cost + max(job.hint, 0) + 1, i, batch))  # +1: unknown costs count too
+    return [batch for _, _, batch in sorted(bins, key=lambda b: (-b[0], b[1])) if batch]
 
 
 def _default_workers() -> int:
@@ -231,53 +252,53 @@ class Walker:
         pool.shutdown(wait=not kill, cancel_futures=True)
 
     def _local(self, job: WalkJob, deadline: float | None) -> Usage:
-        try:
-            usage = walk(job.path, exclude=job.exclude, deadline=deadline)
-        except Exception:  # noqa: BLE001 - one bad directory must not sink the whole scan
-            usage = Usage(0, 0, 0, 1, False)
         self.walks += 1
-        return usage
+        return _safe_walk(job, deadline)
 
     def run(self, jobs: list[WalkJob], deadline: float | None = None) -> dict[str, Usage]:
         """Walk every job; a key given twice gets the sum. Never raises for per-directory problems:
-        an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage."""
+        an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage.
+        Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first."""
         with self._lock:
             results: dict[str, Usage] = {}
 
             def add(key: str, usage: Usage) -> None:
                 results[key] = results[key] + usage if key in results else usage
 
-            order = sorted(jobs, key=lambda j: -j.hint)  # stable: equal hints keep the caller's order
-            pool = self._get_pool() if self.workers > 1 and len(order) > 1 else None
+            pool = self._get_pool() if self.workers > 1 and len(jobs) > 1 else None
             if pool is None:
-                for job in order:
+                for job in sorted(jobs, key=lambda j: -j.hint):
                     add(job.key, self._local(job, deadline))
                 return results
 
-            futures: dict[Future[Usage], WalkJob] = {}
+            futures: dict[Future[list[Usage]], list[WalkJob]] = {}
             redo: list[WalkJob] = []
-            for i, job in enumerate(order):
+            batches = _batches(jobs, self.workers * _BATCHES_PER_WORKER)
+            for i, batch in enumerate(batches):
                 try:
-                    futures[pool.submit(_walk_job, job, deadline)] = job
+                    futures[pool.submit(_walk_batch, batch, deadline)] = batch
                 except (BrokenProcessPool, RuntimeError):
-                    redo = order[i:]
+                    redo = [job for b in batches[i:] for job in b]
                     break
             # A broken pool fails every outstanding future at once, so waiting for all is prompt.
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
             done, pending = wait(futures, timeout=timeout)
             for fut in done:
-                job = futures[fut]
+                batch = futures[fut]
                 exc = fut.exception()
                 if exc is None:
-                    self.walks += 1
-                    add(job.key, fut.result())
+                    self.walks += len(batch)
+                    for job, usage in zip(batch, fut.result(), strict=True):
+                        add(job.key, usage)
                 elif isinstance(exc, BrokenProcessPool):
-                    redo.append(job)
-                else:  # e.g. a job that would not pickle: that job's problem only
-                    add(job.key, Usage(0, 0, 0, 1, False))
+                    redo += batch
+                else:  # e.g. a job that would not pickle: that batch's problem only
+                    for job in batch:
+                        add(job.key, Usage(0, 0, 0, 1, False))
             for fut in pending:
                 # Past deadline + grace and still walking (a hung mount?): what we know is nothing.
-                add(futures[fut].key, Usage(0, 0, 0, 0, True))
+                for job in futures[fut]:
+                    add(job.key, Usage(0, 0, 0, 0, True))
             if redo or pending:
                 self._drop_pool(kill=True)  # recreated on the next run
             for job in sorted(redo, key=lambda j: -j.hint):

@@ -68,7 +68,8 @@ class Layout:
     mounts: tuple[MountEntry, ...]
     image_layers: dict[str, tuple[str, ...]]  # image ID -> chain IDs, bottom-up
     buildkit_names: frozenset[str]  # driver dirs that are BuildKit snapshots
-    driver_dirs: tuple[str, ...]  # names under the driver's dir
+    driver_dirs: tuple[str, ...]  # dirs under the driver's dir
+    driver_files: tuple[str, ...]  # anything else there (e.g. xfs quota's backingFsBlockDev)
     containers: tuple[ContainerDir, ...]
     volumes: tuple[str, ...]  # names of dirs under volumes/
     top_dirs: tuple[str, ...]  # entries of the Docker root
@@ -88,6 +89,11 @@ def _read(path: str, limit: int = 4096) -> str | None:
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
         return None
+
+
+def _is_real_dir(path: str) -> bool:
+    """A directory, not a symlink to one: we never follow links."""
+    return os.path.isdir(path) and not os.path.islink(path)
 
 
 def _listdir(path: str) -> list[str]:
@@ -112,19 +118,24 @@ def read_layers(layerdb: str, problems: _Problems) -> list[LayerEntry]:
     out = []
     base = os.path.join(layerdb, "sha256")
     for name in _listdir(base):
-        if not HEX64.match(name):
+        if not HEX64.fullmatch(name):
             continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
         d = os.path.join(base, name)
         diff, size, cache_id = (_read(os.path.join(d, f)) for f in ("diff", "size", "cache-id"))
         parent = _read(os.path.join(d, "parent")) or ""
-        if not diff or not DIGEST.match(diff) or not cache_id or "/" in cache_id or cache_id in (".", ".."):
+        if (
+            not diff
+            or not DIGEST.fullmatch(diff)
+            or not cache_id
+            or "/" in cache_id
+            or cache_id in (".", "..")
+        ):
             problems.add(f"layer {name[:12]}: diff or cache-id missing or malformed")
             continue
-        try:
-            size_n = int(size or "")
-        except ValueError:
+        if not size or not re.fullmatch(r"-?[0-9]+", size):  # as Go's ParseInt reads it
             problems.add(f"layer {name[:12]}: size missing or malformed")
             continue
+        size_n = int(size)
         out.append(LayerEntry(f"sha256:{name}", diff, max(0, size_n), cache_id, parent))
     return out
 
@@ -148,15 +159,17 @@ def read_image_layers(imagedb: str, problems: _Problems) -> dict[str, tuple[str,
     out: dict[str, tuple[str, ...]] = {}
     base = os.path.join(imagedb, "content", "sha256")
     for name in _listdir(base):
-        if not HEX64.match(name):
+        if not HEX64.fullmatch(name):
             continue
         try:
             with open(os.path.join(base, name), "rb") as f:
                 config = json.loads(f.read(16 * 2**20))
             diff_ids = config["rootfs"]["diff_ids"] or []
-            if not all(isinstance(d, str) and DIGEST.match(d) for d in diff_ids):
+            if not isinstance(diff_ids, list) or not all(
+                isinstance(d, str) and DIGEST.fullmatch(d) for d in diff_ids
+            ):
                 raise ValueError("bad diff_ids")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             problems.add(f"image {name[:12]}: config unreadable")
             continue
         out[f"sha256:{name}"] = chain_ids(diff_ids)
@@ -193,11 +206,14 @@ def read_layout(root: str, driver: str) -> Layout:
     layers = read_layers(layerdb, problems)
     mounts = read_mounts(layerdb, problems)
     images = read_image_layers(os.path.join(image_dir, "imagedb"), problems)
-    driver_dirs = tuple(_listdir(os.path.join(root, driver)))
+    ddir = os.path.join(root, driver)
+    entries = _listdir(ddir)
+    driver_dirs = tuple(n for n in entries if _is_real_dir(os.path.join(ddir, n)))
+    driver_files = tuple(n for n in entries if n not in driver_dirs)
     known = {entry.cache_id for entry in layers} | {m.mount_id for m in mounts} | {m.init_id for m in mounts}
     unknown = [d for d in driver_dirs if d not in known and d != "l"]
     volumes = tuple(
-        n for n in _listdir(os.path.join(root, "volumes")) if os.path.isdir(os.path.join(root, "volumes", n))
+        n for n in _listdir(os.path.join(root, "volumes")) if _is_real_dir(os.path.join(root, "volumes", n))
     )
     return Layout(
         root=root,
@@ -207,6 +223,7 @@ def read_layout(root: str, driver: str) -> Layout:
         image_layers=images,
         buildkit_names=buildkit_snapshot_names(root, unknown),
         driver_dirs=driver_dirs,
+        driver_files=driver_files,
         containers=tuple(read_containers(root)),
         volumes=volumes,
         top_dirs=tuple(_listdir(root)),
