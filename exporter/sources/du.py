@@ -120,7 +120,7 @@ def walk(path: str | bytes, *, exclude: frozenset[str] = frozenset(), deadline: 
                 if fd < 0:
                     continue
                 cur = _Dir(fd, f"{parent.rel}/{name}" if parent.rel else name) if excl else _Dir(fd, "")
-            d, cur = cur, None
+            d = cur
             try:
                 with os.scandir(d.fd) as it:
                     for entry in it:
@@ -159,11 +159,13 @@ def walk(path: str | bytes, *, exclude: frozenset[str] = frozenset(), deadline: 
                 # scandir itself (EACCES on a dir we could open?) or a readdir failing midway.
                 errors += e.errno not in _VANISHED
             if d.pending == 0:
-                os.close(d.fd)
+                os.close(d.fd)  # else its last subdirectory popped off the stack closes it
+            cur = None
             if partial:
                 break
     finally:
-        # Whatever stopped us (the deadline, an exception), close every directory still held.
+        # Whatever stopped us (the deadline, an exception), close every directory still held:
+        # the one being read unless done with, and every parent with subdirectories pending.
         if cur is not None and cur.pending == 0:
             os.close(cur.fd)
         for parent in {id(p): p for p, _ in stack if p.pending > 0}.values():

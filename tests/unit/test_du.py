@@ -1,0 +1,569 @@
+"""exporter.sources.du: the walk against GNU du as ground truth, the Walker pool and the LayerCache.
+
+Runs as root (tmpfs mounts, whiteouts, dropping to nobody); no Docker engine needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.sources import du
+from exporter.sources.du import EMPTY, LayerCache, Usage, Walker, WalkJob, walk
+
+MB = 1024 * 1024
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def du_bytes(path: Path | str, *opts: str) -> int:
+    out = subprocess.run(["du", "-s", "--block-size=1", *opts, os.fsencode(path)], capture_output=True)
+    return int(out.stdout.split(b"\t", 1)[0])
+
+
+def du_inodes(path: Path | str, *opts: str) -> int:
+    out = subprocess.run(["du", "-s", "--inodes", *opts, os.fsencode(path)], capture_output=True)
+    return int(out.stdout.split(b"\t", 1)[0])
+
+
+def ref_apparent(path: Path | str, exclude: tuple[str, ...] = ()) -> int:
+    """Docker's calcSize, written plainly: st_size of non-directories, hard links once."""
+    total, seen = 0, set()
+    root = os.fsencode(path)
+    skip = {os.path.join(root, os.fsencode(x)) for x in exclude}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skip]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = os.path.join(dirpath, name)
+            if p in skip:
+                continue
+            st = os.lstat(p)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+def assert_matches_du(path: Path | str, usage: Usage, *du_opts: str) -> None:
+    assert usage.disk_bytes == du_bytes(path, *du_opts)
+    assert usage.files == du_inodes(path, *du_opts)
+    assert usage.errors == 0
+    assert usage.partial is False
+
+
+def write(path: Path, size: int, byte: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(byte * size)
+    return path
+
+
+def make_tree(root: Path, files: int = 60) -> Path:
+    """A small mixed tree: nested dirs, sizes around block boundaries, empty files, symlinks."""
+    for i in range(files):
+        write(root / f"d{i % 7}" / f"e{i % 3}" / f"f{i}", (i * 977) % 20000)
+    (root / "empty-dir").mkdir()
+    write(root / "zero", 0)
+    os.symlink("d0/e0/f0", root / "link-to-file")
+    os.symlink("d1", root / "link-to-dir")
+    os.symlink("/nonexistent/target", root / "dangling")
+    return root
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# --- walk: figures against du -------------------------------------------------------------
+
+
+def test_plain_tree_matches_du(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree")
+    usage = walk(str(root))
+    assert_matches_du(root, usage)
+    assert usage.apparent_bytes == ref_apparent(root)
+
+
+def test_hard_links_counted_once(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    big = write(root / "a" / "big", 3 * MB)
+    for i in range(3):
+        (root / f"b{i}").mkdir()
+        os.link(big, root / f"b{i}" / "again")
+    usage = walk(str(root))
+    assert_matches_du(root, usage)
+    assert usage.apparent_bytes == 3 * MB == ref_apparent(root)
+    assert usage.files == 1 + 4 + 1  # root, dirs a b0 b1 b2, one inode for four names
+
+
+def test_sparse_file(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    with open(root / "sparse", "wb") as f:
+        f.truncate(100 * MB)
+    usage = walk(str(root))
+    assert_matches_du(root, usage)
+    assert usage.apparent_bytes == 100 * MB
+    assert usage.disk_bytes < 64 * 1024  # the dir and no data blocks
+
+
+def test_whiteout_counts_the_inode_only(tmp_path: Path) -> None:
+    root = tmp_path / "diff"
+    write(root / "keep", 5000)
+    os.mknod(root / "deleted", stat.S_IFCHR | 0o000, os.makedev(0, 0))  # overlayfs whiteout
+    usage = walk(str(root))
+    assert_matches_du(root, usage)
+    assert usage.files == 3
+    assert usage.apparent_bytes == 5000
+
+
+def test_symlinks_are_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside / "huge", 4 * MB)
+    root = tmp_path / "tree"
+    write(root / "small", 10)
+    os.symlink(outside, root / "to-outside")
+    os.symlink(root, root / "to-self")
+    os.symlink("loop-b", root / "loop-a")
+    os.symlink("loop-a", root / "loop-b")
+    os.symlink("..", root / "up")
+    usage = walk(str(root))
+    assert_matches_du(root, usage)
+    assert usage.apparent_bytes == ref_apparent(root) < MB  # link targets' lengths, not the file
+    assert usage.files == 7
+
+
+@pytest.mark.timeout(30)
+def test_fifo_and_socket_are_never_opened(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    write(root / "f", 100)
+    os.mkfifo(root / "fifo")  # opening it for reading would block forever
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(root / "sock"))
+        sock.listen(1)
+        usage = walk(str(root))
+    finally:
+        sock.close()
+    assert_matches_du(root, usage)
+    assert usage.files == 4
+
+
+def flatten_and_remove_chain(root: Path) -> None:
+    """Remove a deep chain of dirs without deep paths or recursion (shutil.rmtree recurses)."""
+    cur, n = root, 0
+    while True:
+        subdirs = [p for p in cur.iterdir() if p.is_dir() and not p.is_symlink()]
+        for p in cur.iterdir():
+            if p not in subdirs:
+                p.unlink()
+        if not subdirs:
+            break
+        n += 1
+        nxt = root.parent / f"{root.name}-up{n % 2}"  # not the name `cur` has
+        os.rename(subdirs[0], nxt)  # the child moves up: every path stays short
+        if cur != root:
+            cur.rmdir()
+        cur = nxt
+    if cur != root:
+        cur.rmdir()
+    root.rmdir()
+
+
+def test_deep_tree_beyond_path_max(tmp_path: Path) -> None:
+    # 2000 levels of 10-byte names: a 22 kB path, far past PATH_MAX; the walk is fd-relative.
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(2000):
+            name = f"level-{i:04d}"
+            with open(os.open("file", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+                f.write(b"y" * (i % 50))
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(fd)
+        before = open_fds()
+        usage = walk(str(root))
+        assert open_fds() == before
+        assert_matches_du(root, usage)
+        assert usage.files == 1 + 2000 * 2
+        assert usage.apparent_bytes == sum(i % 50 for i in range(2000))
+    finally:
+        flatten_and_remove_chain(root)
+
+
+def test_odd_names(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path / "odd")
+    os.mkdir(root)
+    names = [b"\xff\xfe", b"new\nline", b"with space", "ünïcødé".encode(), "日本語".encode(), b"-dash", b"\\"]
+    for i, name in enumerate(names):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(b"z" * (100 * (i + 1)))
+    sub = os.path.join(root, b"dir\xff\n")
+    os.mkdir(sub)
+    with open(os.path.join(sub, b"in\xfe"), "wb") as f:
+        f.write(b"q" * 9000)
+    usage = walk(os.fsdecode(root))
+    assert_matches_du(root, usage)
+    assert usage.apparent_bytes == ref_apparent(root) == sum(100 * (i + 1) for i in range(len(names))) + 9000
+    assert walk(root) == usage  # bytes paths work too
+    assert walk(os.fsdecode(root), exclude=frozenset({os.fsdecode(b"dir\xff\n")})).files == usage.files - 2
+
+
+def test_files_changing_mid_walk(tmp_path: Path) -> None:
+    root = tmp_path / "churn"
+    for i in range(40):
+        for j in range(25):
+            write(root / f"d{i}" / f"f{j}", 3000)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for n in range(30000):
+                if stop.is_set():
+                    return
+                d = root / f"d{n % 40}"
+                victim = d / f"f{n % 25}"
+                if n % 2:
+                    victim.unlink(missing_ok=True)
+                else:
+                    victim.write_bytes(b"n" * 3000)
+                if n % 500 == 0:  # whole directories vanish and come back too
+                    extra = root / f"x{n % 3}"
+                    if extra.exists():
+                        for p in extra.iterdir():
+                            p.unlink()
+                        extra.rmdir()
+                    else:
+                        write(extra / "g", 10)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            failures.append(e)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        results = [walk(str(root)) for _ in range(30)]
+    finally:
+        stop.set()
+        t.join()
+    assert not failures
+    for u in results:
+        assert u.errors == 0 and not u.partial
+        assert 1 + 40 <= u.files <= 1 + 40 + 40 * 25 + 6
+        assert u.disk_bytes > 0 and u.apparent_bytes >= 0
+    assert_matches_du(root, walk(str(root)))
+
+
+def test_exclude_merged(tmp_path: Path) -> None:
+    layer = tmp_path / "overlay2" / ("a" * 64)
+    write(layer / "diff" / "usr" / "bin" / "tool", 70000)
+    write(layer / "merged" / "usr" / "bin" / "tool", 70000)  # stands for the live overlay mount
+    (layer / "work" / "work").mkdir(parents=True)
+    write(layer / "link", 26)
+    usage = walk(str(layer), exclude=frozenset({"merged"}))
+    assert_matches_du(layer, usage, "--exclude=merged")
+    assert usage.apparent_bytes == ref_apparent(layer, exclude=("merged",)) == 70026
+    assert walk(str(layer), exclude=frozenset({"merged/"})) == usage  # normalised
+    assert walk(str(layer)).files == usage.files + 4
+
+
+def test_exclude_is_relative_to_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    write(root / "mounts" / "shm" / "x", 5000)
+    write(root / "logs" / "mounts" / "y", 7000)
+    usage = walk(str(root), exclude=frozenset({"mounts", "logs/mounts/y"}))
+    assert usage.apparent_bytes == 0
+    assert usage.files == 1 + 2  # root, logs, logs/mounts
+    assert walk(str(root), exclude=frozenset({"mounts"})).apparent_bytes == 7000
+
+
+def test_stays_on_one_filesystem(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree", files=20)
+    mnt = root / "sub"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "none", str(mnt)], check=True)
+    try:
+        write(mnt / "on-tmpfs", 8 * MB)
+        write(mnt / "deeper" / "more", 1 * MB)
+        usage = walk(str(root))
+        assert_matches_du(root, usage, "-x")
+        assert usage.apparent_bytes < MB
+        assert du_bytes(root) > usage.disk_bytes + 8 * MB  # plain du crosses the mount
+        assert walk(str(mnt)).apparent_bytes == 9 * MB  # rooted on the tmpfs, it is counted
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_same_filesystem_bind_mounts_are_walked_once(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree", files=30)
+    (root / "dup").mkdir()
+    (root / "cycle").mkdir()
+    before = walk(str(root))
+    subprocess.run(["mount", "--bind", str(root / "d1"), str(root / "dup")], check=True)
+    try:
+        subprocess.run(["mount", "--bind", str(root), str(root / "cycle")], check=True)
+        try:
+            usage = walk(str(root))
+        finally:
+            subprocess.run(["umount", str(root / "cycle")], check=True)
+        # du skips the cycle too, but counts the duplicate twice; we count each dir inode once
+        # (the mount points' own hidden dirs are not visible to either).
+        assert usage.files == before.files - 2
+        assert usage.apparent_bytes == before.apparent_bytes
+        assert usage.errors == 0 and not usage.partial
+    finally:
+        subprocess.run(["umount", str(root / "dup")], check=True)
+
+
+# --- walk: edges -----------------------------------------------------------------------
+
+
+def test_missing_root_and_file_root(tmp_path: Path) -> None:
+    assert walk(str(tmp_path / "nope")) == Usage(0, 0, 0, 0, False)
+    assert walk(str(tmp_path / "nope" / "deeper")) == EMPTY
+    f = write(tmp_path / "f", 4096 * 3)
+    assert_matches_du(f, walk(str(f)))
+    assert walk(str(f)).apparent_bytes == 4096 * 3
+    assert walk(str(tmp_path / "f" / "x")) == EMPTY  # ENOTDIR: as good as missing
+
+
+def test_deadline_in_the_past_is_partial(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "tree")
+    usage = walk(str(root), deadline=time.monotonic() - 1)
+    assert usage.partial is True
+    assert usage.files <= du_inodes(root)
+    assert walk(str(root), deadline=time.monotonic() + 60).partial is False
+
+
+def test_deadline_mid_walk_stops_and_closes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "tree"
+    for i in range(30):
+        for j in range(40):
+            write(root / f"a{i % 5}" / f"b{i}" / f"f{j}", 10)
+    full = walk(str(root))
+    clock = iter(range(10**6))
+    monkeypatch.setattr(du.time, "monotonic", lambda: float(next(clock)))
+    before = open_fds()
+    usage = walk(str(root), deadline=3.0)  # the 3rd check (after ~768 entries) is past it
+    assert open_fds() == before
+    assert usage.partial is True
+    assert 0 < usage.files < full.files
+    assert usage.disk_bytes < full.disk_bytes and usage.apparent_bytes < full.apparent_bytes
+
+
+def test_usage_add() -> None:
+    a, b = Usage(1, 2, 3, 0, False), Usage(10, 20, 30, 1, True)
+    assert a + b == Usage(11, 22, 33, 1, True)
+    assert a + EMPTY == a
+    assert sum([a, a], EMPTY) == Usage(2, 4, 6, 0, False)
+
+
+_AS_NOBODY = """
+import json, os, sys
+from exporter.sources.du import walk  # imported as root: the interpreter's files may be private
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+print(json.dumps([walk(p).__dict__ for p in sys.argv[1:]]))
+"""
+
+
+@pytest.fixture
+def world_readable_dir() -> Iterator[Path]:
+    # pytest's tmp dirs are 0700 root: nobody could not even reach a tree there.
+    base = Path(tempfile.mkdtemp(prefix="dse-du-test-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base)
+
+
+def test_unreadable_dir_counts_an_error_and_goes_on(world_readable_dir: Path) -> None:
+    root = world_readable_dir / "tree"
+    write(root / "readable" / "a", 12345)
+    write(root / "locked" / "secret" / "b", 50000)
+    write(root / "locked" / "c", 6000)
+    write(root / "z-after" / "d", 777)
+    os.chmod(root / "locked", 0o000)  # root-owned: nobody can neither list nor enter it
+    out = subprocess.run(
+        [sys.executable, "-c", _AS_NOBODY, str(root), str(root / "locked")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    usage, locked_root = (Usage(**u) for u in json.loads(out.stdout))
+    # Rooted at the locked dir: the root's own inode is counted, and the failed open is an error.
+    assert locked_root == Usage(os.lstat(root / "locked").st_blocks * 512, 0, 1, 1, False)
+    assert usage.errors == 1
+    assert usage.apparent_bytes == 12345 + 777
+    # Ground truth: du as the same user (it exits 1 for the unreadable dir, but prints the total).
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "du", "-s"]
+    disk = subprocess.run([*as_nobody, "--block-size=1", str(root)], capture_output=True, text=True)
+    inodes = subprocess.run([*as_nobody, "--inodes", str(root)], capture_output=True, text=True)
+    assert disk.returncode == 1 and "Permission denied" in disk.stderr
+    assert usage.disk_bytes == int(disk.stdout.split()[0])
+    assert usage.files == int(inodes.stdout.split()[0]) == 6  # root, readable, a, locked, z-after, d
+    # As root, nothing is hidden.
+    assert_matches_du(root, walk(str(root)))
+
+
+# --- Walker ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for i in range(6):
+        out[f"layer:{i}"] = make_tree(tmp_path / f"l{i}", files=10 + 30 * i)
+    return out
+
+
+def test_walker_parallel_equals_per_dir_walks(dirs: dict[str, Path]) -> None:
+    jobs = [WalkJob(key, str(path), hint=i) for i, (key, path) in enumerate(dirs.items())]
+    with Walker(workers=2) as walker:
+        got = walker.run(jobs)
+        assert walker.walks == len(jobs)
+        assert walker._pool is not None
+        assert got == {key: walk(str(path)) for key, path in dirs.items()}
+        assert walker.run(jobs, deadline=time.monotonic() + 60) == got  # the pool is reused
+        assert walker.walks == 2 * len(jobs)
+    assert walker._pool is None
+
+
+def test_walker_in_process_for_one_worker_or_one_job(dirs: dict[str, Path]) -> None:
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    walker = Walker(workers=1)
+    assert walker.run(jobs) == {key: walk(str(path)) for key, path in dirs.items()}
+    assert walker.walks == len(jobs) and walker._pool is None
+    walker = Walker(workers=4)
+    assert walker.run(jobs[:1]) == {jobs[0].key: walk(jobs[0].path)}
+    assert walker._pool is None
+    assert walker.run([]) == {}
+    walker.close()
+
+
+def test_walker_survives_a_missing_dir_and_passes_exclude(tmp_path: Path, dirs: dict[str, Path]) -> None:
+    layer = tmp_path / "layer"
+    write(layer / "diff" / "f", 1000)
+    write(layer / "merged" / "f", 1000)
+    jobs = [
+        WalkJob("gone", str(tmp_path / "does-not-exist")),
+        WalkJob("layer", str(layer), frozenset({"merged"})),
+        *(WalkJob(key, str(path)) for key, path in dirs.items()),
+    ]
+    with Walker(workers=2) as walker:
+        got = walker.run(jobs)
+    assert got["gone"] == EMPTY
+    assert got["layer"].apparent_bytes == 1000
+    assert set(got) == {j.key for j in jobs}
+    assert walker.walks == len(jobs)
+
+
+def test_walker_recovers_from_a_killed_worker(dirs: dict[str, Path]) -> None:
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    with Walker(workers=2) as walker:
+        assert walker.run(jobs) == want
+        for proc in list(walker._pool._processes.values()):  # type: ignore[union-attr]
+            proc.kill()
+            proc.join()
+        assert walker.run(jobs) == want  # finished in-process
+        assert walker.walks == 2 * len(jobs)
+        assert walker.run(jobs) == want  # a fresh pool
+        assert walker._pool is not None and walker.walks == 3 * len(jobs)
+
+
+def test_walker_recovers_from_a_worker_killed_mid_run(dirs: dict[str, Path]) -> None:
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    with Walker(workers=2) as walker:
+        walker.run(jobs[:2])  # the pool is up
+        procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
+        for p in procs:  # frozen: they take the jobs and finish none of them
+            os.kill(p.pid, signal.SIGSTOP)
+        got: dict[str, Usage] = {}
+        runner = threading.Thread(target=lambda: got.update(walker.run(jobs)))
+        runner.start()
+        time.sleep(0.3)
+        assert runner.is_alive() and not got
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+        runner.join(timeout=60)
+        assert got == want  # finished in-process
+        assert walker.walks == 2 + len(jobs)
+        assert walker.run(jobs) == want and walker._pool is not None  # a fresh pool
+
+
+def test_walker_past_deadline_reports_partial(dirs: dict[str, Path]) -> None:
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    with Walker(workers=2) as walker:
+        got = walker.run(jobs, deadline=time.monotonic() - 1)
+    assert set(got) == set(dirs)
+    assert all(u.partial for u in got.values())
+
+
+def test_walker_never_raises_for_a_bad_job(dirs: dict[str, Path]) -> None:
+    jobs = [WalkJob("bad", None), *(WalkJob(k, str(p)) for k, p in dirs.items())]  # type: ignore[arg-type]
+    for workers in (1, 2):
+        with Walker(workers=workers) as walker:
+            got = walker.run(jobs)
+        assert got["bad"] == Usage(0, 0, 0, 1, False)
+        assert all(got[k] == walk(str(p)) for k, p in dirs.items())
+
+
+def test_walker_sums_a_repeated_key(dirs: dict[str, Path]) -> None:
+    paths = list(dirs.values())[:2]
+    got = Walker(workers=1).run([WalkJob("logs", str(p)) for p in paths])
+    assert got == {"logs": walk(str(paths[0])) + walk(str(paths[1]))}
+
+
+# --- LayerCache ----------------------------------------------------------------------------
+
+
+def test_layer_cache() -> None:
+    cache = LayerCache()
+    good = Usage(4096, 100, 3, 0, False)
+    assert cache.get("a") is None and len(cache) == 0
+    cache.put("a", good)
+    cache.put("b", good)
+    cache.put("c", Usage(4096, 100, 3, 0, True))  # partial: a lower bound, never cached
+    cache.put("d", Usage(4096, 100, 3, 1, False))  # errors: incomplete
+    cache.put("e", EMPTY)  # the dir did not exist (yet)
+    assert len(cache) == 2 and cache.get("a") == good and cache.get("c") is None
+    assert "b" in cache and "d" not in cache
+    assert cache.retain({"a", "zzz"}) == 1
+    assert len(cache) == 1 and cache.get("b") is None
+    assert cache.retain(set()) == 1 and len(cache) == 0
+
+
+def test_batches_balance_by_hint_and_keep_every_job() -> None:
+    jobs = [WalkJob(f"j{i}", "/x", hint=h) for i, h in enumerate([100, 1, 1, 50, 50, 0, 0, 0, 3, 2])]
+    batches = du._batches(jobs, 3)
+    assert sorted(j.key for b in batches for j in b) == sorted(j.key for j in jobs)
+    assert batches[0] == [jobs[0]]  # the biggest job alone, first
+    assert batches[1][0].key == "j3" and batches[2][0].key == "j4"  # then the two 50s
+    assert du._batches(jobs[:2], 8) == [[jobs[0]], [jobs[1]]]
+    unknown = [WalkJob(f"u{i}", "/x") for i in range(8)]
+    assert [len(b) for b in du._batches(unknown, 4)] == [2, 2, 2, 2]  # no hints: spread by count
