@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint deps venv clean accuracy
+.PHONY: run test lint deps venv clean accuracy dashboards bench
 
 venv: $(BIN)/.installed
 
@@ -29,6 +29,12 @@ test: venv deps lint
 
 accuracy: venv deps
 	$(BIN)/python scripts/accuracy.py --write docs/accuracy.md
+
+dashboards: venv
+	$(BIN)/python grafana/generate.py
+
+bench: venv
+	$(BIN)/python bench/scan_vs_du.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
