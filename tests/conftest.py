@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import SUMMARY
 from tests.harness.engine import PrivateEngine
 from tests.harness.exporter import ExporterProcess, sampled_after
 from tests.harness.proxy import RecordingProxy
@@ -67,3 +68,8 @@ def exporter(
         yield exp
     finally:
         exp.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in SUMMARY:
+        terminalreporter.write_line(line)

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from tests.harness import SUMMARY
 from tests.harness.prometheus import PrometheusServer
 from tests.test_alerts import RULES, rules
 
@@ -58,7 +59,7 @@ def test_every_rule_expression_evaluates_and_names_real_series(prometheus):
     for record in ("docker_storage:filesystem_avail:ratio", "docker_storage:filesystem_files_free:ratio",
                    "docker_storage:reclaimable_bytes:sum"):  # fmt: skip
         assert prometheus.query(record)["data"]["result"], record
-    print(f"\nrule expressions evaluated: {evaluated}, returned data: {with_data}")
+    SUMMARY.append(f"end-to-end: rule expressions evaluated: {evaluated}, returned data: {with_data}")
 
 
 # Panels that rightly show nothing on an idle test host, and why.
@@ -85,4 +86,6 @@ def test_every_dashboard_panel_query_evaluates_and_returns_data(prometheus):
             empty.append((uid, title))
     unexpected = [e for e in empty if e not in MAY_BE_EMPTY]
     assert unexpected == [], "panels without data although the seeded state provides it"
-    print(f"\npanel queries evaluated: {evaluated}, returned data: {evaluated - len(empty)}")
+    SUMMARY.append(
+        f"end-to-end: dashboard panel queries evaluated: {evaluated}, returned data: {evaluated - len(empty)}"
+    )
