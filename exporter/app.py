@@ -107,5 +107,5 @@ class App:
         for client in self.clients:
             client.close()
         if self.walker is not None:
-            self.walker.close()
+            self.walker.shutdown()  # a scan in progress must not hold up the exit
         log.info("stopped")

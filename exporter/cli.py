@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 import threading
@@ -64,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     stop.wait()
     app.stop()
-    return 0
+    # A sampler thread may still be inside a walk or a request; it holds nothing that needs
+    # flushing, so do not let the interpreter wait for it at exit.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test suite needs, when it is missing: a Docker Engine (dockerd and the
 # Debian docker CLI that comes with it), busybox-static (test images are built from it),
-# and promtool (Prometheus' own checker and server). Debian/Ubuntu as root only; elsewhere
-# it says exactly what is missing and how to get it.
+# promtool (Prometheus' own checker and server) and debootstrap (the image test's Debian
+# base). Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to
+# get it.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,7 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # the image test's Debian base
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
 if [ "${#need[@]}" -eq 0 ]; then

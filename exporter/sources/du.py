@@ -279,8 +279,11 @@ class Walker:
             for i, batch in enumerate(batches):
                 try:
                     futures[pool.submit(_walk_batch, batch, deadline)] = batch
-                except (BrokenProcessPool, RuntimeError):
+                except (BrokenProcessPool, RuntimeError, OSError):
+                    # OSError: the pool could not start (e.g. no writable temp dir for the
+                    # forkserver's socket on a read-only root): walk here, try again next run.
                     redo = [job for b in batches[i:] for job in b]
+                    self._drop_pool(kill=True)
                     break
             # A broken pool fails every outstanding future at once, so waiting for all is prompt.
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
@@ -310,6 +313,11 @@ class Walker:
     def close(self) -> None:
         with self._lock:
             self._drop_pool()
+
+    def shutdown(self) -> None:
+        """Stop now, from another thread, even mid-scan: kill the workers without waiting for
+        the scan that holds the lock (its unfinished jobs come back partial)."""
+        self._drop_pool(kill=True)
 
     def __enter__(self) -> Walker:
         return self

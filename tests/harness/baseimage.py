@@ -1,0 +1,45 @@
+"""A Debian base image with Python for building the exporter's image, made without any
+registry: debootstrap from Debian's mirror, `docker import`. Cached between test runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.harness.engine import PrivateEngine, unmount_all
+
+CACHE = Path(os.environ.get("DSE_CACHE", Path.home() / ".cache" / "docker-storage-exporter"))
+MIRROR = os.environ.get("DSE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+TAG = "dse-python-base:bookworm"
+PACKAGES = "python3,python3-venv,ca-certificates"
+
+
+def base_tarball() -> Path:
+    """The root filesystem as a tar, built once per machine (about a minute)."""
+    tar = CACHE / f"debian-bookworm-{PACKAGES.replace(',', '-')}.tar"
+    if tar.exists():
+        return tar
+    CACHE.mkdir(parents=True, exist_ok=True)
+    root = CACHE / "rootfs.tmp"
+    unmount_all(root)
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(root), MIRROR],
+            check=True, capture_output=True, timeout=900,
+        )  # fmt: skip
+        partial = tar.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
+        partial.rename(tar)
+    finally:
+        unmount_all(root)
+        shutil.rmtree(root, ignore_errors=True)
+    return tar
+
+
+def import_base(engine: PrivateEngine) -> str:
+    with open(base_tarball(), "rb") as f:
+        engine.docker("import", "-", TAG, input=f.read())
+    return TAG
