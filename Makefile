@@ -19,15 +19,15 @@ run: venv
 	$(BIN)/docker-storage-exporter $(ARGS)
 
 deps:
-	scripts/ensure-deps.sh
+	PYTHON=$(PYTHON) scripts/ensure-deps.sh
 
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv deps lint
+test: deps venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; $(BIN)/python -m tests.harness.cleanup; exit $$rc
 
-accuracy: venv deps
+accuracy: deps venv
 	$(BIN)/python scripts/accuracy.py --write docs/accuracy.md
 
 dashboards: venv

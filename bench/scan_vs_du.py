@@ -4,12 +4,13 @@ Builds (once, then reuses) a synthetic Docker root shaped like a real one (overl
 layer dirs with their layerdb entries and image configs, containers with upper and init dirs,
 layerdb mounts and json-file logs, volumes, the `overlay2/l` links), or takes a real one with
 --tree, and times over that whole root:
-  (a) `du -sx --block-size=1` over the root, excluding the live mounts the scan never enters
+  (a) `du -sx --block-size=1 ROOT`; -x keeps it out of the live mounts the scan never enters
+      (as root, the synthetic root's are tmpfs mounts while the benchmark runs, as on a host)
   (b) a full scan: a fresh ScanSampler (empty LayerCache), Walker(workers=nproc), `run()`
   (c) a steady-state rescan: `run()` again on the same sampler; nothing changed, layers cached
-  (d) for reference, (b) with an in-process Walker(workers=1)
-each a median of --runs, interleaved, after one warm-up of each, and writes the section
-"Scan vs du" of docs/benchmarks.md.
+  (d) for reference, (b) with an in-process Walker(workers=1); and two parts of every scan
+each a median of --runs, interleaved, after one warm-up of each; checks that du's total and the
+scan's `root_dirs` agree, and writes the section "Scan vs du" of docs/benchmarks.md.
 
     python bench/scan_vs_du.py [--tree DOCKER_ROOT] [--rebuild] [--runs N] [--out docs/benchmarks.md]
 """

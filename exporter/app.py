@@ -10,7 +10,7 @@ from exporter.collector import StorageCollector
 from exporter.config import Config
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
 from exporter.scan import ScanSampler
-from exporter.scheduler import Job, run_soon, start
+from exporter.scheduler import Job, create, run_soon, start
 from exporter.server import HttpServer
 from exporter.sources.du import Walker
 from exporter.sources.engine import EngineClient
@@ -91,7 +91,9 @@ class App:
             jobs.append(Job(self.build_cache, c.build_cache_interval, first_delay=2.0))
         if self.scan is not None:
             jobs.append(Job(self.scan, c.scan_interval, first_delay=3.0))
-        self.scheduler = start(jobs, {self.engine.name: self._after_engine})
+        # Assigned before the first job can run: the first engine sample looks it up.
+        self.scheduler = create()
+        start(self.scheduler, jobs, {self.engine.name: self._after_engine})
         log.info(
             "started",
             listen=f"{c.listen_host or '*'}:{self.server.port}",

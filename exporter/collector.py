@@ -493,9 +493,9 @@ class StorageCollector(Collector):
         yield from self._folded([rw, logs], len(folded))
         if snap.attribution:
             # `docker system df`: SIZE is the writable layers' apparent bytes, RECLAIMABLE
-            # those of containers that are not running.
+            # those of containers that are not active (running, paused or restarting).
             used = sum(c.rw.apparent_bytes for c in snap.containers if c.rw)
-            idle = sum(c.rw.apparent_bytes for c in snap.containers if c.rw and c.state != "running")
+            idle = sum(c.rw.apparent_bytes for c in snap.containers if c.rw and c.prunable)
             yield from self._usage("containers", used, idle)
 
     def _volumes(self, snap: ScanSnapshot, engine: EngineSnapshot | None) -> Iterator[Metric]:

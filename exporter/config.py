@@ -13,6 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import docker.errors
+import docker.utils
+
 from exporter import __version__
 
 ENV_PREFIX = "DOCKER_STORAGE_EXPORTER_"
@@ -199,8 +202,12 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     docker_host, src = value("docker.host")
     if not docker_host:
         docker_host, src = environ.get("DOCKER_HOST", "") or DEFAULT_DOCKER_HOST, "DOCKER_HOST"
-    if not re.match(r"^(unix|tcp|http|https|npipe|ssh)://.+", docker_host):
+    if not re.match(r"^(unix|tcp|http|https)://.+", docker_host):
         raise bad(src, docker_host, "use unix:///var/run/docker.sock or tcp://host:2376")
+    try:
+        docker.utils.parse_host(docker_host)
+    except (docker.errors.DockerException, ValueError):
+        raise bad(src, docker_host, "use unix:///var/run/docker.sock or tcp://host:2376") from None
 
     rootfs, src = value("path.rootfs")
     if not os.path.isabs(rootfs) or not os.path.isdir(rootfs):

@@ -159,7 +159,7 @@ def reclaim(
                 "bytes": engine.image_usage.reclaimable,
             })  # fmt: skip
     if scan is not None:
-        stopped = [c for c in scan.containers if c.state != "running"]
+        stopped = [c for c in scan.containers if c.prunable]
         out.append({
             "command": "docker container prune",
             "frees": "containers not running (writable layers and logs)",
@@ -282,9 +282,13 @@ def run(config: Config, as_json: bool, out: IO[str] = sys.stdout, err: IO[str] =
         with progress(err, "asking the engine"):
             EngineSampler(store, client).run()
             FilesystemSampler(store, rootfs=config.rootfs).run()
-            BuildCacheSampler(store, client, legacy_interval=1.0).run()
-        with progress(err, "walking the Docker root"):
-            ScanSampler(store, walker, rootfs=config.rootfs, budget=config.scan_budget).run()
+            if config.build_cache_interval > 0:
+                # Old engines need a full /system/df: only if the operator allows it at all.
+                legacy = 1.0 if config.build_cache_legacy_interval > 0 else 0.0
+                BuildCacheSampler(store, client, legacy_interval=legacy).run()
+        if config.scan_interval > 0:
+            with progress(err, "walking the Docker root"):
+                ScanSampler(store, walker, rootfs=config.rootfs, budget=config.scan_budget).run()
     finally:
         walker.close()
         client.close()

@@ -268,8 +268,9 @@ class BuildCacheSampler(Sampler):
         now = time.monotonic()
         if self._last_legacy is not None and now - self._last_legacy < self.legacy_interval:
             raise NotDue()
-        self._last_legacy = now
-        return BuildCacheSnapshot(parse_build_cache(c.df()))
+        snapshot = BuildCacheSnapshot(parse_build_cache(c.df()))
+        self._last_legacy = now  # only a success waits a whole interval; a failure retries
+        return snapshot
 
     def context(self) -> dict[str, Any]:
         return {"docker_host": self.client.base_url}

@@ -51,6 +51,12 @@ class ContainerScan:
     rw: Usage | None  # the upper dir (overlay2/<mount-id>/diff); None when not attributable
     logs: Usage  # json-file and local-driver logs, rotated ones included
 
+    @property
+    def prunable(self) -> bool:
+        """What `docker container prune` removes and `docker system df` counts reclaimable:
+        not running, paused or restarting (and known to the engine)."""
+        return self.state in ("created", "exited", "dead")
+
 
 @dataclass(frozen=True)
 class VolumeScan:

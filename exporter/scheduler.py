@@ -23,12 +23,19 @@ def jitter_for(interval: float) -> float:
     return min(interval * 0.1, 30.0)
 
 
-def start(jobs: list[Job], runners: dict[str, Callable[[], object]] | None = None) -> BackgroundScheduler:
-    """Start one job per sampler; `runners` may replace a sampler's `run` by name."""
-    scheduler = BackgroundScheduler(
+def create() -> BackgroundScheduler:
+    return BackgroundScheduler(
         timezone=UTC,
         job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
     )
+
+
+def start(
+    scheduler: BackgroundScheduler,
+    jobs: list[Job],
+    runners: dict[str, Callable[[], object]] | None = None,
+) -> BackgroundScheduler:
+    """Add one job per sampler and start; `runners` may replace a sampler's `run` by name."""
     now = datetime.now(UTC)
     for job in jobs:
         scheduler.add_job(

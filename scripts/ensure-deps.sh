@@ -15,6 +15,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # the image test's Debian base
+# `make` builds a venv with this python3; Debian's needs python3-venv for that.
+"${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
 if [ "${#need[@]}" -eq 0 ]; then
@@ -29,5 +31,12 @@ fi
 
 echo "installing test dependencies: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Install without starting services: the tests run their own private daemon, and the
+# system's dockerd would add a bridge and iptables rules nobody asked for.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.harness import SUMMARY
-from tests.harness.engine import PrivateEngine
+from tests.harness.engine import PrivateEngine, default_test_root
 from tests.harness.exporter import ExporterProcess, sampled_after
 from tests.harness.proxy import RecordingProxy
 from tests.harness.seed import Seed, seed
 
-# Short paths: containerd's socket under the exec root must fit in a sun_path.
-TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT", "/tmp/dse-test"))
+# Short paths: containerd's socket under the exec root must fit in a sun_path. One root per
+# checkout, so two checkouts' runs never stop each other's daemons.
+TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT") or default_test_root())
 
 # Fast schedules so tests see fresh samples within a second or two.
 FAST = [

@@ -14,7 +14,7 @@ from tests.conftest import FAST, TEST_ROOT
 from tests.harness.engine import PrivateEngine
 from tests.harness.exporter import ExporterProcess, sampled_after, value
 from tests.harness.seed import busybox_tar
-from tests.harness.truth import du
+from tests.harness.truth import du, fs_mountpoint
 
 P = "docker_storage_"
 LAYER_FAMILIES = ["layers", "layers_size_bytes", "layers_disk_bytes", "layer_size_bytes",
@@ -60,7 +60,7 @@ def test_vfs_driver_reports_dirs_volumes_logs_but_no_layer_attribution(vfs_engin
         == os.lstat(log).st_blocks * 512
         > 0
     )
-    assert value(s, P + "filesystem_size_bytes", path=str(root), mountpoint="/") is not None
+    assert value(s, P + "filesystem_size_bytes", path=str(root), mountpoint=fs_mountpoint(root)) is not None
     assert value(s, P + "sampler_success", sampler="scan") == 1
 
 
@@ -87,7 +87,7 @@ def test_path_rootfs_maps_host_paths(engine, seeded, exporter, host_root_view, t
     direct = exporter.wait_until(sampled_after(time.time(), "scan"), timeout=30, what="scan")
     # Host paths in labels, the same figures as the exporter that sees / directly.
     ((fs_labels, _),) = [x for x in s[P + "filesystem_size_bytes"] if x[0]["path"] == str(engine.data_root)]
-    assert fs_labels["mountpoint"] == "/"
+    assert fs_labels["mountpoint"] == fs_mountpoint(engine.data_root)
     assert value(s, P + "filesystem_readonly", **fs_labels) == 0  # a read-only bind is not a read-only disk
     # Figures of what does not change on an idle engine; containerd/ and network/ hold
     # databases dockerd may write between the two scans.

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.harness.engine import PrivateEngine, unmount_all
+from tests.harness.engine import PrivateEngine, default_test_root, unmount_all
 
-TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT", "/tmp/dse-test"))
+TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT") or default_test_root())
 
 
 def main() -> None:

@@ -18,6 +18,14 @@ import docker
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 CLI: its classic and BuildKit builds work alone
 
 
+def default_test_root() -> str:
+    """/tmp/dse-<8 hex of this checkout's path>: short, and distinct per checkout."""
+    import hashlib
+
+    checkout = Path(__file__).resolve().parents[2]
+    return f"/tmp/dse-{hashlib.sha256(str(checkout).encode()).hexdigest()[:8]}"
+
+
 def _mounts_under(path: Path) -> list[str]:
     out = []
     try:
@@ -87,6 +95,10 @@ class PrivateEngine:
             "--iptables=false",
             "--ip6tables=false",
             "--log-level=warn",
+            # Our own containerd namespaces: even if dockerd finds a system containerd, test
+            # containers never mix with anyone else's.
+            "--containerd-namespace", f"dse-{self.base.name}",
+            "--containerd-plugins-namespace", f"dse-{self.base.name}-plugins",
         ]  # fmt: skip
         if self.storage_driver:
             cmd += ["--storage-driver", self.storage_driver]

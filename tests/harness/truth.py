@@ -71,3 +71,14 @@ def du(path: Path | str, *opts: str) -> tuple[int, int]:
         return int(out.split()[0])
 
     return run("--block-size=1"), run("--inodes")
+
+
+def fs_mountpoint(path: Path | str) -> str:
+    """The top of the filesystem holding `path`: walk up while the device stays the same."""
+    import os
+
+    path = Path(path).resolve()
+    dev = os.stat(path).st_dev
+    while path.parent != path and os.stat(path.parent).st_dev == dev:
+        path = path.parent
+    return str(path)

@@ -226,3 +226,9 @@ def test_cli_version_exits_0() -> None:
     proc = _cli("--version")
     assert proc.returncode == 0, proc.stderr
     assert __version__ in proc.stdout
+
+
+@pytest.mark.parametrize("host", ["tcp://a b:x", "ssh://user@host", "tcp://host:notaport"])
+def test_unusable_docker_host_is_a_config_error(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"--docker\.host"):
+        parse(["--docker.host", host], {})
