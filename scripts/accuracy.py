@@ -151,7 +151,7 @@ def report(engine: PrivateEngine) -> tuple[str, int]:
             "`docker images -a` / `ps -a`",
         )
     ps = Counter(engine.docker("ps", "-a", "--format", "{{.State}}").split())
-    for st in ("created", "running", "exited"):
+    for st in ("created", "running", "paused", "exited"):
         row(f"containers{{state={st}}}", int(value(s, P + "containers", state=st)), ps[st], "`docker ps -a`")
 
     scan = store.snapshot("scan")
@@ -224,9 +224,18 @@ def report(engine: PrivateEngine) -> tuple[str, int]:
         sum(sizes_rw.values()),
         "sum of SizeRw",
     )
-    idle_rw = sum(c.get("SizeRw", 0) for c in df["Containers"] if c["State"] != "running")
+    active = ("running", "paused", "restarting")  # the Docker CLI's isActive
+    idle_rw = sum(c.get("SizeRw", 0) for c in df["Containers"] if c["State"] not in active)
     ours_idle = int(value(s, P + "reclaimable_bytes", object="containers"))
-    row("Containers RECLAIMABLE (bytes)", ours_idle, idle_rw, "SizeRw of containers not running")
+    row("Containers RECLAIMABLE (bytes)", ours_idle, idle_rw, "SizeRw of containers not active")
+    ours_used = int(value(s, P + "used_bytes", object="containers"))
+    printed = f"{human_size(ours_idle)} ({ours_idle * 100 // ours_used}%)" if ours_used else human_size(0)
+    row(
+        "Containers RECLAIMABLE (as printed)", printed, cli["Containers"]["Reclaimable"], "`docker system df`"
+    )
+    row(
+        "Containers SIZE (as printed)", human_size(ours_used), cli["Containers"]["Size"], "`docker system df`"
+    )
     row(
         "Local Volumes SIZE (bytes)",
         int(value(s, P + "used_bytes", object="volumes")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -22,7 +23,10 @@ P = "docker_storage_"
 
 @pytest.fixture(scope="module")
 def samples(exporter):
-    return exporter.scrape()
+    # Samples taken after this module started: earlier tests may have changed the engine.
+    return exporter.wait_until(
+        sampled_after(time.time(), "engine", "filesystem", "build_cache"), timeout=30, what="fresh samples"
+    )
 
 
 def short(image_id: str) -> str:

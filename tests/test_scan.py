@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.exporter import sampled_after, value
-from tests.harness.seed import RW_BYTES, UNUSED_VOLUME_BYTES, USED_VOLUME_BYTES
-from tests.harness.truth import du, system_df
+from tests.harness.seed import PAUSED_RW_BYTES, RW_BYTES, UNUSED_VOLUME_BYTES, USED_VOLUME_BYTES
+from tests.harness.truth import cli_df_summary, du, human_size, system_df
 
 P = "docker_storage_"
 
@@ -125,14 +125,17 @@ def test_containers_rw_and_logs(engine, exporter):
         == os.lstat(log).st_blocks * 512
     )
     # `docker system df`: containers SIZE is the writable layers' apparent bytes (SizeRw),
-    # RECLAIMABLE those of containers not running.
+    # RECLAIMABLE those of containers that are not active; the seed's paused container is
+    # active though not running. Compared with what the CLI itself prints.
     df = system_df(engine)
-    assert value(s, P + "used_bytes", object="containers") == sum(
-        c.get("SizeRw", 0) for c in df["Containers"]
-    )
-    assert value(s, P + "reclaimable_bytes", object="containers") == sum(
-        c.get("SizeRw", 0) for c in df["Containers"] if c["State"] != "running"
-    )
+    used = value(s, P + "used_bytes", object="containers")
+    reclaim = value(s, P + "reclaimable_bytes", object="containers")
+    assert used == sum(c.get("SizeRw", 0) for c in df["Containers"]) >= RW_BYTES + PAUSED_RW_BYTES
+    row = cli_df_summary(engine)["Containers"]
+    assert row["Size"] == human_size(used)
+    assert row["Reclaimable"] == f"{human_size(reclaim)} ({int(reclaim * 100 // used)}%)"
+    paused = [c for c in df["Containers"] if c["State"] == "paused"]
+    assert paused and reclaim <= used - paused[0]["SizeRw"]
 
 
 def test_volumes_equal_du_and_system_df(engine, seeded, exporter):

@@ -56,6 +56,7 @@ def build(engine: PrivateEngine, tag: str, dockerfile: str, buildkit: bool = Fal
 
 
 RW_BYTES = 123_456
+PAUSED_RW_BYTES = 11_111
 USED_VOLUME_BYTES = 54_321
 UNUSED_VOLUME_BYTES = 77_777
 
@@ -109,10 +110,21 @@ def seed(engine: PrivateEngine) -> Seed:
       f"head -c {RW_BYTES} /dev/urandom > /rw.bin && head -c {USED_VOLUME_BYTES} /dev/urandom"
       " > /data/y && echo seeded && sleep 3600")  # fmt: skip
     _wait_for_log(engine, "dse-running", "seeded")
+    # A paused container: active for `docker system df`, so its writable layer is not
+    # reclaimable although it is not running.
+    d("run", "-d", "--name", "dse-paused", "--network", "none", "dse-base:latest", "sh", "-c",
+      f"head -c {PAUSED_RW_BYTES} /dev/urandom > /p.bin && echo ready && sleep 3600")  # fmt: skip
+    _wait_for_log(engine, "dse-paused", "ready")
+    d("pause", "dse-paused")
     d("run", "--name", "dse-exited", "--network", "none", "dse-base:latest", "true")
     d("create", "--name", "dse-created", "--network", "none", "dse-old:v1", "true")
     return Seed(
-        containers={"dse-running": "running", "dse-exited": "exited", "dse-created": "created"},
+        containers={
+            "dse-running": "running",
+            "dse-paused": "paused",
+            "dse-exited": "exited",
+            "dse-created": "created",
+        },
         volumes_used=("dse-vol-used",),
         volumes_unused=("dse-vol-unused",),
     )
