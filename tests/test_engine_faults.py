@@ -85,7 +85,8 @@ def test_engine_down_at_start_then_up_then_down_then_back(fault_engine, tmp_path
         )
         assert value(s, P + "images", state="unused") == 1
     finally:
-        assert exp.stop() == 0  # SIGTERM: a clean exit
+        rc = exp.stop()
+    assert rc == 0  # SIGTERM: a clean exit
     lines = [json.loads(x) for x in exp.log.read_text().splitlines() if x.startswith("{")]
     failed = [x for x in lines if x.get("event") == "sample failed" and x.get("sampler") == "engine"]
     assert failed and all(x["level"] == "warning" and x["error"] for x in failed)

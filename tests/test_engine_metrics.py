@@ -209,14 +209,24 @@ def test_image_inspect_is_cached(engine, exporter):
     assert value(later, P + "engine_requests_total", endpoint="/images/json") >= runs + 2
 
 
-def test_cap_folds_the_rest_into_other(engine, seeded, tmp_path):
+def test_cap_folds_the_rest_into_other(engine, seeded, exporter, tmp_path):
     top_n = 3
     exp = ExporterProcess(engine.host, tmp_path / "log", [*FAST, "--metrics.top-n", str(top_n)])
     exp.start()
     try:
-        s = exp.wait_until(sampled_after(0, "engine"), timeout=30, what="engine sample")
+        s = exp.wait_until(sampled_after(0, "engine", "scan"), timeout=30, what="engine and scan samples")
     finally:
         exp.stop()
+    # The scan's per-item families fold the same way; the uncapped session exporter has them all.
+    full = exporter.wait_until(sampled_after(time.time(), "scan"), timeout=30, what="a fresh scan")
+    for fam in ("layer_disk_bytes", "layer_files", "container_rw_bytes", "volume_disk_bytes", "volume_files"):
+        everything = full[P + fam]
+        capped = s[P + fam]
+        n = len(everything)
+        assert n > top_n or fam.startswith("volume"), fam  # the seed has 2 volumes: nothing to fold
+        assert len(capped) == min(n, top_n + (1 if n > top_n else 0)), fam
+        assert sum(v for _, v in capped) == sum(v for _, v in everything), fam  # sums preserved
+        assert value(s, P + "series_folded", family=P + fam) == max(0, n - top_n), fam
     api = engine.api()
     try:
         images = api.images(all=True)

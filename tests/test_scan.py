@@ -13,8 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.harness.exporter import sampled_after, value
 from tests.harness.seed import PAUSED_RW_BYTES, RW_BYTES, UNUSED_VOLUME_BYTES, USED_VOLUME_BYTES
 from tests.harness.truth import cli_df_summary, du, human_size, system_df
@@ -196,10 +194,3 @@ def test_a_container_writing_its_log_is_seen_growing(engine, exporter):
         assert len(set(seen)) >= 3 and seen == sorted(seen), seen
     finally:
         engine.docker("rm", "-f", name)
-
-
-@pytest.mark.parametrize("family", ["container_rw_bytes", "container_log_bytes", "volume_disk_bytes"])
-def test_scan_families_pass_promtool_and_are_capped(exporter, family):
-    s = exporter.scrape()
-    assert s[P + family]
-    assert value(s, P + "series_folded", family=P + family) == 0
