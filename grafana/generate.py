@@ -12,11 +12,12 @@ Conventions (issue 4): a `datasource` variable and every panel and target pointi
 host query filtered by job and instance, every fleet query by job; only families listed in
 docs/metrics.md.
 
-Predicted time until full: `avail / (-deriv(avail[6h]) > 0)`, in seconds. It is the recording rule
-`docker_storage:filesystem_hours_until_full` (grafana/alerts) times 3600, computed inline so the
-dashboards work whether or not the rules are loaded. The least-squares slope over 6 h smooths the
-saw-tooth of image pulls and prunes; the filter `> 0` leaves no value at all (shown as
-"Not filling") while free space is stable or growing, instead of a huge or negative time.
+Shared with the alert rules (grafana/alerts/docker-storage.rules.yml): the predicted time until
+a filesystem is full or out of inodes and the reclaimable bytes per host come from its recording
+rules (`docker_storage:filesystem_hours_until_full`, `…_inodes_hours_until_out`,
+`docker_storage:reclaimable_bytes:sum`), so a panel and an alert can never disagree on the
+formula. The rules ship with the dashboards (Helm chart, compose demo); without them these panels
+stay empty and say so in their descriptions.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def inodes_free_ratio(sel: Selector) -> str:
     return f"{sel('docker_storage_filesystem_files_free')} / ({sel('docker_storage_filesystem_files')} > 0)"
 
 
-def seconds_until_zero(series: str) -> str:
-    """Seconds until `series` reaches 0 at its 6 h least-squares pace; absent unless shrinking."""
-    return f"{series} / (-deriv({series}[{WINDOW}]) > 0)"
+def seconds_until(sel: Selector, record: str) -> str:
+    """A recorded hours-until figure in seconds; absent unless shrinking (see the rules)."""
+    return f"{sel(record)} * 3600"
 
 
 def top(sel: Selector, name: str, label: str, k: int = TOP) -> str:
@@ -203,8 +204,15 @@ def reduce_last() -> dict:
 
 
 def timeseries(
-    title: str, description: str, tgts: list[dict], unit: str, w: int = 12, h: int = 8, stack: bool = False,
-    overrides: list[dict] | None = None, links: list[dict] | None = None,
+    title: str,
+    description: str,
+    tgts: list[dict],
+    unit: str,
+    w: int = 12,
+    h: int = 8,
+    stack: bool = False,
+    overrides: list[dict] | None = None,
+    links: list[dict] | None = None,
 ) -> dict:
     custom = {
         "drawStyle": "line",
@@ -216,11 +224,19 @@ def timeseries(
         "axisSoftMin": 0,
     }
     return panel(
-        "timeseries", title, description, tgts, w, h,
+        "timeseries",
+        title,
+        description,
+        tgts,
+        w,
+        h,
         fieldConfig=field_config(unit, overrides=overrides, links=links, custom=custom),
         options={
             "legend": {
-                "displayMode": "table", "placement": "bottom", "showLegend": True, "calcs": ["lastNotNull"],
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": True,
+                "calcs": ["lastNotNull"],
             },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
@@ -228,12 +244,25 @@ def timeseries(
 
 
 def stat(
-    title: str, description: str, tgts: list[dict], unit: str, w: int = 4, h: int = 4,
-    steps: list[tuple[str, float | None]] | None = None, value_map: dict[str, tuple[str, str]] | None = None,
-    overrides: list[dict] | None = None, no_value: str | None = None, links: list[dict] | None = None,
+    title: str,
+    description: str,
+    tgts: list[dict],
+    unit: str,
+    w: int = 4,
+    h: int = 4,
+    steps: list[tuple[str, float | None]] | None = None,
+    value_map: dict[str, tuple[str, str]] | None = None,
+    overrides: list[dict] | None = None,
+    no_value: str | None = None,
+    links: list[dict] | None = None,
 ) -> dict:
     return panel(
-        "stat", title, description, tgts, w, h,
+        "stat",
+        title,
+        description,
+        tgts,
+        w,
+        h,
         fieldConfig=field_config(unit, steps, value_map, overrides, links, no_value),
         options={
             "reduceOptions": reduce_last(),
@@ -249,28 +278,49 @@ def stat(
 
 
 def gauge(
-    title: str, description: str, tgts: list[dict], unit: str, w: int = 4, h: int = 6,
+    title: str,
+    description: str,
+    tgts: list[dict],
+    unit: str,
+    w: int = 4,
+    h: int = 6,
     steps: list[tuple[str, float | None]] | None = None,
 ) -> dict:
     cfg = field_config(unit, steps, decimals=1)
     cfg["defaults"].update({"min": 0, "max": 1} if unit == "percentunit" else {"min": 0})
     return panel(
-        "gauge", title, description, tgts, w, h,
+        "gauge",
+        title,
+        description,
+        tgts,
+        w,
+        h,
         fieldConfig=cfg,
         options={"reduceOptions": reduce_last(), "showThresholdLabels": False, "showThresholdMarkers": True},
     )
 
 
 def bargauge(
-    title: str, description: str, tgts: list[dict], unit: str, w: int = 8, h: int = 8,
-    links: list[dict] | None = None, steps: list[tuple[str, float | None]] | None = None,
+    title: str,
+    description: str,
+    tgts: list[dict],
+    unit: str,
+    w: int = 8,
+    h: int = 8,
+    links: list[dict] | None = None,
+    steps: list[tuple[str, float | None]] | None = None,
 ) -> dict:
     cfg = field_config(unit, steps, links=links)
     cfg["defaults"]["min"] = 0
     if not steps:
         cfg["defaults"]["color"] = {"mode": "continuous-BlPu"}
     return panel(
-        "bargauge", title, description, tgts, w, h,
+        "bargauge",
+        title,
+        description,
+        tgts,
+        w,
+        h,
         fieldConfig=cfg,
         options={
             "reduceOptions": reduce_last(),
@@ -287,8 +337,15 @@ def bargauge(
 
 
 def table(
-    title: str, description: str, tgts: list[dict], columns: dict[str, tuple[str, str]], sort_by: str,
-    w: int = 12, h: int = 8, desc: bool = True, hide: tuple[str, ...] = ("job", "instance"),
+    title: str,
+    description: str,
+    tgts: list[dict],
+    columns: dict[str, tuple[str, str]],
+    sort_by: str,
+    w: int = 12,
+    h: int = 8,
+    desc: bool = True,
+    hide: tuple[str, ...] = ("job", "instance"),
     overrides: list[dict] | None = None,
 ) -> dict:
     """An instant table: each target's `Value #<ref>` becomes a named column with its unit; the frames
@@ -299,7 +356,12 @@ def table(
     excluded = {"Time": True, "__name__": True, **{label: True for label in hide}}
     units = [by_name(name, unit=unit) for name, unit in columns.values()]
     return panel(
-        "table", title, description, tgts, w, h,
+        "table",
+        title,
+        description,
+        tgts,
+        w,
+        h,
         fieldConfig=field_config("short", overrides=units + (overrides or []), custom={"align": "auto"}),
         options={
             "showHeader": True,
@@ -450,6 +512,8 @@ def host_panels() -> list[dict]:
     s = HOST
     avail = s("docker_storage_filesystem_avail_bytes")
     files_free = s("docker_storage_filesystem_files_free")
+    until_full = seconds_until(s, "docker_storage:filesystem_hours_until_full")
+    until_out = seconds_until(s, "docker_storage:filesystem_inodes_hours_until_out")
     fs_legend = "{{mountpoint}}"
     orphan = s("docker_storage_driver_disk_bytes", 'owner="orphan"')
     img = top(s, "docker_storage_image_size_bytes", "image_id")
@@ -464,39 +528,54 @@ def host_panels() -> list[dict]:
             "Free space",
             "Available bytes / size of each filesystem holding a Docker area (statvfs; available to "
             "non-root users). Orange below 15 % (kubelet imagefs eviction), red below 10 %.",
-            targets((free_ratio(s), fs_legend), instant=True), "percentunit", steps=FREE_STEPS,
+            targets((free_ratio(s), fs_legend), instant=True),
+            "percentunit",
+            steps=FREE_STEPS,
         ),
         stat(
             "Available",
             "Bytes available to non-root users on each filesystem holding a Docker area.",
-            targets((avail, fs_legend), instant=True), "bytes", h=6,
+            targets((avail, fs_legend), instant=True),
+            "bytes",
+            h=6,
         ),
         stat(
             "Predicted time until full",
             f"Available bytes divided by the rate free space shrank over the last {WINDOW} (least-squares "
-            "slope, the recording rule docker_storage:filesystem_hours_until_full in seconds). "
-            "Empty (Not filling) while free space is stable or growing.",
-            targets((seconds_until_zero(avail), fs_legend), instant=True), "s",
-            steps=TTF_STEPS, no_value="Not filling", h=6,
+            "slope; the recording rule docker_storage:filesystem_hours_until_full, in seconds). "
+            "Empty (Not filling) while free space is stable or growing, or without the rules loaded.",
+            targets((until_full, fs_legend), instant=True),
+            "s",
+            steps=TTF_STEPS,
+            no_value="Not filling",
+            h=6,
         ),
         gauge(
             "Free inodes",
             "Free inodes / inodes of each filesystem holding a Docker area; overlay2 burns inodes.",
-            targets((inodes_free_ratio(s), fs_legend), instant=True), "percentunit", steps=FREE_STEPS,
+            targets((inodes_free_ratio(s), fs_legend), instant=True),
+            "percentunit",
+            steps=FREE_STEPS,
         ),
         stat(
             "Predicted time until out of inodes",
-            f"Free inodes divided by the rate they shrank over the last {WINDOW}. Empty (Not filling) "
-            "while the count of free inodes is stable or growing.",
-            targets((seconds_until_zero(files_free), fs_legend), instant=True), "s",
-            steps=TTF_STEPS, no_value="Not filling", h=6,
+            f"Free inodes divided by the rate they shrank over the last {WINDOW} (the recording rule "
+            "docker_storage:filesystem_inodes_hours_until_out, in seconds). Empty (Not filling) while "
+            "free inodes are stable or growing, or without the rules loaded.",
+            targets((until_out, fs_legend), instant=True),
+            "s",
+            steps=TTF_STEPS,
+            no_value="Not filling",
+            h=6,
         ),
         stat(
             "Mount",
             "Whether the filesystem is mounted read-only (its own super-block options). Docker cannot "
             "write anything on a read-only filesystem.",
-            targets((s("docker_storage_filesystem_readonly"), fs_legend), instant=True), "short",
-            value_map=MAP_RO, h=6,
+            targets((s("docker_storage_filesystem_readonly"), fs_legend), instant=True),
+            "short",
+            value_map=MAP_RO,
+            h=6,
         ),
         timeseries(
             "Available and size",
@@ -530,7 +609,9 @@ def host_panels() -> list[dict]:
                 (f"sum({s('docker_storage_container_log_bytes')})", "container logs"),
                 (f"sum({orphan})", "orphaned dirs"),
             ),
-            "bytes", w=16, h=9,
+            "bytes",
+            w=16,
+            h=9,
             overrides=[by_ref("B", custom__lineStyle={"fill": "dash", "dash": [10, 10]})],
         ),
         bargauge(
@@ -543,14 +624,19 @@ def host_panels() -> list[dict]:
                 (f"sum({orphan})", "orphaned dirs"),
                 instant=True,
             ),
-            "bytes", w=8, h=9,
+            "bytes",
+            w=8,
+            h=9,
         ),
         table(
             "Docker root directories",
             "Allocated bytes (du -s -x) and inodes under each top-level directory of the Docker root: "
             "overlay2/, image/, containers/, volumes/, buildkit/… (from the scan).",
             targets(s("docker_storage_root_disk_bytes"), s("docker_storage_root_files"), table=True),
-            {"A": ("Bytes", "bytes"), "B": ("Inodes", "short")}, "Bytes", w=8, h=9,
+            {"A": ("Bytes", "bytes"), "B": ("Inodes", "short")},
+            "Bytes",
+            w=8,
+            h=9,
         ),
         timeseries(
             "Storage driver dir by owner",
@@ -558,13 +644,18 @@ def host_panels() -> list[dict]:
             "writable layers, init layers, BuildKit snapshots, links, and orphan (owned by nothing). "
             "Stacked: the owners are exclusive.",
             targets((f"sum by (owner) ({s('docker_storage_driver_disk_bytes')})", "{{owner}}")),
-            "bytes", w=10, h=9, stack=True,
+            "bytes",
+            w=10,
+            h=9,
+            stack=True,
         ),
         bargauge(
             "Storage driver dir by owner now",
             "Allocated bytes of the storage driver's dir by owner, now; `orphan` is leaked space.",
             targets((f"sum by (owner) ({s('docker_storage_driver_disk_bytes')})", "{{owner}}"), instant=True),
-            "bytes", w=6, h=9,
+            "bytes",
+            w=6,
+            h=9,
         ),
         row("Biggest objects"),
         table(
@@ -575,13 +666,23 @@ def host_panels() -> list[dict]:
                 img,
                 along(s("docker_storage_image_unique_bytes"), img, "instance", "image_id"),
                 along(s("docker_storage_image_containers"), img, "instance", "image_id"),
-                along(f"time() - {s('docker_storage_image_created_timestamp_seconds')}", img, "instance",
-                      "image_id"),
+                along(
+                    f"time() - {s('docker_storage_image_created_timestamp_seconds')}",
+                    img,
+                    "instance",
+                    "image_id",
+                ),
                 table=True,
             ),
-            {"A": ("Size", "bytes"), "B": ("Unique", "bytes"), "C": ("Containers", "short"),
-             "D": ("Age", "s")},
-            "Size", w=14, h=10,
+            {
+                "A": ("Size", "bytes"),
+                "B": ("Unique", "bytes"),
+                "C": ("Containers", "short"),
+                "D": ("Age", "s"),
+            },
+            "Size",
+            w=14,
+            h=10,
         ),
         table(
             "Top layers",
@@ -594,7 +695,9 @@ def host_panels() -> list[dict]:
                 table=True,
             ),
             {"A": ("On disk", "bytes"), "B": ("Recorded size", "bytes"), "C": ("Images", "short")},
-            "On disk", w=10, h=10,
+            "On disk",
+            w=10,
+            h=10,
         ),
         table(
             "Top volumes",
@@ -607,23 +710,33 @@ def host_panels() -> list[dict]:
                 table=True,
             ),
             {"A": ("Bytes", "bytes"), "B": ("Inodes", "short"), "C": ("Containers", "short")},
-            "Bytes", w=8, h=9,
+            "Bytes",
+            w=8,
+            h=9,
         ),
         bargauge(
             "Top container logs",
             f"The {TOP} containers with the biggest logs (json-file with rotated files, local driver). Cap "
             "them with the log-opts max-size and max-file.",
-            targets((top(s, "docker_storage_container_log_bytes", "container"), "{{container}} ({{image}})"),
-                    instant=True),
-            "bytes", w=8, h=9,
+            targets(
+                (top(s, "docker_storage_container_log_bytes", "container"), "{{container}} ({{image}})"),
+                instant=True,
+            ),
+            "bytes",
+            w=8,
+            h=9,
         ),
         bargauge(
             "Top writable layers",
             f"The {TOP} containers with the biggest writable layer (overlay2/<mount-id>/diff): what they "
             "wrote outside volumes.",
-            targets((top(s, "docker_storage_container_rw_bytes", "container"), "{{container}} ({{image}})"),
-                    instant=True),
-            "bytes", w=8, h=9,
+            targets(
+                (top(s, "docker_storage_container_rw_bytes", "container"), "{{container}} ({{image}})"),
+                instant=True,
+            ),
+            "bytes",
+            w=8,
+            h=9,
         ),
         row("Counts"),
         timeseries(
@@ -631,21 +744,28 @@ def host_panels() -> list[dict]:
             "Images by exclusive state: in_use (a container uses it), unused (tagged, no container), "
             "dangling (untagged: `docker image prune`), intermediate (classic builder steps).",
             targets((f"sum by (state) ({s('docker_storage_images')})", "{{state}}")),
-            "short", w=8, stack=True,
+            "short",
+            w=8,
+            stack=True,
         ),
         table(
             "Images by registry",
             "Images by the registry of their first tag (docker.io, ghcr.io, a private host, none for "
             "untagged) and the sum of their unique bytes.",
-            targets(s("docker_storage_registry_images"), s("docker_storage_registry_unique_bytes"),
-                    table=True),
-            {"A": ("Images", "short"), "B": ("Unique bytes", "bytes")}, "Images", w=8,
+            targets(
+                s("docker_storage_registry_images"), s("docker_storage_registry_unique_bytes"), table=True
+            ),
+            {"A": ("Images", "short"), "B": ("Unique bytes", "bytes")},
+            "Images",
+            w=8,
         ),
         timeseries(
             "Containers by state",
             "Containers by state (created, running, paused, restarting, removing, exited, dead).",
             targets((f"sum by (state) ({s('docker_storage_containers')})", "{{state}}")),
-            "short", w=8, stack=True,
+            "short",
+            w=8,
+            stack=True,
         ),
         timeseries(
             "Volumes by state",
@@ -655,9 +775,16 @@ def host_panels() -> list[dict]:
                 (f"sum by (state) ({s('docker_storage_volumes')})", "{{state}}"),
                 (f"sum by (state) ({s('docker_storage_volumes_disk_bytes')})", "{{state}} bytes"),
             ),
-            "short", w=8,
-            overrides=[by_ref("B", unit="bytes", custom__axisPlacement="right",
-                              custom__lineStyle={"fill": "dash", "dash": [10, 10]})],
+            "short",
+            w=8,
+            overrides=[
+                by_ref(
+                    "B",
+                    unit="bytes",
+                    custom__axisPlacement="right",
+                    custom__lineStyle={"fill": "dash", "dash": [10, 10]},
+                )
+            ],
         ),
         stat(
             "Build cache",
@@ -668,7 +795,10 @@ def host_panels() -> list[dict]:
                 (s("docker_storage_build_cache_records"), "records"),
                 instant=True,
             ),
-            "bytes", w=4, h=8, overrides=[by_ref("B", unit="short")],
+            "bytes",
+            w=4,
+            h=8,
+            overrides=[by_ref("B", unit="short")],
         ),
         stat(
             "Layers",
@@ -680,14 +810,21 @@ def host_panels() -> list[dict]:
                 (s("docker_storage_layers_disk_bytes"), "on disk"),
                 instant=True,
             ),
-            "short", w=4, h=8, overrides=[by_ref("B", unit="bytes"), by_ref("C", unit="bytes")],
+            "short",
+            w=4,
+            h=8,
+            overrides=[by_ref("B", unit="bytes"), by_ref("C", unit="bytes")],
         ),
         stat(
             "Orphaned dirs",
             "Storage-driver dirs owned by no layer, container or build-cache snapshot, and their allocated "
             "bytes. The exporter's `report` lists their paths; nothing in Docker removes them.",
             targets((s("docker_storage_orphan_dirs"), "dirs"), (orphan, "bytes"), instant=True),
-            "short", w=4, h=8, steps=BAD_WHEN_POSITIVE, overrides=[by_ref("B", unit="bytes")],
+            "short",
+            w=4,
+            h=8,
+            steps=BAD_WHEN_POSITIVE,
+            overrides=[by_ref("B", unit="bytes")],
         ),
         stat(
             "Gaps in the figures",
@@ -698,32 +835,44 @@ def host_panels() -> list[dict]:
                 (s("docker_storage_sampler_skipped_items"), "skipped by {{sampler}}"),
                 instant=True,
             ),
-            "short", w=4, h=8, steps=BAD_WHEN_POSITIVE,
+            "short",
+            w=4,
+            h=8,
+            steps=BAD_WHEN_POSITIVE,
         ),
         row("Exporter health"),
         stat(
             "Engine up",
             "1 if the exporter's last Docker Engine API sample succeeded.",
-            targets(s("docker_storage_engine_up"), instant=True), "short", w=3, value_map=MAP_UP,
+            targets(s("docker_storage_engine_up"), instant=True),
+            "short",
+            w=3,
+            value_map=MAP_UP,
         ),
         stat(
             "Layer attribution",
             "1 if layers and storage-driver dirs can be attributed (overlay2 with the graphdriver image "
             "store). When 0 the layer, driver and writable-layer panels stay empty, by design.",
-            targets(s("docker_storage_layer_attribution_available"), instant=True), "short", w=3,
+            targets(s("docker_storage_layer_attribution_available"), instant=True),
+            "short",
+            w=3,
             value_map=MAP_YES,
         ),
         stat(
             "Sampler success",
             "1 if each sampler's last run succeeded; a failing sampler keeps serving its last good data.",
-            targets((s("docker_storage_sampler_success"), "{{sampler}}"), instant=True), "short", w=6,
+            targets((s("docker_storage_sampler_success"), "{{sampler}}"), instant=True),
+            "short",
+            w=6,
             value_map=MAP_OK,
         ),
         stat(
             "Sampler available",
             "0 if a sampler cannot work in this setup (the scan, when the Docker root is not visible to the "
             "exporter); the reason is in the exporter's log and on its / page.",
-            targets((s("docker_storage_sampler_available"), "{{sampler}}"), instant=True), "short", w=6,
+            targets((s("docker_storage_sampler_available"), "{{sampler}}"), instant=True),
+            "short",
+            w=6,
             value_map=MAP_YES,
         ),
         stat(
@@ -735,40 +884,51 @@ def host_panels() -> list[dict]:
                 (f"sum(increase({collector_errors}[$__range]))", "collector errors"),
                 instant=True,
             ),
-            "short", w=6, steps=BAD_WHEN_POSITIVE,
+            "short",
+            w=6,
+            steps=BAD_WHEN_POSITIVE,
         ),
         table(
             "Engine",
             "The engine the exporter samples: engine, version, API version, storage driver, image store "
             "and Docker root.",
             targets(s("docker_storage_engine_info"), table=True),
-            {}, "engine", w=24, h=4, hide=("job", "instance", "Value"),
+            {},
+            "engine",
+            w=24,
+            h=4,
+            hide=("job", "instance", "Value"),
         ),
         timeseries(
             "Time since last success",
             "Age of each sampler's last successful run; it should stay near the sampler's interval.",
             targets((f"time() - {last_success}", "{{sampler}}")),
-            "s", w=8,
+            "s",
+            w=8,
         ),
         timeseries(
             "Sampler duration",
             "Wall time of each sampler's last run (the scan walks the Docker root under a time budget).",
             targets((s("docker_storage_sampler_duration_seconds"), "{{sampler}}")),
-            "s", w=8,
+            "s",
+            w=8,
         ),
         timeseries(
             "Folded series",
             "Items per family folded into one `__other__` series by the --metrics.top-n cap; tables above "
             "show the biggest items only.",
             targets((s("docker_storage_series_folded"), "{{family}}")),
-            "short", w=8,
+            "short",
+            w=8,
         ),
     ]
 
 
 def host_dashboard() -> dict:
     instance = query_variable(
-        "instance", "Host", 'label_values(docker_storage_exporter_build_info{job=~"$job"}, instance)',
+        "instance",
+        "Host",
+        'label_values(docker_storage_exporter_build_info{job=~"$job"}, instance)',
         multi=False,
     )
     return dashboard(
@@ -793,40 +953,47 @@ def fleet_panels() -> list[dict]:
     avail = s("docker_storage_filesystem_avail_bytes")
     orphan = s("docker_storage_driver_disk_bytes", 'owner="orphan"')
     dangling = s("docker_storage_images", 'state="dangling"')
-    filling = per_host(seconds_until_zero(avail), "min")
+    filling = per_host(seconds_until(s, "docker_storage:filesystem_hours_until_full"), "min")
     instance_link = [by_name("instance", links=[TABLE_LINK])]
     return [
         stat(
             "Hosts",
             "Exporters reporting (docker_storage_exporter_build_info).",
-            targets(f"count({s('docker_storage_exporter_build_info')})", instant=True), "short",
+            targets(f"count({s('docker_storage_exporter_build_info')})", instant=True),
+            "short",
         ),
         stat(
             "Exporters down",
             "Scrape targets of the selected jobs that Prometheus cannot scrape (up == 0).",
-            targets(f"count({s('up')} == 0) or vector(0)", instant=True), "short", steps=BAD_WHEN_POSITIVE,
+            targets(f"count({s('up')} == 0) or vector(0)", instant=True),
+            "short",
+            steps=BAD_WHEN_POSITIVE,
         ),
         stat(
             "Engines down",
             "Exporters whose last Docker Engine API sample failed.",
-            targets(f"count({s('docker_storage_engine_up')} == 0) or vector(0)", instant=True), "short",
+            targets(f"count({s('docker_storage_engine_up')} == 0) or vector(0)", instant=True),
+            "short",
             steps=BAD_WHEN_POSITIVE,
         ),
         stat(
             "Failing samplers",
             "Samplers whose last run failed, over all hosts.",
-            targets(f"sum(1 - {s('docker_storage_sampler_success')}) or vector(0)", instant=True), "short",
+            targets(f"sum(1 - {s('docker_storage_sampler_success')}) or vector(0)", instant=True),
+            "short",
             steps=BAD_WHEN_POSITIVE,
         ),
         stat(
             "Reclaimable",
             "docker system df RECLAIMABLE summed over objects and hosts.",
-            targets(f"sum({s('docker_storage_reclaimable_bytes')})", instant=True), "bytes",
+            targets(f"sum({s('docker_storage_reclaimable_bytes')})", instant=True),
+            "bytes",
         ),
         stat(
             "Orphaned",
             "Allocated bytes of storage-driver dirs owned by nothing, summed over hosts.",
-            targets(f"sum({orphan})", instant=True), "bytes",
+            targets(f"sum({orphan})", instant=True),
+            "bytes",
         ),
         table(
             "Hosts filling up first",
@@ -838,8 +1005,11 @@ def fleet_panels() -> list[dict]:
                 along(per_host(free_ratio(s), "min"), filling, "job", "instance"),
                 table=True,
             ),
-            {"A": ("Time until full", "s"), "B": ("Free", "percentunit")}, "Time until full", desc=False,
-            hide=("Time",), overrides=instance_link,
+            {"A": ("Time until full", "s"), "B": ("Free", "percentunit")},
+            "Time until full",
+            desc=False,
+            hide=("Time",),
+            overrides=instance_link,
         ),
         table(
             "Hosts by free space",
@@ -852,46 +1022,60 @@ def fleet_panels() -> list[dict]:
                 table=True,
             ),
             {"A": ("Free", "percentunit"), "B": ("Available", "bytes"), "C": ("Free inodes", "percentunit")},
-            "Free", desc=False, hide=("Time",), overrides=instance_link,
+            "Free",
+            desc=False,
+            hide=("Time",),
+            overrides=instance_link,
         ),
         timeseries(
             "Free space per host",
             "Free percent of the fullest Docker filesystem of each host over time.",
             targets((per_host(free_ratio(s), "min"), "{{instance}}")),
-            "percentunit", w=24, links=[FIELD_LINK],
+            "percentunit",
+            w=24,
+            links=[FIELD_LINK],
         ),
         bargauge(
             "Reclaimable per host",
             "docker system df RECLAIMABLE summed over images, containers, volumes and build cache, per host.",
-            targets((f"sort_desc({per_host(s('docker_storage_reclaimable_bytes'))})", "{{instance}}"),
-                    instant=True),
-            "bytes", links=[FIELD_LINK],
+            targets(
+                (f"sort_desc({s('docker_storage:reclaimable_bytes:sum')})", "{{instance}}"), instant=True
+            ),
+            "bytes",
+            links=[FIELD_LINK],
         ),
         bargauge(
             "Dangling images per host",
             "Untagged images no container uses (`docker image prune` removes them), per host.",
             targets((f"sort_desc({per_host(dangling)})", "{{instance}}"), instant=True),
-            "short", links=[FIELD_LINK],
+            "short",
+            links=[FIELD_LINK],
         ),
         bargauge(
             "Build cache per host",
             "BuildKit cache SIZE as docker system df counts it, per host (`docker builder prune`).",
-            targets((f"sort_desc({per_host(s('docker_storage_build_cache_bytes'))})", "{{instance}}"),
-                    instant=True),
-            "bytes", links=[FIELD_LINK],
+            targets(
+                (f"sort_desc({per_host(s('docker_storage_build_cache_bytes'))})", "{{instance}}"),
+                instant=True,
+            ),
+            "bytes",
+            links=[FIELD_LINK],
         ),
         bargauge(
             "Orphaned bytes per host",
             "Allocated bytes of storage-driver dirs owned by no layer, container or build-cache snapshot "
             "(leaked), per host; the exporter's `report` lists their paths.",
             targets((f"sort_desc({per_host(orphan)})", "{{instance}}"), instant=True),
-            "bytes", links=[FIELD_LINK],
+            "bytes",
+            links=[FIELD_LINK],
         ),
         timeseries(
             "Reclaimable per host over time",
             "docker system df RECLAIMABLE per host over time.",
-            targets((per_host(s("docker_storage_reclaimable_bytes")), "{{instance}}")),
-            "bytes", w=16, links=[FIELD_LINK],
+            targets((s("docker_storage:reclaimable_bytes:sum"), "{{instance}}")),
+            "bytes",
+            w=16,
+            links=[FIELD_LINK],
         ),
         table(
             "Exporter health per host",
@@ -912,13 +1096,21 @@ def fleet_panels() -> list[dict]:
                 "D": ("Oldest success age", "s"),
                 "E": ("Layer attribution", "short"),
             },
-            "Failing samplers", w=24, hide=("Time",), overrides=instance_link,
+            "Failing samplers",
+            w=24,
+            hide=("Time",),
+            overrides=instance_link,
         ),
         table(
             "Engines",
             "Engine, version, API version, storage driver and image store of each host.",
             targets(s("docker_storage_engine_info"), table=True),
-            {}, "instance", desc=False, w=24, hide=("Value",), overrides=instance_link,
+            {},
+            "instance",
+            desc=False,
+            w=24,
+            hide=("Value",),
+            overrides=instance_link,
         ),
     ]
 

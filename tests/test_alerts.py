@@ -77,3 +77,13 @@ def test_rules_name_only_documented_metrics():
     for r in rules():
         for name in set(re.findall(r"\bdocker_storage_\w+", r["expr"])):
             assert name in known, f"{r.get('alert') or r.get('record')} uses {name}, not in docs/metrics.md"
+
+
+def test_every_recording_rule_is_used_by_a_dashboard_or_an_alert():
+    used = RULES.read_text().split("groups:", 1)[1]
+    dashboards = "".join(p.read_text() for p in (ROOT / "grafana" / "dashboards").glob("*.json"))
+    for r in rules():
+        if "record" in r:
+            in_alerts = sum(1 for a in alerts() if r["record"] in a["expr"])
+            assert in_alerts or r["record"] in dashboards, f"{r['record']} is recorded for nobody"
+    assert used

@@ -33,7 +33,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 METRIC = re.compile(r"docker_storage_[a-z_]+")
 RECORDED = re.compile(r"docker_storage:[a-z_:]+")
 # Every series selector: our families and Prometheus' own `up`.
-SELECTOR = re.compile(r"\b(docker_storage_[a-z_]+|up)\b(?![a-z_(])")
+SELECTOR = re.compile(r"\b(docker_storage_[a-z_]+|docker_storage:[a-z_:]+|up)(?![a-z_:(])")
 
 # Grafana's variables as the end-to-end test substitutes them (longest first).
 SUBSTITUTIONS = {
