@@ -944,6 +944,14 @@ def host_dashboard() -> dict:
 # --- the fleet dashboard -------------------------------------------------------------------------
 
 
+def failing_samplers(sel: Selector) -> str:
+    """Samplers whose last run failed, leaving out those unavailable by setup (a scan that cannot
+    see the Docker root), as the DockerStorageScanFailing alert does."""
+    success = sel("docker_storage_sampler_success")
+    available = sel("docker_storage_sampler_available")
+    return f"({success} == 0) and on (job, instance, sampler) ({available} == 1)"
+
+
 def per_host(expr: str, agg: str = "sum") -> str:
     return f"{agg} by (job, instance) ({expr})"
 
@@ -978,8 +986,9 @@ def fleet_panels() -> list[dict]:
         ),
         stat(
             "Failing samplers",
-            "Samplers whose last run failed, over all hosts.",
-            targets(f"sum(1 - {s('docker_storage_sampler_success')}) or vector(0)", instant=True),
+            "Samplers whose last run failed, over all hosts (a sampler unavailable by setup, such as a scan "
+            "that cannot see the Docker root, is left out, as in the alerts).",
+            targets(f"count({failing_samplers(s)}) or vector(0)", instant=True),
             "short",
             steps=BAD_WHEN_POSITIVE,
         ),
@@ -1084,7 +1093,7 @@ def fleet_panels() -> list[dict]:
             targets(
                 per_host(s("up"), "max"),
                 per_host(s("docker_storage_engine_up"), "max"),
-                per_host(f"1 - {s('docker_storage_sampler_success')}"),
+                f"count by (job, instance) ({failing_samplers(s)})",
                 per_host(f"time() - {s('docker_storage_sampler_last_success_timestamp_seconds')}", "max"),
                 per_host(s("docker_storage_layer_attribution_available"), "max"),
                 table=True,
