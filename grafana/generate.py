@@ -1093,7 +1093,9 @@ def fleet_panels() -> list[dict]:
             targets(
                 per_host(s("up"), "max"),
                 per_host(s("docker_storage_engine_up"), "max"),
-                f"count by (job, instance) ({failing_samplers(s)})",
+                # 0 for hosts where nothing fails, so every host has a row.
+                f"count by (job, instance) ({failing_samplers(s)}) or "
+                f"0 * count by (job, instance) ({s('docker_storage_sampler_success')})",
                 per_host(f"time() - {s('docker_storage_sampler_last_success_timestamp_seconds')}", "max"),
                 per_host(s("docker_storage_layer_attribution_available"), "max"),
                 table=True,
