@@ -176,14 +176,25 @@ def read_image_layers(imagedb: str, problems: _Problems) -> dict[str, tuple[str,
     return out
 
 
-def buildkit_snapshot_names(root: str, candidates: list[str]) -> frozenset[str]:
-    """Which of `candidates` appear in BuildKit's snapshot db."""
+def buildkit_snapshot_names(root: str, candidates: list[str], chunk: int = 2**20) -> frozenset[str]:
+    """Which of `candidates` appear in BuildKit's snapshot db, read in bounded chunks (the db
+    can be large on a busy builder; only the names we look for are kept)."""
+    wanted = {c.encode(): c for c in candidates if c}
+    if not wanted:
+        return frozenset()
+    overlap = max(len(w) for w in wanted) - 1
+    found: set[str] = set()
+    tail = b""
     try:
         with open(os.path.join(root, "buildkit", "snapshots.db"), "rb") as f:
-            data = f.read(256 * 2**20)
+            while wanted and (block := f.read(chunk)):
+                data = tail + block
+                for raw in [w for w in wanted if w in data]:
+                    found.add(wanted.pop(raw))
+                tail = data[-overlap:] if overlap else b""
     except OSError:
-        return frozenset()
-    return frozenset(c for c in candidates if c.encode() in data)
+        pass
+    return frozenset(found)
 
 
 def read_containers(root: str) -> list[ContainerDir]:
