@@ -22,12 +22,13 @@ from exporter.model import EngineSnapshot
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.sources.du import LayerCache, Usage, Walker, WalkJob
 from exporter.sources.fs import host_to_local
-from exporter.sources.layout import Layout, read_layout
+from exporter.sources.layout import Layout, ReadCache, read_layout
 
 log = structlog.get_logger("exporter.scan")
 
 ZERO = Usage(0, 0, 0, 0, False)
 OWNERS = ("image", "container", "init", "build_cache", "links", "orphan")
+LOCAL_BELOW_FILES = 20_000  # expected inodes under which a run stays in-process
 ATTRIBUTED_DRIVERS = ("overlay2",)
 
 
@@ -126,7 +127,12 @@ class ScanSampler(Sampler):
         self.walker = walker
         self.rootfs = rootfs
         self.budget = budget
-        self.cache = LayerCache()
+        self.cache = LayerCache()  # image layer dirs, by cache-id
+        # Other dirs that never change once written: init layers (by name) and layerdb chain
+        # dirs under image/<driver>/layerdb/sha256 (by chain ID).
+        self.static = LayerCache()
+        self.reads = ReadCache()  # parsed layerdb entries and image configs
+        self._last_files: dict[str, int] = {}  # inodes per walk key last time: the walks' hints
         self._said_unavailable = ""
 
     # -- the scan ---------------------------------------------------------------------
@@ -155,12 +161,14 @@ class ScanSampler(Sampler):
         elif info.storage_driver not in ATTRIBUTED_DRIVERS:
             attribution, why = False, f"storage driver {info.storage_driver or 'unknown'} is not overlay2"
         driver = info.storage_driver or "overlay2"
-        layout = read_layout(root, driver)
+        layout = read_layout(root, driver, self.reads)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
 
         jobs, results, kinds = self._jobs(layout, attribution)
-        walked = self.walker.run(jobs, deadline)
+        # A rescan of small live dirs costs less in-process than a round trip to the workers.
+        walked = self.walker.run(jobs, deadline, local_below=LOCAL_BELOW_FILES)
+        self._last_files = {k: u.files for k, u in walked.items() if not u.partial}
         partial = [k for k, u in walked.items() if u.partial]
         if partial or time.monotonic() > deadline:
             self._cache_layers(layout, walked)
@@ -172,6 +180,7 @@ class ScanSampler(Sampler):
         self._cache_layers(layout, walked)
         live = {e.cache_id for e in layout.layers}
         self.cache.retain(live | {f"{c}/meta" for c in live})
+        self.static.retain({k for k in self.static_keys(layout)})
         walk_counts: dict[str, int] = defaultdict(int)
         for job in jobs:
             walk_counts[kinds[job.key]] += 1
@@ -186,13 +195,28 @@ class ScanSampler(Sampler):
         kinds: dict[str, str] = {}
 
         def add(key: str, path: str, kind: str, exclude: frozenset[str] = frozenset()) -> None:
-            jobs.append(WalkJob(key, path, exclude))
+            jobs.append(WalkJob(key, path, exclude, hint=self._last_files.get(key, 0)))
             kinds[key] = kind
 
+        def add_static(key: str, path: str, exclude: frozenset[str] = frozenset()) -> None:
+            cached = self.static.get(key)
+            if cached is not None:
+                results[key] = cached
+            else:
+                add(key, path, "other", exclude)
+
+        chains = f"{driver}/layerdb/sha256"  # relative to image/
+        chains_dir = os.path.join(root, "image", chains)
         for name in layout.top_dirs:
             path = os.path.join(root, name)
             if name in (driver, "containers", "volumes"):
                 results[f"top:{name}"] = _one(path)  # the dir itself; its entries come below
+            elif name == "image" and os.path.isdir(chains_dir):
+                # layerdb chain dirs never change: each walked once, the rest of image/ each time.
+                add(f"top:{name}", path, "other", frozenset({chains}))
+                results["chains:"] = _one(chains_dir)
+                for chain in os.listdir(chains_dir):
+                    add_static(f"chain:{chain}", os.path.join(chains_dir, chain))
             elif os.path.isdir(path) and not os.path.islink(path):
                 add(f"top:{name}", path, "other")
             else:
@@ -200,6 +224,7 @@ class ScanSampler(Sampler):
 
         layer_ids = {e.cache_id for e in layout.layers} if attribution else set()
         mount_ids = {m.mount_id for m in layout.mounts} if attribution else set()
+        init_ids = {m.init_id for m in layout.mounts if m.init_id} if attribution else set()
         ddir = os.path.join(root, driver)
         for name in layout.driver_dirs:
             path = os.path.join(ddir, name)
@@ -213,6 +238,8 @@ class ScanSampler(Sampler):
             elif name in mount_ids:
                 add(f"diff:{name}", os.path.join(path, "diff"), "container")
                 add(f"meta:{name}", path, "container", frozenset({"diff", "merged"}))
+            elif name in init_ids:
+                add_static(f"meta:{name}", path, frozenset({"merged"}))  # written once at create
             else:
                 add(f"meta:{name}", path, "other", frozenset({"merged"}))
 
@@ -233,7 +260,18 @@ class ScanSampler(Sampler):
                 results[f"vfile:{name}"] = _one(path)  # metadata.db, backingFsBlockDev
         return jobs, results, kinds
 
+    def static_keys(self, layout: Layout) -> set[str]:
+        chains_dir = os.path.join(layout.root, "image", layout.driver, "layerdb", "sha256")
+        try:
+            chains = {f"chain:{c}" for c in os.listdir(chains_dir)}
+        except OSError:
+            chains = set()
+        return chains | {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
+
     def _cache_layers(self, layout: Layout, walked: dict[str, Usage]) -> None:
+        for key in self.static_keys(layout):
+            if key in walked and (key.startswith("chain:") or key[5:] in layout.driver_dirs):
+                self.static.put(key, walked[key])
         for e in layout.layers:
             diff, meta = walked.get(f"diff:{e.cache_id}"), walked.get(f"meta:{e.cache_id}")
             if diff is not None and meta is not None:
@@ -262,6 +300,8 @@ class ScanSampler(Sampler):
                 u = u + _sum(v for k, v in r.items() if k.startswith("container:"))
             elif name == "volumes":
                 u = u + _sum(v for k, v in r.items() if k.startswith(("vdata:", "volume:", "vfile:")))
+            elif name == "image":
+                u = u + _sum(v for k, v in r.items() if k.startswith(("chain:", "chains:")))
             root_dirs[name] = u
 
         def dir_usage(name: str) -> Usage:

@@ -257,17 +257,24 @@ class Walker:
         self.walks += 1
         return _safe_walk(job, deadline)
 
-    def run(self, jobs: list[WalkJob], deadline: float | None = None) -> dict[str, Usage]:
+    def run(
+        self, jobs: list[WalkJob], deadline: float | None = None, local_below: int = 0
+    ) -> dict[str, Usage]:
         """Walk every job; a key given twice gets the sum. Never raises for per-directory problems:
         an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage.
-        Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first."""
+        Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first; with
+        `local_below`, a run whose hints are all known and add up to less stays in-process."""
         with self._lock:
             results: dict[str, Usage] = {}
 
             def add(key: str, usage: Usage) -> None:
                 results[key] = results[key] + usage if key in results else usage
 
-            pool = self._get_pool() if self.workers > 1 and len(jobs) > 1 else None
+            # Small runs whose every cost is known (`hint`) stay here: no worker round trips.
+            small = (
+                local_below > 0 and all(j.hint > 0 for j in jobs) and sum(j.hint for j in jobs) < local_below
+            )
+            pool = self._get_pool() if self.workers > 1 and len(jobs) > 1 and not small else None
             if pool is None:
                 for job in sorted(jobs, key=lambda j: -j.hint):
                     add(job.key, self._local(job, deadline))

@@ -114,12 +114,31 @@ class _Problems:
             self.first.append(what)
 
 
-def read_layers(layerdb: str, problems: _Problems) -> list[LayerEntry]:
+class ReadCache:
+    """Parsed layout entries that never change once complete: a layer's layerdb dir (named by
+    its chain ID), an image's config (named by its ID) and a container's mount ids. Only good
+    entries are kept, so a half-written one is read again next time; `retain` drops the gone."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, LayerEntry] = {}
+        self.images: dict[str, tuple[str, ...]] = {}
+        self.mounts: dict[str, MountEntry] = {}
+
+    def retain(self, layers: set[str], images: set[str], mounts: set[str]) -> None:
+        for cache, live in ((self.layers, layers), (self.images, images), (self.mounts, mounts)):
+            for gone in [k for k in cache if k not in live]:
+                del cache[gone]
+
+
+def read_layers(layerdb: str, problems: _Problems, cache: ReadCache | None = None) -> list[LayerEntry]:
     out = []
     base = os.path.join(layerdb, "sha256")
     for name in _listdir(base):
         if not HEX64.fullmatch(name):
             continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
+        if cache is not None and name in cache.layers:
+            out.append(cache.layers[name])
+            continue
         d = os.path.join(base, name)
         diff, size, cache_id = (_read(os.path.join(d, f)) for f in ("diff", "size", "cache-id"))
         parent = _read(os.path.join(d, "parent")) or ""
@@ -136,30 +155,44 @@ def read_layers(layerdb: str, problems: _Problems) -> list[LayerEntry]:
             problems.add(f"layer {name[:12]}: size missing or malformed")
             continue
         size_n = int(size)
-        out.append(LayerEntry(f"sha256:{name}", diff, max(0, size_n), cache_id, parent))
+        entry = LayerEntry(f"sha256:{name}", diff, max(0, size_n), cache_id, parent)
+        if cache is not None:
+            cache.layers[name] = entry
+        out.append(entry)
     return out
 
 
-def read_mounts(layerdb: str, problems: _Problems) -> list[MountEntry]:
+def read_mounts(layerdb: str, problems: _Problems, cache: ReadCache | None = None) -> list[MountEntry]:
     out = []
     base = os.path.join(layerdb, "mounts")
     for cid in _listdir(base):
+        if cache is not None and cid in cache.mounts:
+            out.append(cache.mounts[cid])
+            continue
         d = os.path.join(base, cid)
         mount_id = _read(os.path.join(d, "mount-id"))
         init_id = _read(os.path.join(d, "init-id")) or ""
         if not mount_id or "/" in mount_id:
             problems.add(f"mount {cid[:12]}: mount-id missing or malformed")
             continue
-        out.append(MountEntry(cid, mount_id, init_id if "/" not in init_id else ""))
+        entry = MountEntry(cid, mount_id, init_id if "/" not in init_id else "")
+        if cache is not None:
+            cache.mounts[cid] = entry
+        out.append(entry)
     return out
 
 
-def read_image_layers(imagedb: str, problems: _Problems) -> dict[str, tuple[str, ...]]:
+def read_image_layers(
+    imagedb: str, problems: _Problems, cache: ReadCache | None = None
+) -> dict[str, tuple[str, ...]]:
     """Image ID -> its layers' chain IDs, from each image config's rootfs.diff_ids."""
     out: dict[str, tuple[str, ...]] = {}
     base = os.path.join(imagedb, "content", "sha256")
     for name in _listdir(base):
         if not HEX64.fullmatch(name):
+            continue
+        if cache is not None and name in cache.images:
+            out[f"sha256:{name}"] = cache.images[name]
             continue
         try:
             with open(os.path.join(base, name), "rb") as f:
@@ -173,6 +206,8 @@ def read_image_layers(imagedb: str, problems: _Problems) -> dict[str, tuple[str,
             problems.add(f"image {name[:12]}: config unreadable")
             continue
         out[f"sha256:{name}"] = chain_ids(diff_ids)
+        if cache is not None:
+            cache.images[name] = out[f"sha256:{name}"]
     return out
 
 
@@ -209,14 +244,21 @@ def read_containers(root: str) -> list[ContainerDir]:
     return out
 
 
-def read_layout(root: str, driver: str) -> Layout:
-    """Everything but the walk. `root` is the Docker root as this process sees it."""
+def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layout:
+    """Everything but the walk. `root` is the Docker root as this process sees it. With a
+    `cache`, entries that cannot change are parsed once (a rescan then mostly lists dirs)."""
     problems = _Problems()
     image_dir = os.path.join(root, "image", driver)
     layerdb = os.path.join(image_dir, "layerdb")
-    layers = read_layers(layerdb, problems)
-    mounts = read_mounts(layerdb, problems)
-    images = read_image_layers(os.path.join(image_dir, "imagedb"), problems)
+    layers = read_layers(layerdb, problems, cache)
+    mounts = read_mounts(layerdb, problems, cache)
+    images = read_image_layers(os.path.join(image_dir, "imagedb"), problems, cache)
+    if cache is not None:
+        cache.retain(
+            {e.chain_id.split(":", 1)[1] for e in layers},
+            {i.split(":", 1)[1] for i in images},
+            {m.container_id for m in mounts},
+        )
     ddir = os.path.join(root, driver)
     entries = _listdir(ddir)
     driver_dirs = tuple(n for n in entries if _is_real_dir(os.path.join(ddir, n)))
