@@ -51,7 +51,9 @@ class App:
             gc_collector.GCCollector,
         ):
             c(registry=self.registry)
-        self.collector = StorageCollector(self.store, config.top_n, self.request_counts)
+        self.collector = StorageCollector(
+            self.store, config.top_n, self.request_counts, hide_names=config.hide_names
+        )
         self.registry.register(self.collector)
         self.scheduler = None
         self.server: HttpServer | None = None
@@ -80,7 +82,14 @@ class App:
     def start(self) -> None:
         c = self.config
         self.server = HttpServer(
-            c.listen_host, c.listen_port, self.registry, c.telemetry_path, self.store.statuses
+            c.listen_host,
+            c.listen_port,
+            self.registry,
+            c.telemetry_path,
+            self.store.statuses,
+            web=c.web_config,
+            max_requests=c.max_requests,
+            read_header_timeout=c.read_header_timeout,
         )
         self.server.start()
         jobs = [
@@ -97,6 +106,8 @@ class App:
         log.info(
             "started",
             listen=f"{c.listen_host or '*'}:{self.server.port}",
+            tls=self.server.tls,
+            basic_auth=bool(c.web_config and c.web_config.auth),
             telemetry_path=c.telemetry_path,
             docker_host=c.docker_host,
         )

@@ -7,6 +7,8 @@ and counted in `docker_storage_collector_errors_total`, and the other groups sti
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,11 +47,39 @@ def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFa
     return CounterMetricFamily(P + name, doc, labels=list(labels))
 
 
-def image_labels(image: Image) -> list[str]:
+def hidden(name: str) -> str:
+    """--metrics.hide-names: a stable stand-in for a name, 12 hex digits of its SHA-256.
+
+    Ids (hex) keep their short form. A hash of a well-known public name can be guessed; the
+    names it hides are the operator's own."""
+    if re.fullmatch(r"(?:sha256:)?[0-9a-f]{12,64}", name):
+        return name.split(":", 1)[-1][:12]
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _clean(value: str) -> str:
+    """A label value the exposition can encode: names from disk or the engine may carry text
+    that is not UTF-8 (surrogates); those characters become U+FFFD instead of failing every
+    scrape."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _encodable(sample: Any) -> Any:
+    labels = sample.labels
+    if all(v.isascii() for v in labels.values()):
+        return sample
+    return sample._replace(labels={k: _clean(v) for k, v in labels.items()})
+
+
+def image_labels(image: Image, hide: bool = False) -> list[str]:
     if not image.tags:
         return [image.short_id, "<none>", "<none>"]
     repo, tag = split_reference(image.tags[0])
-    return [image.short_id, repo, tag]
+    return [image.short_id, hidden(repo), hidden(tag)] if hide else [image.short_id, repo, tag]
 
 
 def fold_top(items: Sequence[Any], limit: int) -> tuple[list[Any], list[Any]]:
@@ -65,8 +95,10 @@ class StorageCollector(Collector):
         store: Store,
         top_n: int = 50,
         request_counts: Callable[[], dict[str, int]] | None = None,
+        hide_names: bool = False,
     ) -> None:
         self.store = store
+        self.hide_names = hide_names
         self.top_n = top_n
         self.request_counts = request_counts or dict
         self._errors = 0
@@ -103,6 +135,8 @@ class StorageCollector(Collector):
                     merged[fam.name].samples.extend(fam.samples)
                 else:
                     merged[fam.name] = fam
+        for fam in merged.values():
+            fam.samples[:] = [_encodable(sample) for sample in fam.samples]
         yield from merged.values()
         errors = _counter(
             "collector_errors",
@@ -225,7 +259,7 @@ class StorageCollector(Collector):
         )
         kept, folded = fold_top(snap.images, self.top_n)
         for img in kept:
-            labels = image_labels(img)
+            labels = image_labels(img, self.hide_names)
             size.add_metric(labels, img.size)
             if img.unique_size is not None:
                 unique.add_metric(labels, img.unique_size)
@@ -233,6 +267,8 @@ class StorageCollector(Collector):
             created.add_metric(labels, img.created)
             for ref in img.tags:
                 repo, tag = split_reference(ref)
+                if self.hide_names:
+                    repo, tag = hidden(repo), hidden(tag)
                 tags.add_metric([img.short_id, repo, tag], 1)
         if folded:
             other = [OTHER] * 3
@@ -246,8 +282,11 @@ class StorageCollector(Collector):
         reg_images: dict[str, int] = defaultdict(int)
         reg_unique: dict[str, int] = defaultdict(int)
         for img in snap.images:
-            reg_images[img.registry] += 1
-            reg_unique[img.registry] += img.unique_size or 0
+            reg = img.registry
+            if self.hide_names and reg not in ("docker.io", "none"):
+                reg = hidden(reg)  # a private registry's host (an ECR account id, a company name)
+            reg_images[reg] += 1
+            reg_unique[reg] += img.unique_size or 0
         ri = _gauge(
             "registry_images",
             "Images by the registry of their first tag (none = untagged); each image counted once.",
@@ -407,7 +446,7 @@ class StorageCollector(Collector):
             yield from (dd, df, orphans)
             yield from self._layers(snap)
 
-        yield from self._containers(snap)
+        yield from self._containers(snap, engine)
         yield from self._volumes(snap, engine)
         walks = _gauge(
             "scan_walks",
@@ -467,7 +506,7 @@ class StorageCollector(Collector):
         yield from fams
         yield from self._folded(fams, len(folded))
 
-    def _containers(self, snap: ScanSnapshot) -> Iterator[Metric]:
+    def _containers(self, snap: ScanSnapshot, engine: EngineSnapshot | None = None) -> Iterator[Metric]:
         labels = ["container", "image"]
         rw = _gauge(
             "container_rw_bytes",
@@ -481,10 +520,14 @@ class StorageCollector(Collector):
             labels,
         )
         kept, folded = fold_top(snap.containers, self.top_n)
+        image_ids = {c.id: c.image_id for c in engine.containers} if engine and self.hide_names else {}
         for c in kept:
+            lv = [c.name, c.image]
+            if self.hide_names:  # the container's short id, its image's short id when known
+                lv = [c.id[:12], hidden(image_ids.get(c.id) or c.image)]
             if c.rw is not None:
-                rw.add_metric([c.name, c.image], c.rw.disk_bytes)
-            logs.add_metric([c.name, c.image], c.logs.disk_bytes)
+                rw.add_metric(lv, c.rw.disk_bytes)
+            logs.add_metric(lv, c.logs.disk_bytes)
         if folded:
             if snap.attribution:
                 rw.add_metric([OTHER, OTHER], sum(c.rw.disk_bytes for c in folded if c.rw))
@@ -505,9 +548,10 @@ class StorageCollector(Collector):
         users = _gauge("volume_containers", "Containers (any state) that mount the volume.", labels)
         kept, folded = fold_top(snap.volumes, self.top_n)
         for v in kept:
-            disk.add_metric([v.name, v.driver], v.total.disk_bytes)
-            files.add_metric([v.name, v.driver], v.total.files)
-            users.add_metric([v.name, v.driver], v.containers)
+            lv = [hidden(v.name) if self.hide_names else v.name, v.driver]
+            disk.add_metric(lv, v.total.disk_bytes)
+            files.add_metric(lv, v.total.files)
+            users.add_metric(lv, v.containers)
         if folded:
             disk.add_metric([OTHER, OTHER], sum(v.total.disk_bytes for v in folded))
             files.add_metric([OTHER, OTHER], sum(v.total.files for v in folded))

@@ -17,6 +17,8 @@ import docker.errors
 import docker.utils
 
 from exporter import __version__
+from exporter.webconfig import WebConfig, WebConfigError
+from exporter.webconfig import load as load_web_config
 
 ENV_PREFIX = "DOCKER_STORAGE_EXPORTER_"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -44,12 +46,34 @@ class Config:
     scan_interval: float  # 0 = off
     scan_budget: float
     scan_workers: int  # 0 = one per CPU
+    # Web security (docs/security.md); defaults so that other code may build a Config by hand.
+    web_config: WebConfig | None = None  # --web.config.file: TLS, basic auth, headers
+    max_requests: int = 40  # concurrent requests served; 0 = unlimited
+    read_header_timeout: float = 10.0  # seconds for a client's TLS handshake and request headers
+    hide_names: bool = False  # image, container and volume names left out of labels
 
 
 # name, default, help. The name is the flag without "--"; the env var derives from it.
 FLAGS: list[tuple[str, str, str]] = [
     ("web.listen-address", ":9818", "Address to listen on for the web interface and telemetry."),
     ("web.telemetry-path", "/metrics", "Path under which to expose metrics."),
+    (
+        "web.config.file",
+        "",
+        "Path to a web config file (exporter-toolkit format) with TLS, basic auth and extra "
+        "headers; see docs/security.md.",
+    ),
+    (
+        "web.max-requests",
+        "40",
+        "Requests served at the same time; more are answered 503 at once. 0 = unlimited.",
+    ),
+    (
+        "web.read-header-timeout",
+        "10s",
+        "Time a client has to finish its TLS handshake and send its request headers; idle "
+        "keep-alive connections are closed after it too.",
+    ),
     (
         "log.level",
         "info",
@@ -97,7 +121,16 @@ FLAGS: list[tuple[str, str, str]] = [
         "50",
         "Per-item families keep the N biggest items and fold the rest into __other__.",
     ),
+    (
+        "metrics.hide-names",
+        "false",
+        "Leave image repositories and tags, container, volume and registry names out of labels "
+        "(a stable hash or the short id instead); ids stay.",
+    ),
 ]
+
+
+BOOL_FLAGS = {"metrics.hide-names"}
 
 
 def env_name(flag: str) -> str:
@@ -124,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
             dest=name,
             metavar="VALUE",
             default=None,
+            # A bare boolean flag means true: `--metrics.hide-names`.
+            **({"nargs": "?", "const": "true"} if name in BOOL_FLAGS else {}),
             help=f"{doc} [env {env_name(name)}] (default: {default or 'see text'})",
         )
     parser.add_argument("--version", action="version", version=f"docker-storage-exporter {__version__}")
@@ -229,6 +264,26 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     if workers < 0:
         raise bad(src, workers_raw, "use 0 or more")
 
+    web_file, src = value("web.config.file")
+    web_config = None
+    if web_file:
+        try:
+            web_config = load_web_config(web_file)
+        except WebConfigError as exc:
+            raise ConfigError(f"{src} {web_file}: {exc}") from None
+
+    max_raw, src = value("web.max-requests")
+    try:
+        max_requests = int(max_raw)
+    except ValueError:
+        raise bad(src, max_raw, "use a whole number of requests, or 0 for no limit") from None
+    if max_requests < 0:
+        raise bad(src, max_raw, "use 0 or more")
+
+    hide_raw, src = value("metrics.hide-names")
+    if hide_raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise bad(src, hide_raw, "use true or false")
+
     return Config(
         listen_host=host,
         listen_port=port,
@@ -246,4 +301,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         scan_interval=duration("sampler.scan.interval", allow_zero=True),
         scan_budget=duration("sampler.scan.budget"),
         scan_workers=workers,
+        web_config=web_config,
+        max_requests=max_requests,
+        read_header_timeout=duration("web.read-header-timeout"),
+        hide_names=hide_raw.strip().lower() in ("true", "1", "yes"),
     )

@@ -223,11 +223,12 @@ class EngineSampler(Sampler):
             try:
                 inspect = self.client.image_inspect(img.id)
                 history = self.client.image_history(img.id)
+                self._chains[img.id] = imagesizes.layer_chain(inspect, history, img.size)
             except EngineError as exc:
                 # Removed between the listing and now, most likely: skip it this time.
                 log.debug("image inspect failed", image=img.id[:19], error=_reason(exc))
-                continue
-            self._chains[img.id] = imagesizes.layer_chain(inspect, history, img.size)
+            except Exception as exc:  # noqa: BLE001 - one odd image must not fail the sample
+                log.info("image skipped", image=img.id[:19], error=_reason(exc))
 
     def summary(self, snapshot: EngineSnapshot) -> dict[str, Any]:
         return {

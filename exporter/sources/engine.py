@@ -124,18 +124,22 @@ class EngineClient:
 # Tolerant readers. Docker's JSON varies by version; these never raise.
 
 
+INT64 = range(-(2**63), 2**63)  # Docker's sizes and times are int64
+
+
 def as_int(value: Any, default: int = 0) -> int:
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
-        return value
+        return value if value in INT64 else default
     if isinstance(value, float) and value == value and abs(value) < 2**63:
         return int(value)
     if isinstance(value, str):
         try:
-            return int(value)
+            n = int(value)
         except ValueError:
             return default
+        return n if n in INT64 else default
     return default
 
 

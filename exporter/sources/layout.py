@@ -32,7 +32,7 @@ def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
         if not out:
             out.append(diff)
         else:
-            digest = hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{out[-1]} {diff}".encode("utf-8", "surrogatepass")).hexdigest()
             out.append(f"sha256:{digest}")
     return tuple(out)
 
@@ -151,7 +151,8 @@ def read_layers(layerdb: str, problems: _Problems, cache: ReadCache | None = Non
         ):
             problems.add(f"layer {name[:12]}: diff or cache-id missing or malformed")
             continue
-        if not size or not re.fullmatch(r"-?[0-9]+", size):  # as Go's ParseInt reads it
+        # As Go's ParseInt reads it: digits, and within int64.
+        if not size or not re.fullmatch(r"-?[0-9]{1,19}", size) or not -(2**63) <= int(size) < 2**63:
             problems.add(f"layer {name[:12]}: size missing or malformed")
             continue
         size_n = int(size)
@@ -197,7 +198,9 @@ def read_image_layers(
         try:
             with open(os.path.join(base, name), "rb") as f:
                 config = json.loads(f.read(16 * 2**20))
-            diff_ids = config["rootfs"]["diff_ids"] or []
+            diff_ids = config["rootfs"]["diff_ids"]
+            if diff_ids is None:  # Go's nil slice: an image with no layers
+                diff_ids = []
             if not isinstance(diff_ids, list) or not all(
                 isinstance(d, str) and DIGEST.fullmatch(d) for d in diff_ids
             ):
