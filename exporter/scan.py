@@ -215,8 +215,8 @@ class ScanSampler(Sampler):
                 # layerdb chain dirs never change: each walked once, the rest of image/ each time.
                 add(f"top:{name}", path, "other", frozenset({chains}))
                 results["chains:"] = _one(chains_dir)
-                for chain in os.listdir(chains_dir):
-                    add_static(f"chain:{chain}", os.path.join(chains_dir, chain))
+                for chain, key in self._chain_keys(chains_dir):
+                    add_static(key, os.path.join(chains_dir, chain))
             elif os.path.isdir(path) and not os.path.islink(path):
                 add(f"top:{name}", path, "other")
             else:
@@ -260,12 +260,26 @@ class ScanSampler(Sampler):
                 results[f"vfile:{name}"] = _one(path)  # metadata.db, backingFsBlockDev
         return jobs, results, kinds
 
+    @staticmethod
+    def _chain_keys(chains_dir: str) -> list[tuple[str, str]]:
+        """(name, cache key) of each layerdb chain dir; the key carries the dir's inode, since a
+        layer removed and pulled again comes back under the same chain ID in a new dir."""
+        out = []
+        try:
+            names = os.listdir(chains_dir)
+        except OSError:
+            return out
+        for name in names:
+            try:
+                ino = os.lstat(os.path.join(chains_dir, name)).st_ino
+            except OSError:
+                continue
+            out.append((name, f"chain:{name}:{ino}"))
+        return out
+
     def static_keys(self, layout: Layout) -> set[str]:
         chains_dir = os.path.join(layout.root, "image", layout.driver, "layerdb", "sha256")
-        try:
-            chains = {f"chain:{c}" for c in os.listdir(chains_dir)}
-        except OSError:
-            chains = set()
+        chains = {key for _, key in self._chain_keys(chains_dir)}
         return chains | {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
 
     def _cache_layers(self, layout: Layout, walked: dict[str, Usage]) -> None:

@@ -120,7 +120,9 @@ class ReadCache:
     entries are kept, so a half-written one is read again next time; `retain` drops the gone."""
 
     def __init__(self) -> None:
-        self.layers: dict[str, LayerEntry] = {}
+        # By chain ID, with the entry dir's (inode, mtime): a layer removed and pulled again
+        # comes back under the same chain ID but in a new dir, with a new cache-id.
+        self.layers: dict[str, tuple[tuple[int, int], LayerEntry]] = {}
         self.images: dict[str, tuple[str, ...]] = {}
         self.mounts: dict[str, MountEntry] = {}
 
@@ -136,10 +138,15 @@ def read_layers(layerdb: str, problems: _Problems, cache: ReadCache | None = Non
     for name in _listdir(base):
         if not HEX64.fullmatch(name):
             continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
-        if cache is not None and name in cache.layers:
-            out.append(cache.layers[name])
-            continue
         d = os.path.join(base, name)
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue  # removed since the listing
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if cache is not None and name in cache.layers and cache.layers[name][0] == stamp:
+            out.append(cache.layers[name][1])
+            continue
         diff, size, cache_id = (_read(os.path.join(d, f)) for f in ("diff", "size", "cache-id"))
         parent = _read(os.path.join(d, "parent")) or ""
         if (
@@ -158,7 +165,7 @@ def read_layers(layerdb: str, problems: _Problems, cache: ReadCache | None = Non
         size_n = int(size)
         entry = LayerEntry(f"sha256:{name}", diff, max(0, size_n), cache_id, parent)
         if cache is not None:
-            cache.layers[name] = entry
+            cache.layers[name] = (stamp, entry)
         out.append(entry)
     return out
 
