@@ -132,6 +132,7 @@ class ScanSampler(Sampler):
         # dirs under image/<driver>/layerdb/sha256 (by chain ID).
         self.static = LayerCache()
         self.reads = ReadCache()  # parsed layerdb entries and image configs
+        self._links_walked = ""
         self._last_files: dict[str, int] = {}  # inodes per walk key last time: the walks' hints
         self._said_unavailable = ""
 
@@ -215,8 +216,12 @@ class ScanSampler(Sampler):
                 # layerdb chain dirs never change: each walked once, the rest of image/ each time.
                 add(f"top:{name}", path, "other", frozenset({chains}))
                 results["chains:"] = _one(chains_dir)
-                for chain, key in self._chain_keys(chains_dir):
-                    add_static(key, os.path.join(chains_dir, chain))
+                for chain in os.listdir(chains_dir):
+                    key = self._chain_key(layout, chain)
+                    if key:
+                        add_static(key, os.path.join(chains_dir, chain))
+                    else:  # not a layer entry (e.g. one being removed): walked every time
+                        add(f"chain:{chain}", os.path.join(chains_dir, chain), "other")
             elif os.path.isdir(path) and not os.path.islink(path):
                 add(f"top:{name}", path, "other")
             else:
@@ -240,6 +245,14 @@ class ScanSampler(Sampler):
                 add(f"meta:{name}", path, "container", frozenset({"diff", "merged"}))
             elif name in init_ids:
                 add_static(f"meta:{name}", path, frozenset({"merged"}))  # written once at create
+            elif name == "l" and (links := self._links_key(path)):
+                # overlay2's short symlinks change only when layers come or go: the dir's mtime.
+                cached = self.static.get(links)
+                if cached is not None:
+                    results["meta:l"] = cached
+                else:
+                    add("meta:l", path, "other")
+                    self._links_walked = links  # cached under the key read before the walk
             else:
                 add(f"meta:{name}", path, "other", frozenset({"merged"}))
 
@@ -261,31 +274,32 @@ class ScanSampler(Sampler):
         return jobs, results, kinds
 
     @staticmethod
-    def _chain_keys(chains_dir: str) -> list[tuple[str, str]]:
-        """(name, cache key) of each layerdb chain dir; the key carries the dir's inode, since a
-        layer removed and pulled again comes back under the same chain ID in a new dir."""
-        out = []
+    def _chain_key(layout: Layout, chain: str) -> str:
+        """Cache key of a layerdb chain dir: with its inode and mtime, since a layer removed and
+        pulled again comes back under the same chain ID in a new dir."""
+        stamp = layout.chain_stamps.get(chain)
+        return f"chain:{chain}:{stamp[0]}:{stamp[1]}" if stamp else ""
+
+    @staticmethod
+    def _links_key(path: str) -> str:
         try:
-            names = os.listdir(chains_dir)
+            st = os.lstat(path)
         except OSError:
-            return out
-        for name in names:
-            try:
-                ino = os.lstat(os.path.join(chains_dir, name)).st_ino
-            except OSError:
-                continue
-            out.append((name, f"chain:{name}:{ino}"))
-        return out
+            return ""
+        return f"links:{st.st_ino}:{st.st_mtime_ns}"
 
     def static_keys(self, layout: Layout) -> set[str]:
-        chains_dir = os.path.join(layout.root, "image", layout.driver, "layerdb", "sha256")
-        chains = {key for _, key in self._chain_keys(chains_dir)}
-        return chains | {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
+        chains = {self._chain_key(layout, c) for c in layout.chain_stamps}
+        links = self._links_key(os.path.join(layout.root, layout.driver, "l"))
+        return chains | {f"meta:{m.init_id}" for m in layout.mounts if m.init_id} | ({links} - {""})
 
     def _cache_layers(self, layout: Layout, walked: dict[str, Usage]) -> None:
         for key in self.static_keys(layout):
-            if key in walked and (key.startswith("chain:") or key[5:] in layout.driver_dirs):
+            if key in walked:
                 self.static.put(key, walked[key])
+        if self._links_walked and "meta:l" in walked:
+            self.static.put(self._links_walked, walked["meta:l"])
+        self._links_walked = ""
         for e in layout.layers:
             diff, meta = walked.get(f"diff:{e.cache_id}"), walked.get(f"meta:{e.cache_id}")
             if diff is not None and meta is not None:
@@ -304,19 +318,14 @@ class ScanSampler(Sampler):
     ) -> ScanSnapshot:
         driver = layout.driver
 
-        # Per top-level dir of the Docker root.
-        root_dirs: dict[str, Usage] = {}
-        for name in layout.top_dirs:
-            u = r.get(f"top:{name}", ZERO)
-            if name == driver:
-                u = u + _sum(v for k, v in r.items() if k.startswith(("diff:", "meta:")))
-            elif name == "containers":
-                u = u + _sum(v for k, v in r.items() if k.startswith("container:"))
-            elif name == "volumes":
-                u = u + _sum(v for k, v in r.items() if k.startswith(("vdata:", "volume:", "vfile:")))
-            elif name == "image":
-                u = u + _sum(v for k, v in r.items() if k.startswith(("chain:", "chains:")))
-            root_dirs[name] = u
+        # Per top-level dir of the Docker root: each result key's prefix says where it lies.
+        under = {"diff": driver, "meta": driver, "container": "containers", "vdata": "volumes",
+                 "volume": "volumes", "vfile": "volumes", "chain": "image", "chains": "image"}  # fmt: skip
+        parts: dict[str, list[Usage]] = defaultdict(list)
+        for k, v in r.items():
+            prefix, _, rest = k.partition(":")
+            parts[rest if prefix == "top" else under.get(prefix, "")].append(v)
+        root_dirs = {name: _sum(parts.get(name, ())) for name in layout.top_dirs}
 
         def dir_usage(name: str) -> Usage:
             return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)

@@ -70,6 +70,7 @@ class Layout:
     buildkit_names: frozenset[str]  # driver dirs that are BuildKit snapshots
     driver_dirs: tuple[str, ...]  # dirs under the driver's dir
     driver_files: tuple[str, ...]  # anything else there (e.g. xfs quota's backingFsBlockDev)
+    chain_stamps: dict[str, tuple[int, int]]  # layerdb chain dir -> (inode, mtime)
     containers: tuple[ContainerDir, ...]
     volumes: tuple[str, ...]  # names of dirs under volumes/
     top_dirs: tuple[str, ...]  # entries of the Docker root
@@ -89,6 +90,13 @@ def _read(path: str, limit: int = 4096) -> str | None:
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
         return None
+
+
+def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _is_real_dir(path: str) -> bool:
@@ -132,18 +140,36 @@ class ReadCache:
                 del cache[gone]
 
 
-def read_layers(layerdb: str, problems: _Problems, cache: ReadCache | None = None) -> list[LayerEntry]:
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def read_layers(
+    layerdb: str,
+    problems: _Problems,
+    cache: ReadCache | None = None,
+    stamps: dict[str, tuple[int, int]] | None = None,
+) -> list[LayerEntry]:
+    """Layer entries; `stamps` receives each chain dir's (inode, mtime), which tells a dir
+    that is still the one read before from one made anew under the same chain ID."""
     out = []
     base = os.path.join(layerdb, "sha256")
-    for name in _listdir(base):
+    for dent in _scandir(base):
+        name = dent.name
         if not HEX64.fullmatch(name):
             continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
-        d = os.path.join(base, name)
+        d = dent.path
         try:
-            st = os.stat(d)
+            st = dent.stat(follow_symlinks=False)
         except OSError:
             continue  # removed since the listing
         stamp = (st.st_ino, st.st_mtime_ns)
+        if stamps is not None:
+            stamps[name] = stamp
         if cache is not None and name in cache.layers and cache.layers[name][0] == stamp:
             out.append(cache.layers[name][1])
             continue
@@ -260,7 +286,8 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
     problems = _Problems()
     image_dir = os.path.join(root, "image", driver)
     layerdb = os.path.join(image_dir, "layerdb")
-    layers = read_layers(layerdb, problems, cache)
+    stamps: dict[str, tuple[int, int]] = {}
+    layers = read_layers(layerdb, problems, cache, stamps)
     mounts = read_mounts(layerdb, problems, cache)
     images = read_image_layers(os.path.join(image_dir, "imagedb"), problems, cache)
     if cache is not None:
@@ -269,10 +296,11 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
             {i.split(":", 1)[1] for i in images},
             {m.container_id for m in mounts},
         )
-    ddir = os.path.join(root, driver)
-    entries = _listdir(ddir)
-    driver_dirs = tuple(n for n in entries if _is_real_dir(os.path.join(ddir, n)))
-    driver_files = tuple(n for n in entries if n not in driver_dirs)
+    # d_type from the listing: no stat per entry (a host has thousands of driver dirs).
+    entries = _scandir(os.path.join(root, driver))
+    driver_dirs = tuple(e.name for e in entries if _entry_is_dir(e))
+    is_dir = set(driver_dirs)
+    driver_files = tuple(e.name for e in entries if e.name not in is_dir)
     known = {entry.cache_id for entry in layers} | {m.mount_id for m in mounts} | {m.init_id for m in mounts}
     unknown = [d for d in driver_dirs if d not in known and d != "l"]
     volumes = tuple(
@@ -287,6 +315,7 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         buildkit_names=buildkit_snapshot_names(root, unknown),
         driver_dirs=driver_dirs,
         driver_files=driver_files,
+        chain_stamps=stamps,
         containers=tuple(read_containers(root)),
         volumes=volumes,
         top_dirs=tuple(_listdir(root)),
