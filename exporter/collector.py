@@ -303,14 +303,7 @@ class StorageCollector(Collector):
             ru.add_metric([reg], reg_unique[reg])
         yield from (ri, ru)
 
-        folded_f = _gauge(
-            "series_folded",
-            "Items left out of a per-item family by --metrics.top-n and summed into its __other__ series.",
-            ["family"],
-        )
-        for fam in (size, unique, containers, created):
-            folded_f.add_metric([fam.name], len(folded))
-        yield folded_f
+        yield from self._folded([size, unique, containers, created], len(folded))
 
         if snap.image_usage is not None:
             yield from self._usage("images", snap.image_usage.used, snap.image_usage.reclaimable)
