@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import random
-import re
 import shlex
 import stat
 import statistics
@@ -40,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import cpu_model, write_section
 from exporter import logs
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, Volume
 from exporter.samplers import Store
@@ -407,30 +407,6 @@ def parallelism(workers: int, n: int = 2_000_000) -> float:
         return workers * one / (time.perf_counter() - t0)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def write_section(out: Path, section: str) -> None:
-    text = (
-        out.read_text()
-        if out.exists()
-        else "# Benchmarks\n\nMeasured side by side in one run; quote ratios, not seconds.\n"
-    )
-    pattern = re.compile(r"^## Scan vs du\n.*?(?=^## |\Z)", re.S | re.M)
-    text = (
-        pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-
-
 def count_dirs(root: Path) -> int:
     """Directories in the set the scan and du cover (the same excludes, the same filesystem)."""
     dev, n = os.lstat(root).st_dev, 0
@@ -638,7 +614,7 @@ def main() -> int:
     section = "\n".join(lines)
     print(section)
     if not args.no_write:
-        write_section(args.out, section)
+        write_section(section, args.out)
         print(f"written to {args.out}", file=sys.stderr)
     return 0
 

@@ -48,7 +48,7 @@ class Config:
     scan_workers: int  # 0 = one per CPU
     # Web security (docs/security.md); defaults so that other code may build a Config by hand.
     web_config: WebConfig | None = None  # --web.config.file: TLS, basic auth, headers
-    max_requests: int = 40  # concurrent requests served; 0 = unlimited
+    max_requests: int = 64  # concurrent requests served; 0 = unlimited
     read_header_timeout: float = 10.0  # seconds for a client's TLS handshake and request headers
     hide_names: bool = False  # image, container and volume names left out of labels
 
@@ -65,7 +65,7 @@ FLAGS: list[tuple[str, str, str]] = [
     ),
     (
         "web.max-requests",
-        "40",
+        "64",
         "Requests served at the same time; more are answered 503 at once. 0 = unlimited.",
     ),
     (

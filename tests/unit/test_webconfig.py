@@ -333,7 +333,7 @@ def test_security_flags(tmp_path: Path) -> None:
     cfg = parse([], {})
     assert (cfg.web_config, cfg.max_requests, cfg.read_header_timeout, cfg.hide_names) == (
         None,
-        40,
+        64,
         10.0,
         False,
     )
