@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,10 +31,11 @@ def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for diff in diff_ids:
         if not out:
-            out.append(diff)
+            out.append(sys.intern(diff))
         else:
             digest = hashlib.sha256(f"{out[-1]} {diff}".encode("utf-8", "surrogatepass")).hexdigest()
-            out.append(f"sha256:{digest}")
+            # Interned: thousands of images share their base layers' chain IDs.
+            out.append(sys.intern(f"sha256:{digest}"))
     return tuple(out)
 
 
