@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import BENCHMARKS, machine, write_section  # noqa: E402
+from bench.machine import BENCHMARKS, children, machine, write_section  # noqa: E402
 from tests.harness.engine import PrivateEngine  # noqa: E402
 from tests.harness.exporter import ExporterProcess, parse, sampled_after, value  # noqa: E402
 from tests.harness.seed import seed  # noqa: E402
@@ -49,22 +49,6 @@ def rss_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def children(pid: int, depth: int = 0) -> list[int]:
-    """Every descendant (the scan's workers are children of the forkserver, a child of ours)."""
-    out: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                out += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    except OSError:
-        pass
-    if depth < 4:
-        out += [d for c in list(out) for d in children(c, depth + 1)]
-    return out
 
 
 def cpu_seconds(pid: int) -> float:

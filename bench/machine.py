@@ -42,3 +42,19 @@ def write_section(section: str, out: Path = BENCHMARKS) -> None:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text.rstrip("\n") + "\n")
+
+
+def children(pid: int, depth: int = 0) -> list[int]:
+    """Every descendant (the scan's workers are children of the forkserver, a child of ours)."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                out += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    if depth < 4:
+        out += [d for c in list(out) for d in children(c, depth + 1)]
+    return out

@@ -50,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import BENCHMARKS, machine, write_section  # noqa: E402
+from bench.machine import BENCHMARKS, children, machine, write_section  # noqa: E402
 
 BASE = Path("/tmp/dse-h11")
 ENGINE_DIR = "h11-scale"  # the private engine: BASE/ENGINE_DIR
@@ -77,22 +77,6 @@ def proc_status(pid: int | str, key: str = "VmRSS") -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
-
-
-def children(pid: int, depth: int = 0) -> list[int]:
-    """Every descendant (the scan's workers are children of the forkserver, a child of ours)."""
-    out: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                out += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    except OSError:
-        pass
-    if depth < 4:
-        out += [d for c in list(out) for d in children(c, depth + 1)]
-    return out
 
 
 # --- part 1: the real engine ------------------------------------------------------------------

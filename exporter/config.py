@@ -248,21 +248,18 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     if not os.path.isabs(rootfs) or not os.path.isdir(rootfs):
         raise bad(src, rootfs, "use an existing absolute directory where the host's / is mounted")
 
-    top, src = value("metrics.top-n")
-    try:
-        top_n = int(top)
-    except ValueError:
-        raise bad(src, top, "use a whole number of series, e.g. 50") from None
-    if top_n < 0:
-        raise bad(src, top, "use 0 or more")
+    def whole(name: str, fix: str) -> int:
+        raw, src = value(name)
+        try:
+            n = int(raw)
+        except ValueError:
+            raise bad(src, raw, fix) from None
+        if n < 0:
+            raise bad(src, raw, "use 0 or more")
+        return n
 
-    workers_raw, src = value("sampler.scan.workers")
-    try:
-        workers = int(workers_raw)
-    except ValueError:
-        raise bad(src, workers_raw, "use a whole number of processes, or 0 for one per CPU") from None
-    if workers < 0:
-        raise bad(src, workers_raw, "use 0 or more")
+    top_n = whole("metrics.top-n", "use a whole number of series, e.g. 50")
+    workers = whole("sampler.scan.workers", "use a whole number of processes, or 0 for one per CPU")
 
     web_file, src = value("web.config.file")
     web_config = None
@@ -272,13 +269,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         except WebConfigError as exc:
             raise ConfigError(f"{src} {web_file}: {exc}") from None
 
-    max_raw, src = value("web.max-requests")
-    try:
-        max_requests = int(max_raw)
-    except ValueError:
-        raise bad(src, max_raw, "use a whole number of requests, or 0 for no limit") from None
-    if max_requests < 0:
-        raise bad(src, max_raw, "use 0 or more")
+    max_requests = whole("web.max-requests", "use a whole number of requests, or 0 for no limit")
 
     hide_raw, src = value("metrics.hide-names")
     if hide_raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
