@@ -218,7 +218,7 @@ class StorageCollector(Collector):
         snap: EngineSnapshot | None = self.store.snapshot("engine")
         if snap is None:
             return
-        counts = Counter(img.state for img in snap.images)
+        counts = snap.image_states
         images = _gauge(
             "images",
             "Images by state (exclusive): in_use = a container uses it; intermediate = "
@@ -281,12 +281,11 @@ class StorageCollector(Collector):
 
         reg_images: dict[str, int] = defaultdict(int)
         reg_unique: dict[str, int] = defaultdict(int)
-        for img in snap.images:
-            reg = img.registry
+        for reg, (n, unique_bytes) in snap.registries.items():
             if self.hide_names and reg not in ("docker.io", "none"):
                 reg = hidden(reg)  # a private registry's host (an ECR account id, a company name)
-            reg_images[reg] += 1
-            reg_unique[reg] += img.unique_size or 0
+            reg_images[reg] += n
+            reg_unique[reg] += unique_bytes
         ri = _gauge(
             "registry_images",
             "Images by the registry of their first tag (none = untagged); each image counted once.",

@@ -6,7 +6,9 @@ the collector can read it from another thread without locks.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 IMAGE_STATES = ("in_use", "unused", "dangling", "intermediate")
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
@@ -82,6 +84,22 @@ class EngineSnapshot:
     volumes: tuple[Volume, ...]
     image_usage: DiskUsage | None  # None when a layer size could not be known
     skipped: int = 0  # odd objects left out of this sample, logged
+
+    # Totals over every image, computed once per snapshot (the sampler warms them) rather than
+    # on every scrape: a host may hold thousands of images.
+    @cached_property
+    def image_states(self) -> dict[str, int]:
+        return dict(Counter(img.state for img in self.images))
+
+    @cached_property
+    def registries(self) -> dict[str, tuple[int, int]]:
+        """Registry -> (images, sum of their known unique bytes)."""
+        acc: dict[str, list[int]] = {}
+        for img in self.images:
+            entry = acc.setdefault(img.registry, [0, 0])
+            entry[0] += 1
+            entry[1] += img.unique_size or 0
+        return {reg: (n, unique) for reg, (n, unique) in acc.items()}
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ class EngineSampler(Sampler):
             self._refresh_chains(raw_images)
             sizes = imagesizes.sizes_from_layers(raw_images, self._chains, per_image)
         images = imagesizes.build_images(raw_images, sizes, per_image)
-        return EngineSnapshot(
+        snapshot = EngineSnapshot(
             info=info,
             images=images,
             containers=tuple(containers),
@@ -209,6 +209,8 @@ class EngineSampler(Sampler):
             image_usage=sizes.usage,
             skipped=skipped_images + skipped_containers + skipped_volumes + sizes.unknown,
         )
+        snapshot.image_states, snapshot.registries  # noqa: B018 - computed here, not at scrape time
+        return snapshot
 
     def context(self) -> dict[str, Any]:
         return {"docker_host": self.client.base_url}
