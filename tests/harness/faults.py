@@ -19,14 +19,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.harness.engine import PrivateEngine, unmount_all
 from tests.harness.exporter import Samples, parse
+from tests.harness.proxy import UnixProxy
 
 REQUEST_LINE = re.compile(rb"^([A-Z]+) (\S+) HTTP/1\.[01]", re.MULTILINE)
 
 
-class FaultProxy:
+class FaultProxy(UnixProxy):
     """A unix socket where the exporter thinks dockerd is.
 
     - upstream None: accept every connection and hold it silently (read nothing, answer
@@ -39,28 +41,13 @@ class FaultProxy:
     """
 
     def __init__(self, listen: Path, upstream: Path | None = None) -> None:
-        self.listen = listen
-        self.upstream = upstream
         self.accepted = 0
         self.forwarded = 0
         self.held = threading.Event()
         self._release = threading.Event()
         self._gate: re.Pattern[bytes] | None = None
-        self._lock = threading.Lock()
         self._hung: list[socket.socket] = []
-        self._stop = threading.Event()
-        listen.parent.mkdir(parents=True, exist_ok=True)
-        listen.unlink(missing_ok=True)
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(listen))
-        self._server.listen(64)
-        self._server.settimeout(0.5)
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.listen}"
+        super().__init__(listen, upstream)
 
     def forward_to(self, upstream: Path) -> None:
         with self._lock:
@@ -75,34 +62,16 @@ class FaultProxy:
     def release(self) -> None:
         self._release.set()
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-                upstream = self.upstream
-                if upstream is None:
-                    self._hung.append(client)  # accepted, never read, never answered
-                    continue
-            threading.Thread(target=self._serve, args=(client, upstream), daemon=True).start()
+    def _upstream_for(self, client: socket.socket) -> Path | None:
+        with self._lock:
+            self.accepted += 1
+            if self.upstream is None:
+                self._hung.append(client)  # accepted, never read, never answered
+            return self.upstream
 
-    def _serve(self, client: socket.socket, upstream_path: Path) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(str(upstream_path))
-        except OSError:
-            client.close()  # engine down: the client sees a closed connection
-            upstream.close()
-            return
+    def _connected(self) -> None:
         with self._lock:
             self.forwarded += 1
-        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-        self._pump(client, upstream, True)
 
     def _at_gate(self, data: bytes) -> bool:
         with self._lock:
@@ -115,35 +84,18 @@ class FaultProxy:
                     return True
         return False
 
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
-        try:
-            while not self._stop.is_set():
-                data = src.recv(65536)
-                if not data:
-                    break
-                if from_client and self._at_gate(data):
-                    self.held.set()
-                    self._release.wait(60)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+    def _client_data(self, data: bytes, state: dict[str, Any]) -> None:
+        if self._at_gate(data):
+            self.held.set()
+            self._release.wait(60)
 
     def close(self) -> None:
-        self._stop.set()
         self._release.set()
-        self._server.close()
+        super().close()
         with self._lock:
             for s in self._hung:
                 s.close()
             self._hung.clear()
-        self.listen.unlink(missing_ok=True)
 
 
 class ScrapeWatcher:
