@@ -44,8 +44,8 @@ from exporter.model import (
 from exporter.samplers import EngineSampler, Store
 from exporter.scan import OWNERS, ContainerScan, LayerScan, ScanSampler, ScanSnapshot, VolumeScan
 from exporter.sources.du import Usage, Walker
-from exporter.sources.engine import api_tuple
 from tests.unit.test_layout import build_standard
+from tests.unit.test_sampler_replay import ReplayClient
 
 PROMTOOL = "/usr/bin/promtool"
 P = "docker_storage_"
@@ -330,31 +330,11 @@ def test_nasty_names_survive_both_expositions(spec: dict[str, Any]) -> None:
 # --- names that reach the labels through the real samplers --------------------------------------
 
 
-class OneShotClient:
+class OneShotClient(ReplayClient):
     """EngineClient stand-in answering from one API 1.52-shaped document."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc = doc
-        self.api_version = "1.52"
-        self.base_url = "unix:///names.sock"
-
-    def negotiate(self) -> Any:
-        return self.doc["version"]
-
-    def at_least(self, version: str) -> bool:
-        return api_tuple(self.api_version) >= api_tuple(version)
-
-    def info(self) -> Any:
-        return self.doc["info"]
-
-    def images(self) -> Any:
-        return self.doc["images"]
-
-    def containers(self) -> Any:
-        return self.doc["containers"]
-
-    def volumes(self) -> Any:
-        return self.doc["volumes"]
+        super().__init__({**doc, "version": {**doc["version"], "ApiVersion": "1.52"}})
 
     def df(self, types: list[str] | None = None) -> Any:
         return {"ImageUsage": {"TotalSize": 1, "Reclaimable": 0, "Items": []}}
