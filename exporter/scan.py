@@ -20,7 +20,7 @@ import structlog
 
 from exporter.model import EngineSnapshot
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
-from exporter.sources.du import LayerCache, Usage, Walker, WalkJob
+from exporter.sources.du import LayerCache, Usage, Walker, WalkJob, total
 from exporter.sources.fs import host_to_local
 from exporter.sources.layout import Layout, ReadCache, read_layout
 
@@ -105,13 +105,6 @@ def _one(path: str) -> Usage:
     return Usage(st.st_blocks * 512, apparent, 1, 0, False)
 
 
-def _sum(usages: Any) -> Usage:
-    total = ZERO
-    for u in usages:
-        total = total + u
-    return total
-
-
 class ScanSampler(Sampler):
     name = "scan"
 
@@ -135,6 +128,11 @@ class ScanSampler(Sampler):
         self._links_walked = ""
         self._last_files: dict[str, int] = {}  # inodes per walk key last time: the walks' hints
         self._said_unavailable = ""
+        # Derived from immutable inputs, reused while those are equal (read_layout hands back
+        # its memoized listings when nothing changed, so the test is cheap): (inputs, result).
+        self._static_keys: tuple[Any, set[str]] | None = None
+        self._retained: tuple[Any, ...] = ()
+        self._image_part: tuple[Any, tuple[list[LayerScan], Usage, frozenset[str]]] | None = None
 
     # -- the scan ---------------------------------------------------------------------
 
@@ -172,16 +170,18 @@ class ScanSampler(Sampler):
         self._last_files = {k: u.files for k, u in walked.items() if not u.partial}
         partial = [k for k, u in walked.items() if u.partial]
         if partial or time.monotonic() > deadline:
-            self._cache_layers(layout, walked)
+            self._cache_layers(layout, walked, {})
             raise TimeoutError(
                 f"scan exceeded its {self.budget:.0f}s budget ({len(jobs) - len(partial)} of "
                 f"{len(jobs)} dirs done; finished layers are cached for the next scan)"
             )
         results.update(walked)
-        self._cache_layers(layout, walked)
-        live = {e.cache_id for e in layout.layers}
-        self.cache.retain(live | {f"{c}/meta" for c in live})
-        self.static.retain({k for k in self.static_keys(layout)})
+        self._cache_layers(layout, walked, results)
+        if self._retained is not layout.layers:  # a new listing: forget the layers gone
+            live = {e.cache_id for e in layout.layers}
+            self.cache.retain(live | {f"{c}/meta" for c in live})
+            self._retained = layout.layers
+        self.static.retain(self.static_keys(layout))
         walk_counts: dict[str, int] = defaultdict(int)
         for job in jobs:
             walk_counts[kinds[job.key]] += 1
@@ -215,6 +215,10 @@ class ScanSampler(Sampler):
             elif name == "image" and os.path.isdir(chains_dir):
                 # layerdb chain dirs never change: each walked once, the rest of image/ each time.
                 add(f"top:{name}", path, "other", frozenset({chains}))
+                whole = self.static.get(self._chains_key(layout))
+                if whole is not None:  # no chain dir came, went or changed: their sum as last time
+                    results["chains:"] = whole
+                    continue
                 results["chains:"] = _one(chains_dir)
                 for chain in os.listdir(chains_dir):
                     key = self._chain_key(layout, chain)
@@ -232,16 +236,16 @@ class ScanSampler(Sampler):
         init_ids = {m.init_id for m in layout.mounts if m.init_id} if attribution else set()
         ddir = os.path.join(root, driver)
         for name in layout.driver_dirs:
-            path = os.path.join(ddir, name)
+            path = f"{ddir}/{name}"  # not os.path.join: thousands of names a scan, all plain
             if name in layer_ids:
                 diff, meta = self.cache.get(name), self.cache.get(f"{name}/meta")
                 if diff is not None and meta is not None:
                     results[f"diff:{name}"], results[f"meta:{name}"] = diff, meta
                     continue
-                add(f"diff:{name}", os.path.join(path, "diff"), "layer")
+                add(f"diff:{name}", f"{path}/diff", "layer")
                 add(f"meta:{name}", path, "layer", frozenset({"diff", "merged"}))
             elif name in mount_ids:
-                add(f"diff:{name}", os.path.join(path, "diff"), "container")
+                add(f"diff:{name}", f"{path}/diff", "container")
                 add(f"meta:{name}", path, "container", frozenset({"diff", "merged"}))
             elif name in init_ids:
                 add_static(f"meta:{name}", path, frozenset({"merged"}))  # written once at create
@@ -281,6 +285,12 @@ class ScanSampler(Sampler):
         return f"chain:{chain}:{stamp[0]}:{stamp[1]}" if stamp else ""
 
     @staticmethod
+    def _chains_key(layout: Layout) -> str:
+        """Cache key of all of layerdb/sha256: its settled stamp (layout.settled_stamp)."""
+        stamp = layout.chains_stamp
+        return f"chains:{stamp[0]}:{stamp[1]}" if stamp else ""
+
+    @staticmethod
     def _links_key(path: str) -> str:
         try:
             st = os.lstat(path)
@@ -289,14 +299,24 @@ class ScanSampler(Sampler):
         return f"links:{st.st_ino}:{st.st_mtime_ns}"
 
     def static_keys(self, layout: Layout) -> set[str]:
-        chains = {self._chain_key(layout, c) for c in layout.chain_stamps}
+        inputs = (layout.chain_stamps, layout.chains_stamp, layout.mounts)
+        # Equality of the same objects is cheap: item by item, each an identity check.
+        if self._static_keys is None or self._static_keys[0] != inputs:
+            chains = {self._chain_key(layout, c) for c in layout.chain_stamps}
+            inits = {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
+            self._static_keys = inputs, (chains | inits | {self._chains_key(layout)}) - {""}
         links = self._links_key(os.path.join(layout.root, layout.driver, "l"))
-        return chains | {f"meta:{m.init_id}" for m in layout.mounts if m.init_id} | ({links} - {""})
+        return self._static_keys[1] | ({links} - {""})
 
-    def _cache_layers(self, layout: Layout, walked: dict[str, Usage]) -> None:
-        for key in self.static_keys(layout):
+    def _cache_layers(self, layout: Layout, walked: dict[str, Usage], results: dict[str, Usage]) -> None:
+        keys = self.static_keys(layout)
+        for key in keys:
             if key in walked:
                 self.static.put(key, walked[key])
+        whole = self._chains_key(layout)
+        if whole and whole in keys and whole not in self.static and "chains:" in results:
+            # Every chain dir as one figure, with layerdb/sha256's own blocks ("chains:").
+            self.static.put(whole, total(u for k, u in results.items() if k.startswith("chain")))
         if self._links_walked and "meta:l" in walked:
             self.static.put(self._links_walked, walked["meta:l"])
         self._links_walked = ""
@@ -325,29 +345,26 @@ class ScanSampler(Sampler):
         for k, v in r.items():
             prefix, _, rest = k.partition(":")
             parts[rest if prefix == "top" else under.get(prefix, "")].append(v)
-        root_dirs = {name: _sum(parts.get(name, ())) for name in layout.top_dirs}
+        root_dirs = {name: total(parts.get(name, ())) for name in layout.top_dirs}
 
         def dir_usage(name: str) -> Usage:
             return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)
 
         # Layers and driver dirs by owner.
         owners: dict[str, Usage] = {}
-        layers: list[LayerScan] = []
+        layers: tuple[LayerScan, ...] = ()
         orphans: list[OrphanDir] = []
         if attribution:
-            users: dict[str, int] = defaultdict(int)
-            for chain in layout.image_layers.values():
-                for cid in set(chain):
-                    users[cid] += 1
-            by_cache = {e.cache_id: e for e in layout.layers}
+            layers, image_total, image_dirs = self._image_part_of(layout, r, fresh=walks.get("layer", 0) > 0)
             mount_ids = {m.mount_id for m in layout.mounts}
             init_ids = {m.init_id for m in layout.mounts if m.init_id}
-            acc: dict[str, Usage] = dict.fromkeys(OWNERS, ZERO)
+            acc: dict[str, list[Usage]] = {owner: [] for owner in OWNERS}
+            acc["image"].append(image_total)
             for name in layout.driver_dirs:
+                if name in image_dirs:
+                    continue
                 u = dir_usage(name)
-                if name in by_cache:
-                    owner = "image"
-                elif name in mount_ids:
+                if name in mount_ids:
                     owner = "container"
                 elif name in init_ids:
                     owner = "init"
@@ -358,20 +375,8 @@ class ScanSampler(Sampler):
                 else:
                     owner = "orphan"
                     orphans.append(OrphanDir(name, os.path.join(root_host, driver, name), u))
-                acc[owner] = acc[owner] + u
-            owners = acc
-            for e in layout.layers:
-                layers.append(
-                    LayerScan(
-                        chain_id=e.chain_id,
-                        diff_id=e.diff_id,
-                        cache_id=e.cache_id,
-                        size=e.size,
-                        diff=r.get(f"diff:{e.cache_id}", ZERO),
-                        total=dir_usage(e.cache_id),
-                        images=users.get(e.chain_id, 0),
-                    )
-                )
+                acc[owner].append(u)
+            owners = {owner: total(us) for owner, us in acc.items()}
 
         # Containers: upper dir from the layerdb mount, logs from their files.
         mounts = {m.container_id: m for m in layout.mounts}
@@ -388,7 +393,7 @@ class ScanSampler(Sampler):
                     image=ct.image if ct else "",
                     state=ct.state if ct else "unknown",
                     rw=rw,
-                    logs=_sum(_one(p) for p in cdir.logs),
+                    logs=total(_one(p) for p in cdir.logs),
                 )
             )
 
@@ -412,7 +417,7 @@ class ScanSampler(Sampler):
             attribution_reason=why,
             root_dirs=root_dirs,
             owners=owners,
-            layers=tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))),
+            layers=layers,
             containers=tuple(
                 sorted(
                     containers, key=lambda c: (-(c.logs.disk_bytes + (c.rw.disk_bytes if c.rw else 0)), c.id)
@@ -425,6 +430,45 @@ class ScanSampler(Sampler):
             skipped=layout.skipped,
             errors=sum(u.errors for u in r.values()),
         )
+
+    def _image_part_of(
+        self, layout: Layout, r: dict[str, Usage], fresh: bool
+    ) -> tuple[tuple[LayerScan, ...], Usage, frozenset[str]]:
+        """The image layers, biggest first, their driver dirs' total and names. Layer dirs are
+        immutable, so unless a layer was walked this scan or the listings changed (read_layout
+        returns the same objects while they have not), this is last scan's answer."""
+        inputs = (layout.layers, layout.image_layers, layout.driver_dirs)
+        memo = self._image_part
+        if not fresh and memo is not None and memo[0] == inputs:
+            return memo[1]
+
+        def dir_usage(name: str) -> Usage:
+            return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)
+
+        users: dict[str, int] = defaultdict(int)
+        for chain in layout.image_layers.values():
+            for cid in set(chain):
+                users[cid] += 1
+        layers = [
+            LayerScan(
+                chain_id=e.chain_id,
+                diff_id=e.diff_id,
+                cache_id=e.cache_id,
+                size=e.size,
+                diff=r.get(f"diff:{e.cache_id}", ZERO),
+                total=dir_usage(e.cache_id),
+                images=users.get(e.chain_id, 0),
+            )
+            for e in layout.layers
+        ]
+        dirs = frozenset(e.cache_id for e in layout.layers) & frozenset(layout.driver_dirs)
+        part = (
+            tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))),
+            total(dir_usage(name) for name in dirs),
+            dirs,
+        )
+        self._image_part = inputs, part
+        return part
 
     def summary(self, snapshot: ScanSnapshot) -> dict[str, Any]:
         return {

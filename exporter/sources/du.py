@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import NamedTuple
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
@@ -32,24 +33,34 @@ _GRACE = 5.0  # seconds past the deadline we wait for workers before giving up o
 _BATCHES_PER_WORKER = 4
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(NamedTuple):
+    """A tuple, not a dataclass: a scan adds thousands of these, and summing a list of them
+    (`total`) then runs in C."""
+
     disk_bytes: int  # st_blocks*512 of every inode counted, dirs included: `du -s --block-size=1`
     apparent_bytes: int  # st_size of non-directories, hard links once (Docker's calcSize)
     files: int  # inodes counted, the root included: `du -s --inodes`
     errors: int  # entries we could not read (EACCES, EPERM, ...); vanished entries are not errors
     partial: bool = False  # the deadline passed first: the figures are a lower bound
 
-    def __add__(self, other: Usage) -> Usage:
+    def __add__(self, other: object) -> Usage:  # type: ignore[override]  # a sum, not tuple concatenation
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(
-            self.disk_bytes + other.disk_bytes,
-            self.apparent_bytes + other.apparent_bytes,
-            self.files + other.files,
-            self.errors + other.errors,
-            self.partial or other.partial,
-        )
+        a, b, c, d, e = self
+        return Usage(a + other[0], b + other[1], c + other[2], d + other[3], e or other[4])
+
+    def __mul__(self, other: object) -> Usage:  # type: ignore[override]
+        return NotImplemented  # tuple repetition would be a silent bug
+
+    __rmul__ = __mul__
+
+
+def total(usages: Iterable[Usage]) -> Usage:
+    """The sum of many Usages, field by field in C (zip and sum), not one Python add per item."""
+    sums = tuple(map(sum, zip(*usages, strict=True)))
+    if not sums:
+        return EMPTY
+    return Usage(sums[0], sums[1], sums[2], sums[3], bool(sums[4]))
 
 
 EMPTY = Usage(0, 0, 0, 0, False)
@@ -262,19 +273,22 @@ class Walker:
     ) -> dict[str, Usage]:
         """Walk every job; a key given twice gets the sum. Never raises for per-directory problems:
         an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage.
-        Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first; with
-        `local_below`, a run whose hints are all known and add up to less stays in-process."""
+        Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first. With
+        `local_below`, a run whose hints are all known and add up to less is small: it never
+        starts the pool; if the pool is up, this process walks one share while the workers walk
+        the others (one batch each, so one round trip), else it walks everything."""
         with self._lock:
             results: dict[str, Usage] = {}
 
             def add(key: str, usage: Usage) -> None:
                 results[key] = results[key] + usage if key in results else usage
 
-            # Small runs whose every cost is known (`hint`) stay here: no worker round trips.
             small = (
                 local_below > 0 and all(j.hint > 0 for j in jobs) and sum(j.hint for j in jobs) < local_below
             )
-            pool = self._get_pool() if self.workers > 1 and len(jobs) > 1 and not small else None
+            pool = None
+            if self.workers > 1 and len(jobs) > 1:
+                pool = self._pool if small else self._get_pool()
             if pool is None:
                 for job in sorted(jobs, key=lambda j: -j.hint):
                     add(job.key, self._local(job, deadline))
@@ -282,7 +296,11 @@ class Walker:
 
             futures: dict[Future[list[Usage]], list[WalkJob]] = {}
             redo: list[WalkJob] = []
-            batches = _batches(jobs, self.workers * _BATCHES_PER_WORKER)
+            if small:
+                batches = _batches(jobs, self.workers)
+                mine = batches.pop()  # the lightest: this process also waits for the others
+            else:
+                batches, mine = _batches(jobs, self.workers * _BATCHES_PER_WORKER), []
             for i, batch in enumerate(batches):
                 try:
                     futures[pool.submit(_walk_batch, batch, deadline)] = batch
@@ -292,6 +310,8 @@ class Walker:
                     redo = [job for b in batches[i:] for job in b]
                     self._drop_pool(kill=True)
                     break
+            for job in mine:
+                add(job.key, self._local(job, deadline))
             # A broken pool fails every outstanding future at once, so waiting for all is prompt.
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
             done, pending = wait(futures, timeout=timeout)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ class Layout:
     driver_dirs: tuple[str, ...]  # dirs under the driver's dir
     driver_files: tuple[str, ...]  # anything else there (e.g. xfs quota's backingFsBlockDev)
     chain_stamps: dict[str, tuple[int, int]]  # layerdb chain dir -> (inode, mtime)
+    chains_stamp: tuple[int, int] | None  # layerdb/sha256 itself, when settled (see settled_stamp)
     containers: tuple[ContainerDir, ...]
     volumes: tuple[str, ...]  # names of dirs under volumes/
     top_dirs: tuple[str, ...]  # entries of the Docker root
@@ -101,16 +103,16 @@ def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _is_real_dir(path: str) -> bool:
-    """A directory, not a symlink to one: we never follow links."""
-    return os.path.isdir(path) and not os.path.islink(path)
-
-
 def _listdir(path: str) -> list[str]:
     try:
         return sorted(os.listdir(path))
     except OSError:
         return []
+
+
+Stamp = tuple[int, int]  # a dir's (inode, mtime in ns)
+Listing = tuple[tuple[str, bool], ...]  # (name, is a directory) of each entry, by name
+Added = tuple[int, tuple[str, ...]]  # problems found by one part of the read: count, first few
 
 
 class _Problems:
@@ -122,6 +124,16 @@ class _Problems:
         self.count += 1
         if len(self.first) < 20:
             self.first.append(what)
+
+    def since(self, mark: tuple[int, int]) -> tuple[int, tuple[str, ...]]:
+        """What was added after `mark` (a (count, len(first)) pair): to replay on a memo hit."""
+        return self.count - mark[0], tuple(self.first[mark[1] :])
+
+    def replay(self, added: tuple[int, tuple[str, ...]]) -> None:
+        count, first = added
+        for what in first:
+            self.add(what)
+        self.count += count - len(first)
 
 
 class ReadCache:
@@ -135,11 +147,35 @@ class ReadCache:
         self.layers: dict[str, tuple[tuple[int, int], LayerEntry]] = {}
         self.images: dict[str, tuple[str, ...]] = {}
         self.mounts: dict[str, MountEntry] = {}
+        # Whole listings, valid while their dir's settled stamp holds: what a rescan of an
+        # unchanged root reuses without a stat per entry (the same objects, so callers can
+        # tell "unchanged" by identity).
+        self.layer_set: tuple[Stamp, tuple[LayerEntry, ...], dict[str, Stamp], Added] | None = None
+        self.image_set: tuple[Stamp, dict[str, tuple[str, ...]], Added] | None = None
+        self.listings: dict[str, tuple[Stamp, Listing]] = {}  # a few fixed dirs: see _listing
 
     def retain(self, layers: set[str], images: set[str], mounts: set[str]) -> None:
         for cache, live in ((self.layers, layers), (self.images, images), (self.mounts, mounts)):
             for gone in [k for k in cache if k not in live]:
                 del cache[gone]
+
+
+SETTLE_NS = 2_000_000_000  # a dir modified this recently may still change within its mtime tick
+
+
+def settled_stamp(path: str) -> tuple[int, int] | None:
+    """(inode, mtime) of a directory whose entries are only ever added, removed or renamed
+    (Docker's layerdb and image store write a file to a temp name and rename it in, and
+    remove by renaming first), so the stamp changes whenever its listing or any entry does.
+    None when the dir is missing or was modified in the last SETTLE_NS: a change later in the
+    same timestamp tick (ext4 stamps are coarse) would not move the mtime."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if time.time_ns() - st.st_mtime_ns < SETTLE_NS:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
@@ -148,6 +184,21 @@ def _scandir(path: str) -> list[os.DirEntry[str]]:
             return sorted(it, key=lambda e: e.name)
     except OSError:
         return []
+
+
+def _listing(path: str, cache: ReadCache | None) -> Listing:
+    """A dir's entries with d_type from the listing (no stat per entry). Any entry added,
+    removed, renamed or replaced moves the dir's mtime, so a listing is reused while the dir's
+    settled stamp holds: one lstat instead of reading thousands of entries."""
+    stamp = settled_stamp(path) if cache is not None else None
+    if stamp and cache is not None:
+        hit = cache.listings.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    out = tuple((e.name, _entry_is_dir(e)) for e in _scandir(path))
+    if stamp and cache is not None:
+        cache.listings[path] = (stamp, out)
+    return out
 
 
 def read_layers(
@@ -288,39 +339,54 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
     problems = _Problems()
     image_dir = os.path.join(root, "image", driver)
     layerdb = os.path.join(image_dir, "layerdb")
-    stamps: dict[str, tuple[int, int]] = {}
-    layers = read_layers(layerdb, problems, cache, stamps)
+    chains_stamp = settled_stamp(os.path.join(layerdb, "sha256"))
+    if cache is not None and chains_stamp and cache.layer_set and cache.layer_set[0] == chains_stamp:
+        _, layers, stamps, bad_layers = cache.layer_set
+        problems.replay(bad_layers)  # the malformed entries are still there: still counted
+    else:
+        stamps = {}
+        mark = (problems.count, len(problems.first))
+        layers = tuple(read_layers(layerdb, problems, cache, stamps))
+        if cache is not None:
+            cache.layer_set = (chains_stamp, layers, stamps, problems.since(mark)) if chains_stamp else None
     mounts = read_mounts(layerdb, problems, cache)
-    images = read_image_layers(os.path.join(image_dir, "imagedb"), problems, cache)
+    imagedb = os.path.join(image_dir, "imagedb")
+    images_stamp = settled_stamp(os.path.join(imagedb, "content", "sha256"))
+    if cache is not None and images_stamp and cache.image_set and cache.image_set[0] == images_stamp:
+        _, images, bad_images = cache.image_set
+        problems.replay(bad_images)
+    else:
+        mark = (problems.count, len(problems.first))
+        images = read_image_layers(imagedb, problems, cache)
+        if cache is not None:
+            cache.image_set = (images_stamp, images, problems.since(mark)) if images_stamp else None
     if cache is not None:
         cache.retain(
             {e.chain_id.split(":", 1)[1] for e in layers},
             {i.split(":", 1)[1] for i in images},
             {m.container_id for m in mounts},
         )
-    # d_type from the listing: no stat per entry (a host has thousands of driver dirs).
-    entries = _scandir(os.path.join(root, driver))
-    driver_dirs = tuple(e.name for e in entries if _entry_is_dir(e))
-    is_dir = set(driver_dirs)
-    driver_files = tuple(e.name for e in entries if e.name not in is_dir)
+    # A host has thousands of driver dirs: d_type, no stat per entry, and reused unchanged.
+    entries = _listing(os.path.join(root, driver), cache)
+    driver_dirs = tuple(name for name, is_dir in entries if is_dir)
+    driver_files = tuple(name for name, is_dir in entries if not is_dir)
     known = {entry.cache_id for entry in layers} | {m.mount_id for m in mounts} | {m.init_id for m in mounts}
     unknown = [d for d in driver_dirs if d not in known and d != "l"]
-    volumes = tuple(
-        n for n in _listdir(os.path.join(root, "volumes")) if _is_real_dir(os.path.join(root, "volumes", n))
-    )
+    volumes = tuple(name for name, is_dir in _listing(os.path.join(root, "volumes"), cache) if is_dir)
     return Layout(
         root=root,
         driver=driver,
-        layers=tuple(layers),
+        layers=layers,
         mounts=tuple(mounts),
         image_layers=images,
         buildkit_names=buildkit_snapshot_names(root, unknown),
         driver_dirs=driver_dirs,
         driver_files=driver_files,
         chain_stamps=stamps,
+        chains_stamp=chains_stamp,
         containers=tuple(read_containers(root)),
         volumes=volumes,
-        top_dirs=tuple(_listdir(root)),
+        top_dirs=tuple(name for name, _ in _listing(root, cache)),
         skipped=problems.count,
         problems=tuple(problems.first),
     )

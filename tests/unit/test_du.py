@@ -5,6 +5,7 @@ Runs as root (tmpfs mounts, whiteouts, dropping to nobody); no Docker engine nee
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -376,6 +377,12 @@ def test_usage_add() -> None:
     assert a + b == Usage(11, 22, 33, 1, True)
     assert a + EMPTY == a
     assert sum([a, a], EMPTY) == Usage(2, 4, 6, 0, False)
+    # A tuple underneath, but never tuple arithmetic: + sums, * is refused.
+    with pytest.raises(TypeError):
+        a * 2
+    assert a.__add__((1, 2, 3, 4, False)) is NotImplemented
+    assert du.total([a, b, a]) == a + b + a == Usage(12, 24, 36, 1, True)
+    assert du.total([a, a]).partial is False and du.total([]) == EMPTY
 
 
 _AS_NOBODY = """
@@ -384,7 +391,7 @@ from exporter.sources.du import walk  # imported as root: the interpreter's file
 os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
-print(json.dumps([walk(p).__dict__ for p in sys.argv[1:]]))
+print(json.dumps([walk(p)._asdict() for p in sys.argv[1:]]))
 """
 
 
@@ -462,6 +469,36 @@ def test_walker_in_process_for_one_worker_or_one_job(dirs: dict[str, Path]) -> N
     assert walker._pool is None
     assert walker.run([]) == {}
     walker.close()
+
+
+def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Path]) -> None:
+    """A small run (every hint known, their sum under local_below) never starts the pool; once
+    it is up, the workers get one batch each but one, which this process walks meanwhile."""
+    jobs = [WalkJob(key, str(path), hint=10 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    with Walker(workers=3) as walker:
+        assert walker.run(jobs, local_below=10_000) == want
+        assert walker._pool is None and walker.walks == len(jobs)
+        assert walker.run(jobs) == want  # a big run starts the pool
+        pool = walker._pool
+        assert pool is not None
+        submitted: list[list[WalkJob]] = []
+        real_submit = pool.submit
+
+        def spy(fn: object, batch: list[WalkJob], *args: object) -> object:
+            submitted.append(batch)
+            return real_submit(fn, batch, *args)  # type: ignore[arg-type]
+
+        pool.submit = spy  # type: ignore[method-assign]
+        assert walker.run(jobs, local_below=10_000) == want
+        assert len(submitted) == 2  # workers - 1 batches; the third share walked here
+        sent = {j.key for b in submitted for j in b}
+        assert 0 < len(sent) < len(jobs)
+        assert walker.walks == 3 * len(jobs)
+        # Unknown costs (hint 0) make a run big: every batch goes to the pool.
+        submitted.clear()
+        assert walker.run([dataclasses.replace(j, hint=0) for j in jobs], local_below=10_000) == want
+        assert {j.key for b in submitted for j in b} == set(want)
 
 
 def test_walker_survives_a_missing_dir_and_passes_exclude(tmp_path: Path, dirs: dict[str, Path]) -> None:

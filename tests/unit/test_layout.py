@@ -13,12 +13,13 @@ import json
 import os
 import shutil
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from exporter.sources.layout import Layout, chain_ids, read_layout
+from exporter.sources.layout import Layout, ReadCache, chain_ids, read_layout
 
 KB = 1024
 
@@ -723,3 +724,70 @@ def test_other_driver_name_reads_its_own_dirs(std: DockerRoot) -> None:
     assert layout.layers == () and layout.driver_dirs == () and layout.mounts == ()
     assert len(layout.containers) == len(std.containers)
     assert sorted(layout.volumes) == sorted(std.volumes)
+
+
+# --- reuse of unchanged listings (ReadCache) -----------------------------------------------
+
+
+def age(root: Path, seconds: int = 3600) -> None:
+    """Set every mtime under `root` an hour back: a tree nobody has touched lately, whose dir
+    stamps read_layout may trust (a fresh tmp tree is always "just modified")."""
+    then = time.time() - seconds
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.utime(os.path.join(top, name), (then, then), follow_symlinks=False)
+    os.utime(root, (then, then))
+
+
+def test_settled_listings_are_reused_until_a_dir_changes(std: DockerRoot) -> None:
+    age(std.root)
+    cache = ReadCache()
+    first = read_layout(str(std.root), "overlay2", cache)
+    second = read_layout(str(std.root), "overlay2", cache)
+    # Reused, not re-read: the very same objects (what the scan's own memos key on).
+    assert second.layers is first.layers and second.chain_stamps is first.chain_stamps
+    assert second.image_layers is first.image_layers
+    assert second.chains_stamp == first.chains_stamp is not None
+    assert second == first
+
+    # A layer and an image arrive (renamed into layerdb/sha256 and imagedb: the dirs' mtimes
+    # move): both are seen on the next read, with everything that was there before.
+    std.add_image("late", ["base", "late1"])
+    third = read_layout(str(std.root), "overlay2", cache)
+    assert {e.chain_id for e in third.layers} == set(std.layers)
+    assert set(third.image_layers) == set(std.images)
+    assert len(third.layers) == len(first.layers) + 1
+
+    # A volume and a driver dir go: the listings of volumes/ and overlay2/ follow.
+    age(std.root)
+    read_layout(str(std.root), "overlay2", cache)
+    shutil.rmtree(std.root / "volumes" / "pgdata")
+    shutil.rmtree(std.ddir / std.orphans[0])
+    age(std.root)  # settled again, under a new stamp: the old listings must not be reused
+    fourth = read_layout(str(std.root), "overlay2", cache)
+    assert "pgdata" not in fourth.volumes and std.orphans[0] not in fourth.driver_dirs
+    assert fourth.volumes == ("cache",)
+
+
+def test_recently_modified_dirs_are_read_again(std: DockerRoot) -> None:
+    """A dir changed within the last SETTLE_NS could change again inside the same mtime tick
+    unseen: its listing is never reused."""
+    cache = ReadCache()
+    first = read_layout(str(std.root), "overlay2", cache)  # the tree was just written
+    second = read_layout(str(std.root), "overlay2", cache)
+    assert first.chains_stamp is None and cache.layer_set is None and cache.image_set is None
+    assert second.layers is not first.layers and second.layers == first.layers
+
+
+def test_reused_listing_still_counts_its_malformed_entries(std: DockerRoot) -> None:
+    bad = std.layerdb / "sha256" / hexid("broken")
+    put(bad / "diff", "not a digest")
+    put(bad / "cache-id", hexid("cache:broken"))
+    put(std.image_dir / "imagedb" / "content" / "sha256" / hexid("badimage"), b"{")
+    age(std.root)
+    cache = ReadCache()
+    first = read_layout(str(std.root), "overlay2", cache)
+    second = read_layout(str(std.root), "overlay2", cache)
+    assert second.layers is first.layers
+    assert first.skipped == second.skipped == 2
+    assert second.problems == first.problems and len(first.problems) == 2

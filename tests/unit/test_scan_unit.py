@@ -22,8 +22,19 @@ from exporter.collector import StorageCollector
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, Volume
 from exporter.samplers import Store
 from exporter.scan import OWNERS, ScanSampler, ScanSnapshot
-from exporter.sources.du import Usage, Walker
-from tests.unit.test_layout import KB, DockerRoot, blob, build_standard, hexid, put, short, tree_apparent
+from exporter.sources.du import Usage, Walker, WalkJob
+from tests.unit.test_layout import (
+    KB,
+    DockerRoot,
+    age,
+    blob,
+    build_standard,
+    digest,
+    hexid,
+    put,
+    short,
+    tree_apparent,
+)
 
 PROMTOOL = "/usr/bin/promtool"
 
@@ -269,6 +280,73 @@ def test_second_scan_walks_no_layer_but_rewalks_the_rest(
     v = next(x for x in second.volumes if x.name == "pgdata")
     assert pair(v.total) == du(t.root / "volumes" / "pgdata")
     assert pair(second.root_dirs["overlay2"]) == du(t.ddir, "--exclude=merged")
+
+
+def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std: DockerRoot) -> None:
+    """On a root nobody touched lately, read_layout's listings and the scan's derived figures
+    are reused: a rescan walks no layer and no layerdb dir. A layer that arrives moves the
+    dirs' stamps, and only it is walked."""
+    age(std.root)
+    store, sampler, first = scan(std)
+    walked: list[str] = []
+    real_run = sampler.walker.run
+
+    def spy(jobs: list[WalkJob], *args: object, **kw: object) -> dict[str, Usage]:
+        walked.extend(j.path for j in jobs)
+        return real_run(jobs, *args, **kw)  # type: ignore[arg-type]
+
+    sampler.walker.run = spy  # type: ignore[method-assign]
+    chains = str(std.layerdb / "sha256")
+    layer_dirs = {str(std.ddir / x.cache_id) for x in std.layers.values()}
+
+    def matches_du(snap: ScanSnapshot) -> None:
+        opts = {"overlay2": ("--exclude=merged",), "containers": ("--exclude=mounts",)}
+        for name, usage in snap.root_dirs.items():
+            assert pair(usage) == du(std.root / name, *opts.get(name, ())), name
+        layers = [std.ddir / x.cache_id for x in std.layers.values()]
+        assert pair(snap.owners["image"]) == du_sum(layers, "--exclude=merged")
+        assert {x.chain_id: pair(x.total) for x in snap.layers} == {
+            c: du(std.ddir / x.cache_id) for c, x in std.layers.items()
+        }
+
+    assert sampler.run()
+    second: ScanSnapshot = store.snapshot("scan")
+    assert not [p for p in walked if p.startswith(chains) or p.removesuffix("/diff") in layer_dirs]
+    assert (second.root_dirs, second.owners, second.layers) == (first.root_dirs, first.owners, first.layers)
+    matches_du(second)
+
+    std.add_image("late", ["base", "late1"])
+    new = std.layer("late1")
+    walked.clear()
+    assert sampler.run()
+    third: ScanSnapshot = store.snapshot("scan")
+    assert sorted(p for p in walked if p.startswith(chains)) == [f"{chains}/{new.chain_id[7:]}"]
+    assert {p.removesuffix("/diff") for p in walked} & layer_dirs == set()
+    assert len(third.layers) == len(first.layers) + 1 and third.walks["layer"] == 2
+    matches_du(third)
+
+    age(std.root)  # every stamp moves (chain dirs' too: walked again once), then settles
+    assert sampler.run()
+    walked.clear()
+    assert sampler.run()
+    fourth: ScanSnapshot = store.snapshot("scan")
+    assert not [p for p in walked if p.startswith(chains)] and fourth.walks.get("layer", 0) == 0
+    assert (fourth.root_dirs, fourth.layers) == (third.root_dirs, third.layers)
+    matches_du(fourth)
+
+    # A layer arrives and its dirs settle before the next scan: the listings' new stamps, not
+    # their age, tell the scan that layerdb changed. Only the new chain dir is walked.
+    std.add_image("later", ["base", "later1"])
+    age(std.root)
+    for chain, x in std.layers.items():  # back to the stamps the scan has seen, all but the new
+        if x.diff_id != digest("diff:later1"):
+            os.utime(std.layerdb / "sha256" / chain[7:], ns=(0, sampler.reads.layer_set[2][chain[7:]][1]))
+    walked.clear()
+    assert sampler.run()
+    fifth: ScanSnapshot = store.snapshot("scan")
+    assert [p for p in walked if p.startswith(chains)] == [f"{chains}/{std.layer('later1').chain_id[7:]}"]
+    assert len(fifth.layers) == len(first.layers) + 2
+    matches_du(fifth)
 
 
 def test_removed_layer_is_forgotten(scanned: tuple[DockerRoot, Store, ScanSampler, ScanSnapshot]) -> None:
