@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from exporter.collector import StorageCollector
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, Volume
 from exporter.samplers import Store
-from exporter.scan import OWNERS, ScanSampler, ScanSnapshot
+from exporter.scan import BYTES_PER_FILE, OWNERS, ScanSampler, ScanSnapshot
 from exporter.sources.du import Usage, Walker, WalkJob
 from tests.unit.test_layout import (
     KB,
@@ -347,6 +347,30 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
     assert [p for p in walked if p.startswith(chains)] == [f"{chains}/{std.layer('later1').chain_id[7:]}"]
     assert len(fifth.layers) == len(first.layers) + 2
     matches_du(fifth)
+
+
+def test_walk_hints_are_last_inodes_or_a_guess_from_the_recorded_size(std: DockerRoot) -> None:
+    """The Walker balances its batches by hint: a layer never walked is guessed from Docker's
+    recorded bytes (the first scan is then balanced by cost), any other dir is what it held
+    last time, and an unknown cost stays 0."""
+    _, sampler = make_sampler(std)
+    seen: list[list[WalkJob]] = []
+    real_run = sampler.walker.run
+
+    def spy(jobs: list[WalkJob], *args: object, **kw: object) -> dict[str, Usage]:
+        seen.append(list(jobs))
+        return real_run(jobs, *args, **kw)  # type: ignore[arg-type]
+
+    sampler.walker.run = spy  # type: ignore[method-assign]
+    assert sampler.run() and sampler.run()
+    first, second = ({j.key: j.hint for j in jobs} for jobs in seen)
+    for x in std.layers.values():
+        assert first[f"diff:{x.cache_id}"] == x.size // BYTES_PER_FILE + 1 > 0
+        assert f"diff:{x.cache_id}" not in second  # cached
+    web = hexid("container:web")
+    upper = f"diff:{std.mounts[web][0]}"
+    assert first[upper] == 0 and second[upper] == du(std.ddir / std.mounts[web][0] / "diff")[1]
+    assert first["vdata:pgdata"] == 0 and second["vdata:pgdata"] == du(std.root / "volumes/pgdata/_data")[1]
 
 
 def test_removed_layer_is_forgotten(scanned: tuple[DockerRoot, Store, ScanSampler, ScanSnapshot]) -> None:
