@@ -12,10 +12,11 @@ An intermediate image's layers all belong to its descendants, so its unique size
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.model import DiskUsage, Image
 from exporter.sources.engine import as_dict, as_int, as_list, as_str, real_tags
@@ -25,8 +26,9 @@ from exporter.sources.layout import chain_ids
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
-@dataclass(frozen=True)
-class RawImage:
+class RawImage(NamedTuple):
+    """One entry of /images/json. A tuple: a host may list tens of thousands, each sample."""
+
     id: str
     tags: tuple[str, ...]
     parent_id: str
@@ -35,40 +37,62 @@ class RawImage:
     has_digest: bool = False  # pulled by digest: listed by `docker images` even untagged
 
 
-@dataclass(frozen=True)
-class LayerChain:
+class LayerChain(NamedTuple):
     """An image's layers: chain IDs bottom-up and each layer's size (None: unknown)."""
 
     chain: tuple[str, ...]
     sizes: tuple[int | None, ...]
 
 
+def _raw_image(item: Any) -> RawImage | None:
+    """One listing entry, or None when it has no usable Id."""
+    if not isinstance(item, dict):
+        return None
+    iid = item.get("Id")
+    if not isinstance(iid, str) or not iid:
+        return None
+    size = as_int(item.get("Size"), -1)
+    if size < 0:  # some engines put it only in VirtualSize (gone from 1.44)
+        size = as_int(item.get("VirtualSize"), 0)
+    digests = item.get("RepoDigests")
+    return RawImage(
+        iid,
+        real_tags(item.get("RepoTags")),
+        as_str(item.get("ParentId")),
+        float(max(0, as_int(item.get("Created")))),
+        max(0, size),
+        bool(digests)
+        and any(isinstance(d, str) and "@" in d and "<none>" not in d for d in as_list(digests)),
+    )
+
+
+def _image_hook(obj: dict[str, Any]) -> Any:
+    # json's object_hook sees every object, innermost first. Any object with a usable Id
+    # becomes a RawImage at once, so the listing never exists as 10,000 dicts. An object
+    # nested in an entry (Labels) that happens to carry an Id is turned too; the readers
+    # treat a tuple where they want a string, list or number like any other wrong type.
+    img = _raw_image(obj)
+    return obj if img is None else img
+
+
 def parse_images(raw: Any) -> tuple[list[RawImage], int]:
-    out, skipped, seen = [], 0, set()
+    """The /images/json listing, decoded JSON or its undecoded body (bytes)."""
+    if isinstance(raw, (bytes, bytearray)):
+        raw = json.loads(raw, object_hook=_image_hook)
+    out: list[RawImage] = []
+    skipped = 0
+    seen: set[str] = set()
     for item in as_list(raw):
-        item = as_dict(item)
-        iid = as_str(item.get("Id"))
-        if not iid or iid in seen:
+        img = item if type(item) is RawImage else _raw_image(item)
+        if img is None or img.id in seen:
             skipped += 1
             continue
-        seen.add(iid)
-        size = as_int(item.get("Size"), -1)
-        if size < 0:  # some engines put it only in VirtualSize (gone from 1.44)
-            size = as_int(item.get("VirtualSize"), 0)
-        out.append(
-            RawImage(
-                id=iid,
-                tags=real_tags(item.get("RepoTags")),
-                parent_id=as_str(item.get("ParentId")),
-                created=float(max(0, as_int(item.get("Created")))),
-                size=max(0, size),
-                has_digest=any(
-                    isinstance(d, str) and "@" in d and "<none>" not in d
-                    for d in as_list(item.get("RepoDigests"))
-                ),
-            )
-        )
+        seen.add(img.id)
+        out.append(img)
     return out, skipped
+
+
+_REGISTRIES: dict[str, str] = {}  # one string per registry, not one per image
 
 
 def registry_of(reference: str) -> str:
@@ -76,7 +100,10 @@ def registry_of(reference: str) -> str:
     name = reference.split("@", 1)[0]
     first, sep, _ = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        return first.lower()
+        host = first.lower()
+        if len(_REGISTRIES) < 4096:
+            return _REGISTRIES.setdefault(host, host)
+        return host
     return "docker.io"
 
 

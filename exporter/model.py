@@ -25,7 +25,7 @@ class EngineInfo:
     root_dir: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a host may hold tens of thousands
 class Image:
     id: str  # full "sha256:…" ID
     tags: tuple[str, ...]  # "repo:tag" references, placeholders removed, sorted
@@ -42,7 +42,7 @@ class Image:
         return self.id.split(":", 1)[-1][:12]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a host may hold tens of thousands
 class Container:
     id: str
     name: str
@@ -52,7 +52,7 @@ class Container:
     volumes: tuple[str, ...]  # names of the volumes mounted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a host may hold tens of thousands
 class Volume:
     name: str
     driver: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,9 +32,14 @@ OWNERS = ("image", "container", "init", "build_cache", "links", "orphan")
 LOCAL_BELOW_FILES = 20_000  # expected inodes under which a run is small (Walker.run)
 BYTES_PER_FILE = 4096  # a layer's guessed inodes from its recorded bytes: a rough median file
 ATTRIBUTED_DRIVERS = ("overlay2",)
+# Walk excludes, one object each for every job (a host has tens of thousands of layer dirs).
+BESIDE_DIFF = frozenset({"diff", "merged"})  # a driver dir but its diff/ and live mount
+NOT_MERGED = frozenset({"merged"})
+NOT_MOUNTS = frozenset({"mounts"})  # a container dir's live mounts (shm, secrets)
+NOT_DATA = frozenset({"_data"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerScan:
     chain_id: str
     diff_id: str
@@ -44,7 +50,7 @@ class LayerScan:
     images: int  # images whose layer chain holds it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerScan:
     id: str
     name: str
@@ -60,7 +66,7 @@ class ContainerScan:
         return self.state in ("created", "exited", "dead")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VolumeScan:
     name: str
     driver: str
@@ -69,7 +75,7 @@ class VolumeScan:
     total: Usage  # volumes/<name>
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrphanDir:
     name: str
     path: str  # as the host names it
@@ -121,17 +127,20 @@ class ScanSampler(Sampler):
         self.walker = walker
         self.rootfs = rootfs
         self.budget = budget
-        self.cache = LayerCache()  # image layer dirs, by cache-id
-        # Other dirs that never change once written: init layers (by name) and layerdb chain
-        # dirs under image/<driver>/layerdb/sha256 (by chain ID).
+        self.cache = LayerCache()  # image layer dirs' diff/, by cache-id
+        self.meta = LayerCache()  # the rest of each image layer dir, by cache-id
+        # Other dirs that never change once written: init layers (by name), all of layerdb/sha256
+        # (by its settled stamp) and overlay2/l (by its stamp).
         self.static = LayerCache()
+        # Each layerdb chain dir, by chain ID: (the dir's stamp, its walk). A layer removed and
+        # pulled again comes back under the same chain ID in a new dir: a new stamp.
+        self.chains: dict[str, tuple[tuple[int, int], Usage]] = {}
         self.reads = ReadCache()  # parsed layerdb entries and image configs
         self._links_walked = ""
         self._last_files: dict[str, int] = {}  # inodes per walk key last time: the walks' hints
         self._said_unavailable = ""
         # Derived from immutable inputs, reused while those are equal (read_layout hands back
         # its memoized listings when nothing changed, so the test is cheap): (inputs, result).
-        self._static_keys: tuple[Any, set[str]] | None = None
         self._retained: tuple[Any, ...] = ()
         self._image_part: tuple[Any, tuple[list[LayerScan], Usage, frozenset[str]]] | None = None
 
@@ -168,7 +177,12 @@ class ScanSampler(Sampler):
         jobs, results, kinds = self._jobs(layout, attribution)
         # A rescan of small live dirs costs less in-process than a round trip to the workers.
         walked = self.walker.run(jobs, deadline, local_below=LOCAL_BELOW_FILES)
-        self._last_files = {k: u.files for k, u in walked.items() if not u.partial}
+        # Hints for the dirs walked every scan; a layer's or chain dir's walk is cached instead.
+        self._last_files = {
+            k: u.files
+            for k, u in walked.items()
+            if not u.partial and kinds[k] != "layer" and k[:6] != "chain:"
+        }
         partial = [k for k, u in walked.items() if u.partial]
         if partial or time.monotonic() > deadline:
             self._cache_layers(layout, walked, {})
@@ -180,7 +194,10 @@ class ScanSampler(Sampler):
         self._cache_layers(layout, walked, results)
         if self._retained is not layout.layers:  # a new listing: forget the layers gone
             live = {e.cache_id for e in layout.layers}
-            self.cache.retain(live | {f"{c}/meta" for c in live})
+            self.cache.retain(live)
+            self.meta.retain(live)
+            stamps = layout.chain_stamps
+            self.chains = {c: hit for c, hit in self.chains.items() if stamps.get(c) == hit[0]}
             self._retained = layout.layers
         self.static.retain(self.static_keys(layout))
         walk_counts: dict[str, int] = defaultdict(int)
@@ -209,6 +226,7 @@ class ScanSampler(Sampler):
             else:
                 add(key, path, "other", exclude)
 
+        stamps = layout.chain_stamps
         chains = f"{driver}/layerdb/sha256"  # relative to image/
         chains_dir = os.path.join(root, "image", chains)
         for name in layout.top_dirs:
@@ -224,11 +242,11 @@ class ScanSampler(Sampler):
                     continue
                 results["chains:"] = _one(chains_dir)
                 for chain in os.listdir(chains_dir):
-                    key = self._chain_key(layout, chain)
-                    if key:
-                        add_static(key, os.path.join(chains_dir, chain))
-                    else:  # not a layer entry (e.g. one being removed): walked every time
-                        add(f"chain:{chain}", os.path.join(chains_dir, chain), "other")
+                    hit = self.chains.get(chain)
+                    if hit is not None and hit[0] == stamps.get(chain):
+                        results[f"chain:{chain}"] = hit[1]
+                    else:  # new, or not a layer entry (e.g. one being removed: walked every time)
+                        add(f"chain:{chain}", f"{chains_dir}/{chain}", "other")
             elif os.path.isdir(path) and not os.path.islink(path):
                 add(f"top:{name}", path, "other")
             else:
@@ -241,19 +259,19 @@ class ScanSampler(Sampler):
         for name in layout.driver_dirs:
             path = f"{ddir}/{name}"  # not os.path.join: thousands of names a scan, all plain
             if name in layer_ids:
-                diff, meta = self.cache.get(name), self.cache.get(f"{name}/meta")
+                diff, meta = self.cache.get(name), self.meta.get(name)
                 if diff is not None and meta is not None:
                     results[f"diff:{name}"], results[f"meta:{name}"] = diff, meta
                     continue
                 # Never walked: its recorded bytes guess its inodes, so the first scan's batches
                 # are balanced by cost, not count (a few layers hold most of the files).
                 add(f"diff:{name}", f"{path}/diff", "layer", guess=layer_ids[name] // BYTES_PER_FILE + 1)
-                add(f"meta:{name}", path, "layer", frozenset({"diff", "merged"}))
+                add(f"meta:{name}", path, "layer", BESIDE_DIFF)
             elif name in mount_ids:
                 add(f"diff:{name}", f"{path}/diff", "container")
-                add(f"meta:{name}", path, "container", frozenset({"diff", "merged"}))
+                add(f"meta:{name}", path, "container", BESIDE_DIFF)
             elif name in init_ids:
-                add_static(f"meta:{name}", path, frozenset({"merged"}))  # written once at create
+                add_static(f"meta:{name}", path, NOT_MERGED)  # written once at create
             elif name == "l" and (links := self._links_key(path)):
                 # overlay2's short symlinks change only when layers come or go: the dir's mtime.
                 cached = self.static.get(links)
@@ -263,7 +281,7 @@ class ScanSampler(Sampler):
                     add("meta:l", path, "other")
                     self._links_walked = links  # cached under the key read before the walk
             else:
-                add(f"meta:{name}", path, "other", frozenset({"merged"}))
+                add(f"meta:{name}", path, "other", NOT_MERGED)
 
         for name in layout.driver_files:
             # Loose files count with the driver dir itself, owned by no one in particular.
@@ -271,23 +289,16 @@ class ScanSampler(Sampler):
             results[key] = results.get(key, ZERO) + _one(os.path.join(ddir, name))
         for c in layout.containers:
             # mounts/ holds live mounts (shm, secrets): never descended into.
-            add(f"container:{c.id}", c.path, "container", frozenset({"mounts"}))
+            add(f"container:{c.id}", c.path, "container", NOT_MOUNTS)
         vdir = os.path.join(root, "volumes")
         for name in os.listdir(vdir) if os.path.isdir(vdir) else []:
             path = os.path.join(vdir, name)
             if name in layout.volumes:
                 add(f"vdata:{name}", os.path.join(path, "_data"), "volume")
-                add(f"volume:{name}", path, "volume", frozenset({"_data"}))
+                add(f"volume:{name}", path, "volume", NOT_DATA)
             else:
                 results[f"vfile:{name}"] = _one(path)  # metadata.db, backingFsBlockDev
         return jobs, results, kinds
-
-    @staticmethod
-    def _chain_key(layout: Layout, chain: str) -> str:
-        """Cache key of a layerdb chain dir: with its inode and mtime, since a layer removed and
-        pulled again comes back under the same chain ID in a new dir."""
-        stamp = layout.chain_stamps.get(chain)
-        return f"chain:{chain}:{stamp[0]}:{stamp[1]}" if stamp else ""
 
     @staticmethod
     def _chains_key(layout: Layout) -> str:
@@ -304,22 +315,24 @@ class ScanSampler(Sampler):
         return f"links:{st.st_ino}:{st.st_mtime_ns}"
 
     def static_keys(self, layout: Layout) -> set[str]:
-        inputs = (layout.chain_stamps, layout.chains_stamp, layout.mounts)
-        # Equality of the same objects is cheap: item by item, each an identity check.
-        if self._static_keys is None or self._static_keys[0] != inputs:
-            chains = {self._chain_key(layout, c) for c in layout.chain_stamps}
-            inits = {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
-            self._static_keys = inputs, (chains | inits | {self._chains_key(layout)}) - {""}
+        inits = {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
         links = self._links_key(os.path.join(layout.root, layout.driver, "l"))
-        return self._static_keys[1] | ({links} - {""})
+        return (inits | {self._chains_key(layout), links}) - {""}
 
     def _cache_layers(self, layout: Layout, walked: dict[str, Usage], results: dict[str, Usage]) -> None:
         keys = self.static_keys(layout)
         for key in keys:
             if key in walked:
                 self.static.put(key, walked[key])
+        stamps = layout.chain_stamps
+        for key, usage in walked.items():
+            if key[:6] == "chain:" and LayerCache.keeps(usage):
+                chain = sys.intern(key[6:])  # the layout's own string: read_layers interns them
+                stamp = stamps.get(chain)
+                if stamp is not None:
+                    self.chains[chain] = (stamp, usage)
         whole = self._chains_key(layout)
-        if whole and whole in keys and whole not in self.static and "chains:" in results:
+        if whole and whole not in self.static and "chains:" in results:
             # Every chain dir as one figure, with layerdb/sha256's own blocks ("chains:").
             self.static.put(whole, total(u for k, u in results.items() if k.startswith("chain")))
         if self._links_walked and "meta:l" in walked:
@@ -329,7 +342,7 @@ class ScanSampler(Sampler):
             diff, meta = walked.get(f"diff:{e.cache_id}"), walked.get(f"meta:{e.cache_id}")
             if diff is not None and meta is not None:
                 self.cache.put(e.cache_id, diff)
-                self.cache.put(f"{e.cache_id}/meta", meta)
+                self.meta.put(e.cache_id, meta)
 
     def _snapshot(
         self,
@@ -431,7 +444,7 @@ class ScanSampler(Sampler):
             volumes=tuple(sorted(volumes, key=lambda v: (-v.total.disk_bytes, v.name))),
             orphans=tuple(sorted(orphans, key=lambda o: (-o.usage.disk_bytes, o.name))),
             walks=dict(walks),
-            cached_layers=len(self.cache) // 2,
+            cached_layers=len(self.cache),
             skipped=layout.skipped,
             errors=sum(u.errors for u in r.values()),
         )

@@ -185,7 +185,7 @@ def walk(path: str | bytes, *, exclude: frozenset[str] = frozenset(), deadline: 
     return Usage(disk + blocks * 512, apparent, files, errors, partial)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WalkJob:
     key: str  # the caller's id for the result, e.g. "layer:<cache-id>", "volume:<name>"
     path: str
@@ -363,11 +363,14 @@ class LayerCache:
     def get(self, cache_id: str) -> Usage | None:
         return self._by_id.get(cache_id)
 
+    @staticmethod
+    def keeps(usage: Usage) -> bool:
+        """Only a complete, clean walk of a dir that exists is worth keeping forever."""
+        return not (usage.partial or usage.errors or usage.files == 0)
+
     def put(self, cache_id: str, usage: Usage) -> None:
-        # Only a complete, clean walk of a dir that exists is worth keeping forever.
-        if usage.partial or usage.errors or usage.files == 0:
-            return
-        self._by_id[cache_id] = usage
+        if self.keeps(usage):
+            self._by_id[cache_id] = usage
 
     def retain(self, live_ids: set[str]) -> int:
         gone = [k for k in self._by_id if k not in live_ids]

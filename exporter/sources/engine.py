@@ -40,7 +40,10 @@ def api_tuple(version: str) -> tuple[int, ...]:
 
 
 class EngineClient:
-    """GET-only access to one engine. Not thread-safe; one sampler thread uses it at a time."""
+    """GET-only access to one engine. One sampler uses it at a time; that sampler may have
+    several requests in flight at once (requests' Session and urllib3's pool allow that)."""
+
+    concurrent = True  # see samplers._Listings
 
     def __init__(
         self,
@@ -70,12 +73,15 @@ class EngineClient:
         params: dict[str, Any] | None = None,
         versioned: bool = True,
         endpoint: str = "",
+        raw: bool = False,
     ) -> Any:
         # Counted by endpoint template so the label set stays bounded.
         with self._lock:
             self.requests[endpoint or path] += 1
         url = self._api._url(path, versioned_api=versioned)
         response = self._api._get(url, params=params)
+        if raw:
+            return self._api._result(response, binary=True)
         return self._api._result(response, json=True)
 
     def negotiate(self) -> dict[str, Any]:
@@ -95,7 +101,9 @@ class EngineClient:
         return self._get("/info")
 
     def images(self) -> Any:
-        return self._get("/images/json", {"all": "1"})
+        """The listing's JSON body, undecoded: `imagesizes.parse_images` decodes it item by item
+        (a host may list tens of thousands of images; no dict per image outlives its parse)."""
+        return self._get("/images/json", {"all": "1"}, raw=True)
 
     def image_inspect(self, image_id: str) -> Any:
         return self._get(f"/images/{image_id}/json", endpoint="/images/{id}/json")
@@ -128,6 +136,8 @@ INT64 = range(-(2**63), 2**63)  # Docker's sizes and times are int64
 
 
 def as_int(value: Any, default: int = 0) -> int:
+    if type(value) is int:  # the common case first
+        return value if value in INT64 else default
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
@@ -181,6 +191,9 @@ def parse_engine_info(version: Any, info: Any) -> EngineInfo:
 
 def real_tags(raw: Any) -> tuple[str, ...]:
     """RepoTags without the '<none>:<none>' placeholder that all=1 listings add."""
+    if type(raw) is list and len(raw) == 1:  # the common case, on the hot path of big hosts
+        t = raw[0]
+        return (t,) if isinstance(t, str) and t and "<none>" not in t else ()
     return tuple(sorted({t for t in as_list(raw) if isinstance(t, str) and t and "<none>" not in t}))
 
 

@@ -40,7 +40,7 @@ def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a host can hold tens of thousands
 class LayerEntry:
     chain_id: str  # "sha256:…"
     diff_id: str
@@ -195,7 +195,7 @@ def _listing(path: str, cache: ReadCache | None) -> Listing:
         hit = cache.listings.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-    out = tuple((e.name, _entry_is_dir(e)) for e in _scandir(path))
+    out = tuple((sys.intern(e.name), _entry_is_dir(e)) for e in _scandir(path))  # see read_layers
     if stamp and cache is not None:
         cache.listings[path] = (stamp, out)
     return out
@@ -212,9 +212,9 @@ def read_layers(
     out = []
     base = os.path.join(layerdb, "sha256")
     for dent in _scandir(base):
-        name = dent.name
-        if not HEX64.fullmatch(name):
+        if not HEX64.fullmatch(dent.name):
             continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
+        name = sys.intern(dent.name)  # one string per chain ID, whoever keys on it
         d = dent.path
         try:
             st = dent.stat(follow_symlinks=False)
@@ -242,7 +242,10 @@ def read_layers(
             problems.add(f"layer {name[:12]}: size missing or malformed")
             continue
         size_n = int(size)
-        entry = LayerEntry(f"sha256:{name}", diff, max(0, size_n), cache_id, parent)
+        # Interned: a parent is another layer's chain ID, a base layer's diff ID its chain ID.
+        # cache_id: the name of its driver dir, which the listing of that dir interns too.
+        chain, cache_id = sys.intern(f"sha256:{name}"), sys.intern(cache_id)
+        entry = LayerEntry(chain, sys.intern(diff), max(0, size_n), cache_id, sys.intern(parent))
         if cache is not None:
             cache.layers[name] = (stamp, entry)
         out.append(entry)

@@ -269,7 +269,7 @@ def test_second_scan_walks_no_layer_but_rewalks_the_rest(
     second: ScanSnapshot = store.snapshot("scan")
     assert second is not first
     assert second.walks.get("layer", 0) == 0
-    assert second.cached_layers == len(t.layers) == len(sampler.cache) // 2
+    assert second.cached_layers == len(t.layers) == len(sampler.cache) == len(sampler.meta)
     assert [pair(x.total) for x in second.layers] == [pair(x.total) for x in first.layers]
     assert {o: pair(u) for o, u in second.owners.items() if o != "container"} == {
         o: pair(u) for o, u in first.owners.items() if o != "container"
@@ -386,8 +386,9 @@ def test_removed_layer_is_forgotten(scanned: tuple[DockerRoot, Store, ScanSample
     (t.ddir / "l" / short(solo.cache_id)).unlink()
     assert sampler.run()
     snap: ScanSnapshot = store.snapshot("scan")
-    assert len(sampler.cache) == before - 2
-    assert solo.cache_id not in sampler.cache
+    assert len(sampler.cache) == len(sampler.meta) == before - 1
+    assert solo.cache_id not in sampler.cache and solo.cache_id not in sampler.meta
+    assert solo.chain_id[7:] not in sampler.chains
     assert snap.cached_layers == len(t.layers) - 1
     assert solo.chain_id not in {x.chain_id for x in snap.layers}
     assert snap.walks.get("layer", 0) == 0
