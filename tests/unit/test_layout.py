@@ -528,6 +528,24 @@ def test_layer_entry_that_is_a_file_is_skipped(std: DockerRoot) -> None:
     assert len(layout.layers) == len(std.layers) - 1
 
 
+@pytest.mark.timeout(30)
+def test_fifo_or_symlink_in_place_of_a_file_is_skipped_not_waited_on(std: DockerRoot, tmp_path: Path) -> None:
+    """A fifo would block a plain open() until a writer came; a symlink could point anywhere."""
+    fifo = _layer_dir(std, "app2") / "cache-id"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    link = _layer_dir(std, "tool1") / "diff"
+    put(tmp_path / "elsewhere", digest("diff:tool1"))  # a well-formed value, but not Docker's file
+    link.unlink()
+    link.symlink_to(tmp_path / "elsewhere")
+    layout = read_layout(str(std.root), "overlay2")
+    assert layout.skipped == 2
+    assert {e.chain_id for e in layout.layers} == set(std.layers) - {
+        std.layer("app2").chain_id,
+        std.layer("tool1").chain_id,
+    }
+
+
 def test_binary_garbage_everywhere_never_raises(std: DockerRoot) -> None:
     garbage = bytes(range(256)) * 4
     for name in ("diff", "size", "cache-id", "parent"):
