@@ -18,10 +18,12 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -107,6 +109,18 @@ def _read(path: str, limit: int = 4096, dir_fd: int | None = None) -> str | None
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
         return None
+
+
+def _open_file(path: str) -> BinaryIO:
+    """A regular file opened without following a link or waiting on a fifo (see _FILE_FLAGS)."""
+    fd = os.open(path, _FILE_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
@@ -309,7 +323,7 @@ def read_image_layers(
             out[f"sha256:{name}"] = cache.images[name]
             continue
         try:
-            with open(os.path.join(base, name), "rb") as f:
+            with _open_file(os.path.join(base, name)) as f:
                 config = json.loads(f.read(16 * 2**20))
             diff_ids = config["rootfs"]["diff_ids"]
             if diff_ids is None:  # Go's nil slice: an image with no layers
@@ -337,7 +351,7 @@ def buildkit_snapshot_names(root: str, candidates: list[str], chunk: int = 2**20
     found: set[str] = set()
     tail = b""
     try:
-        with open(os.path.join(root, "buildkit", "snapshots.db"), "rb") as f:
+        with _open_file(os.path.join(root, "buildkit", "snapshots.db")) as f:
             while wanted and (block := f.read(chunk)):
                 data = tail + block
                 for raw in [w for w in wanted if w in data]:

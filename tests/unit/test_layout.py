@@ -538,12 +538,22 @@ def test_fifo_or_symlink_in_place_of_a_file_is_skipped_not_waited_on(std: Docker
     put(tmp_path / "elsewhere", digest("diff:tool1"))  # a well-formed value, but not Docker's file
     link.unlink()
     link.symlink_to(tmp_path / "elsewhere")
+    solo = next(i for i, chain in std.images.items() if chain == (std.layer("solo1").chain_id,))
+    config = std.image_dir / "imagedb" / "content" / "sha256" / solo.split(":", 1)[1]
+    config.unlink()
+    os.mkfifo(config)
+    db = std.root / "buildkit" / "snapshots.db"
+    db.unlink()
+    os.mkfifo(db)
+
     layout = read_layout(str(std.root), "overlay2")
-    assert layout.skipped == 2
+    assert layout.skipped == 3
     assert {e.chain_id for e in layout.layers} == set(std.layers) - {
         std.layer("app2").chain_id,
         std.layer("tool1").chain_id,
     }
+    assert set(layout.image_layers) == set(std.images) - {solo}
+    assert layout.buildkit_names == frozenset()  # the db unreadable: no dir is known as BuildKit's
 
 
 def test_binary_garbage_everywhere_never_raises(std: DockerRoot) -> None:
