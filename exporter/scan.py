@@ -142,7 +142,7 @@ class ScanSampler(Sampler):
         # Derived from immutable inputs, reused while those are equal (read_layout hands back
         # its memoized listings when nothing changed, so the test is cheap): (inputs, result).
         self._retained: tuple[Any, ...] = ()
-        self._image_part: tuple[Any, tuple[list[LayerScan], Usage, frozenset[str]]] | None = None
+        self._image_part: tuple[Any, tuple[tuple[LayerScan, ...], Usage, frozenset[str]]] | None = None
 
     # -- the scan ---------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ class ScanSampler(Sampler):
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
 
         jobs, results, kinds = self._jobs(layout, attribution)
-        # A rescan of small live dirs costs less in-process than a round trip to the workers.
+        # A rescan of small live dirs shares the walk between this process and a running pool.
         walked = self.walker.run(jobs, deadline, local_below=LOCAL_BELOW_FILES)
         # Hints for the dirs walked every scan; a layer's or chain dir's walk is cached instead.
         self._last_files = {
