@@ -598,10 +598,15 @@ def main() -> int:
         f"- Parallel speed-up of the full scan: {med['single'] / med['full']:.2f}x with {args.workers}"
         f" workers; the machine's own ceiling, {args.workers} processes spinning a CPU-bound loop vs one:"
         f" {ceiling:.2f}x.",
-        "- The previous version of this benchmark timed the `Walker` alone over the layer and live dirs"
-        " (full / du 1.00, du / steady-state 54x on this machine). The product's scan also reads the"
-        " layout and builds a snapshot on every run, and walks the rest of the root (`image/`, the other"
-        " top-level dirs, each layer's own metadata beside `diff/`); the rows above include all of it.",
+        f"- What a steady-state rescan still does: it walks every dir that can change without its parent"
+        f" dir noticing ({sum(sw.values())} walks: container upper dirs and their driver dirs, container"
+        " dirs with their logs, volumes, `image/` but its layerdb chain dirs, the small top-level dirs),"
+        " one `lstat` per inode there, as du does. What it reuses: each layer dir's walk (by cache-id,"
+        " immutable once committed); all layerdb chain dirs as one figure, and the layerdb, image-config"
+        " and big-dir listings, while each dir's (inode, mtime) stamp holds and is at least 2 s old (dockerd"
+        " renames entries in and out, so any change moves the stamp; the age rule covers a change within"
+        " the same mtime tick); the image-layer part of the snapshot while its inputs are equal. The rows"
+        " include the layout read and the snapshot, not just the walk.",
         f"- First full scan including the start of the worker pool (forkserver): {cold_full * 1000:,.0f} ms.",
         "- du runs without `--exclude`: GNU du matches every path against each pattern, and two"
         " full-path patterns (`*/overlay2/*/merged`, `*/containers/*/mounts`) made it 3 to 7 times"
