@@ -24,6 +24,7 @@ from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.sources.du import LayerCache, Usage, Walker, WalkJob, total
 from exporter.sources.fs import host_to_local
 from exporter.sources.layout import Layout, ReadCache, read_layout
+from exporter.sources.stamps import AtomicTree
 
 log = structlog.get_logger("exporter.scan")
 
@@ -136,6 +137,8 @@ class ScanSampler(Sampler):
         # pulled again comes back under the same chain ID in a new dir: a new stamp.
         self.chains: dict[str, tuple[tuple[int, int], Usage]] = {}
         self.reads = ReadCache()  # parsed layerdb entries and image configs
+        self.image_tree = AtomicTree()  # image/<driver>/ but its layerdb chain dirs and tmp/
+        self._image_walk: tuple[str, frozenset[str]] | None = None  # set by _jobs
         self._links_walked = ""
         self._last_files: dict[str, int] = {}  # inodes per walk key last time: the walks' hints
         self._said_unavailable = ""
@@ -174,9 +177,18 @@ class ScanSampler(Sampler):
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
 
+        self._image_walk = None
         jobs, results, kinds = self._jobs(layout, attribution)
+        image: list[Usage] = []
+
+        def walk_image() -> None:  # while the workers walk
+            if self._image_walk is not None:
+                image.append(self.image_tree.walk(*self._image_walk, deadline=deadline))
+
         # A rescan of small live dirs shares the walk between this process and a running pool.
-        walked = self.walker.run(jobs, deadline, local_below=LOCAL_BELOW_FILES)
+        walked = self.walker.run(jobs, deadline, local_below=LOCAL_BELOW_FILES, alongside=walk_image)
+        if image:
+            walked["top:image"], kinds["top:image"] = image[0], "other"
         # Hints for the dirs walked every scan; a layer's or chain dir's walk is cached instead.
         self._last_files = {
             k: u.files
@@ -234,8 +246,14 @@ class ScanSampler(Sampler):
             if name in (driver, "containers", "volumes"):
                 results[f"top:{name}"] = _one(path)  # the dir itself; its entries come below
             elif name == "image" and os.path.isdir(chains_dir):
-                # layerdb chain dirs never change: each walked once, the rest of image/ each time.
-                add(f"top:{name}", path, "other", frozenset({chains}))
+                # dockerd's image store, written by renames only: walked here, a dir read again
+                # only when its stamp moved (exporter.sources.stamps). Not layerdb/tmp, where a
+                # layer being pulled grows in place: a walk of its own every time. The chain dirs
+                # never change: each walked once, below.
+                tmp = f"{driver}/layerdb/tmp"
+                self._image_walk = (path, frozenset({chains, tmp}))
+                if os.path.isdir(os.path.join(path, tmp)):
+                    add("imagetmp:", os.path.join(path, tmp), "other")
                 whole = self.static.get(self._chains_key(layout))
                 if whole is not None:  # no chain dir came, went or changed: their sum as last time
                     results["chains:"] = whole
@@ -302,7 +320,7 @@ class ScanSampler(Sampler):
 
     @staticmethod
     def _chains_key(layout: Layout) -> str:
-        """Cache key of all of layerdb/sha256: its settled stamp (layout.settled_stamp)."""
+        """Cache key of all of layerdb/sha256: its settled stamp (exporter.sources.stamps)."""
         stamp = layout.chains_stamp
         return f"chains:{stamp[0]}:{stamp[1]}" if stamp else ""
 
@@ -358,7 +376,8 @@ class ScanSampler(Sampler):
 
         # Per top-level dir of the Docker root: each result key's prefix says where it lies.
         under = {"diff": driver, "meta": driver, "container": "containers", "vdata": "volumes",
-                 "volume": "volumes", "vfile": "volumes", "chain": "image", "chains": "image"}  # fmt: skip
+                 "volume": "volumes", "vfile": "volumes", "chain": "image", "chains": "image",
+                 "imagetmp": "image"}  # fmt: skip
         parts: dict[str, list[Usage]] = defaultdict(list)
         for k, v in r.items():
             prefix, _, rest = k.partition(":")

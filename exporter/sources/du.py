@@ -19,7 +19,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -269,14 +269,19 @@ class Walker:
         return _safe_walk(job, deadline)
 
     def run(
-        self, jobs: list[WalkJob], deadline: float | None = None, local_below: int = 0
+        self,
+        jobs: list[WalkJob],
+        deadline: float | None = None,
+        local_below: int = 0,
+        alongside: Callable[[], object] | None = None,
     ) -> dict[str, Usage]:
         """Walk every job; a key given twice gets the sum. Never raises for per-directory problems:
         an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage.
         Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first. With
         `local_below`, a run whose hints are all known and add up to less is small: it never
         starts the pool; if the pool is up, this process walks one share while the workers walk
-        the others (one batch each, so one round trip), else it walks everything."""
+        the others (one batch each, so one round trip), else it walks everything. `alongside`:
+        work for this process while the workers walk (or before it walks, with no pool)."""
         with self._lock:
             results: dict[str, Usage] = {}
 
@@ -290,6 +295,8 @@ class Walker:
             if self.workers > 1 and len(jobs) > 1:
                 pool = self._pool if small else self._get_pool()
             if pool is None:
+                if alongside is not None:
+                    alongside()
                 for job in sorted(jobs, key=lambda j: -j.hint):
                     add(job.key, self._local(job, deadline))
                 return results
@@ -310,6 +317,8 @@ class Walker:
                     redo = [job for b in batches[i:] for job in b]
                     self._drop_pool(kill=True)
                     break
+            if alongside is not None:
+                alongside()
             for job in mine:
                 add(job.key, self._local(job, deadline))
             # A broken pool fails every outstanding future at once, so waiting for all is prompt.

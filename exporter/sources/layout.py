@@ -20,10 +20,11 @@ import os
 import re
 import stat
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from exporter.sources.stamps import Stamp, settled_stamp
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -137,7 +138,6 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-Stamp = tuple[int, int]  # a dir's (inode, mtime in ns)
 Listing = tuple[tuple[str, bool], ...]  # (name, is a directory) of each entry, by name
 Added = tuple[int, tuple[str, ...]]  # problems found by one part of the read: count, first few
 
@@ -185,24 +185,6 @@ class ReadCache:
         for cache, live in ((self.layers, layers), (self.images, images), (self.mounts, mounts)):
             for gone in [k for k in cache if k not in live]:
                 del cache[gone]
-
-
-SETTLE_NS = 2_000_000_000  # a dir modified this recently may still change within its mtime tick
-
-
-def settled_stamp(path: str) -> tuple[int, int] | None:
-    """(inode, mtime) of a directory whose entries are only ever added, removed or renamed
-    (Docker's layerdb and image store write a file to a temp name and rename it in, and
-    remove by renaming first), so the stamp changes whenever its listing or any entry does.
-    None when the dir is missing or was modified in the last SETTLE_NS: a change later in the
-    same timestamp tick (ext4 stamps are coarse) would not move the mtime."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if time.time_ns() - st.st_mtime_ns < SETTLE_NS:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:

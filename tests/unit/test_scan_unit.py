@@ -349,6 +349,25 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
     matches_du(fifth)
 
 
+def test_image_store_reused_by_stamps_but_a_layer_being_written_is_walked_each_time(std: DockerRoot) -> None:
+    """image/<driver>/ is written by renames only, so a rescan reads only the dirs whose stamp
+    moved; layerdb/tmp holds a layer being pulled, whose files grow in place: walked every time."""
+    tar_split = std.layerdb / "tmp" / "write-set-1" / "tar-split.json.gz"
+    put(tar_split, blob(10 * KB, "pulling"))
+    age(std.root)
+    store, sampler, _ = scan(std)
+    assert sampler.run()
+    assert sampler.image_tree.listed == 0  # every dir of the image store reused
+    with open(tar_split, "ab") as f:  # grows in place: no dir's stamp moves
+        f.write(blob(300 * KB, "more"))
+    put(std.image_dir / "repositories.json.tmp", "{}")  # dockerd's atomic write of repositories.json
+    os.rename(std.image_dir / "repositories.json.tmp", std.image_dir / "repositories.json")
+    assert sampler.run()
+    snap: ScanSnapshot = store.snapshot("scan")
+    assert pair(snap.root_dirs["image"]) == du(std.root / "image")
+    assert sampler.image_tree.listed == 1  # image/overlay2/ itself, where the rename landed
+
+
 def test_walk_hints_are_last_inodes_or_a_guess_from_the_recorded_size(std: DockerRoot) -> None:
     """The Walker balances its batches by hint: a layer never walked is guessed from Docker's
     recorded bytes (the first scan is then balanced by cost), any other dir is what it held

@@ -1,0 +1,104 @@
+"""exporter.sources.stamps: AtomicTree against GNU du and du.walk, on trees aged by hand.
+
+A fresh tmp tree is "just modified" everywhere, so nothing in it may be reused; `age` sets its
+mtimes an hour back, as on a host whose image store nobody touched lately.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from exporter.sources.du import walk
+from exporter.sources.stamps import SETTLE_NS, AtomicTree, settled_stamp
+from tests.unit.test_du import assert_matches_du, make_tree, write
+from tests.unit.test_layout import age
+
+
+def rename_in(path: Path, data: bytes) -> None:
+    """Write as dockerd does (ioutils.AtomicWriteFile): a temp file in the dir, renamed over."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_bytes(data)
+    os.rename(tmp, path)
+
+
+def count_dirs(root: Path) -> int:
+    """Real dirs under root and root itself (os.walk lists links to dirs among dirs too)."""
+    return 1 + sum(not os.path.islink(os.path.join(top, d)) for top, dirs, _ in os.walk(root) for d in dirs)
+
+
+def test_matches_du_and_walk_on_first_and_later_walks(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "t")
+    os.link(root / "d0" / "e0" / "f0", root / "d1" / "hard")  # a link across dirs: counted once
+    tree = AtomicTree()
+    first = tree.walk(str(root))
+    assert first == walk(str(root))
+    assert_matches_du(root, first)
+    assert tree.listed == count_dirs(root)
+
+    age(root)
+    assert tree.walk(str(root)) == first
+    assert tree.listed == count_dirs(root)  # the stamps were not settled when read: read again
+    again = tree.walk(str(root))
+    assert again == first
+    # Now only the dirs holding a multi-link file are read; the rest are reused.
+    assert tree.listed == 2
+
+
+def test_a_file_renamed_in_or_removed_is_seen_and_only_its_dir_is_read(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "t")
+    age(root)
+    tree = AtomicTree()
+    tree.walk(str(root))
+    assert tree.walk(str(root)) == walk(str(root)) and tree.listed == 0
+
+    rename_in(root / "d3" / "e1" / "f1", b"y" * 50_000)  # replaced: bigger
+    (root / "d2" / "e2" / "f2").unlink()
+    (root / "d5" / "new").mkdir()
+    write(root / "d5" / "new" / "file", 7000)
+    got = tree.walk(str(root))
+    assert_matches_du(root, got)
+    assert got == walk(str(root))
+    # The changed dirs were read (the new one, its parent, the two others); nothing else was.
+    assert tree.listed == 4
+
+    age(root)  # settled again: from the second walk on, nothing is read
+    tree.walk(str(root))
+    assert tree.walk(str(root)) == got and tree.listed == 0
+
+    # A change that has settled by the next walk: the stamp moved, so the dir is read.
+    rename_in(root / "d6" / "e0" / "f6", b"z" * 33_000)
+    age(root)
+    assert tree.walk(str(root)) == walk(str(root)) != got
+
+
+def test_a_change_within_the_settle_time_is_never_missed(tmp_path: Path) -> None:
+    """A dir modified in the last SETTLE_NS is read every time: a second change in the same
+    mtime tick would leave its stamp as it was."""
+    root = make_tree(tmp_path / "t")
+    age(root)
+    tree = AtomicTree()
+    tree.walk(str(root))
+    d = root / "d4" / "e0"
+    rename_in(d / "f4", b"a" * 100)
+    stamp = (os.lstat(d).st_ino, os.lstat(d).st_mtime_ns)
+    assert tree.walk(str(root)) == walk(str(root))
+    # Same tick, same stamp (forced here): still read, because the stamp is too fresh to trust.
+    rename_in(d / "f4", b"b" * 90_000)
+    os.utime(d, ns=(stamp[1], stamp[1]))
+    assert time.time_ns() - stamp[1] < SETTLE_NS
+    assert tree.walk(str(root)) == walk(str(root))
+    assert settled_stamp(str(d)) is None and settled_stamp(str(root)) is not None
+
+
+def test_exclude_deadline_and_odd_roots(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "t")
+    tree = AtomicTree()
+    assert tree.walk(str(root), frozenset({"d1", "d2/e0"})) == walk(
+        str(root), exclude=frozenset({"d1", "d2/e0"})
+    )
+    partial = tree.walk(str(root), deadline=time.monotonic() - 1)
+    assert partial.partial and partial.files == 1  # the root itself, then it stopped
+    assert tree.walk(str(tmp_path / "missing")) == walk(str(tmp_path / "missing"))
+    assert tree.walk(str(root / "zero")) == walk(str(root / "zero"))
