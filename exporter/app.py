@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 import docker.utils
 import structlog
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
@@ -26,8 +29,37 @@ def engine_client(config: Config) -> EngineClient:
     return EngineClient(config.docker_host, timeout=config.docker_timeout, tls=tls)
 
 
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
+
+
+def limit_malloc() -> None:
+    """One malloc arena and a fixed mmap threshold, before the first thread starts.
+
+    glibc gives each thread that allocates an arena of its own (up to 8 per core), and raises
+    its mmap threshold after a big block is freed. The engine sample runs on whichever
+    scheduler thread is free, its listings on threads of their own, the server on others:
+    memory freed in one arena did not serve the next sample in another, and at 10,000 images
+    the RSS climbed sample after sample (74 -> 101 MiB). With one arena and blocks of 128 KiB
+    and up always mapped (so a freed response body goes back at once) it stays flat. Python's
+    small objects do not use malloc, and the GIL serialises the rest: one arena costs nothing
+    here. Not done off glibc, nor over the operator's own MALLOC_ARENA_MAX /
+    MALLOC_MMAP_THRESHOLD_."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(M_ARENA_MAX, 1)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 class App:
     def __init__(self, config: Config) -> None:
+        limit_malloc()
         self.config = config
         self.store = Store()
         # One client per sampler: they run on different scheduler threads.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -89,6 +90,33 @@ def fold_top(items: Sequence[Any], limit: int) -> tuple[list[Any], list[Any]]:
     return list(items[:limit]), list(items[limit:])
 
 
+class _Memo:
+    """Figures derived from one snapshot, computed by the first scrape that sees it and kept
+    until the snapshot is replaced: a scrape then costs O(top-n), not O(images). Holds the
+    snapshot only weakly; anything that cannot be weakly referenced is not memoised."""
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref[Any] | None = None
+        self._values: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, snap: Any, key: str, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._ref is None or self._ref() is not snap:
+                try:
+                    self._ref = weakref.ref(snap)
+                except TypeError:
+                    return compute()
+                self._values = {}
+            if key in self._values:
+                return self._values[key]
+        value = compute()
+        with self._lock:
+            if self._ref is not None and self._ref() is snap:
+                self._values[key] = value
+        return value
+
+
 class StorageCollector(Collector):
     def __init__(
         self,
@@ -103,6 +131,8 @@ class StorageCollector(Collector):
         self.request_counts = request_counts or dict
         self._errors = 0
         self._lock = threading.Lock()
+        self._engine_memo = _Memo()
+        self._scan_memo = _Memo()
 
     def describe(self) -> Iterable[Metric]:
         # Families depend on what the samplers have seen; let the registry not pre-describe.
@@ -257,7 +287,7 @@ class StorageCollector(Collector):
             "only the first tag so that sizes are not counted twice).",
             IMAGE_LABELS,
         )
-        kept, folded = fold_top(snap.images, self.top_n)
+        kept, n_folded, other_sums = self._engine_memo.get(snap, "images", lambda: self._fold_images(snap))
         for img in kept:
             labels = image_labels(img, self.hide_names)
             size.add_metric(labels, img.size)
@@ -270,13 +300,14 @@ class StorageCollector(Collector):
                 if self.hide_names:
                     repo, tag = hidden(repo), hidden(tag)
                 tags.add_metric([img.short_id, repo, tag], 1)
-        if folded:
+        if n_folded:
             other = [OTHER] * 3
-            size.add_metric(other, sum(i.size for i in folded))
-            if all(i.unique_size is not None for i in folded):
-                unique.add_metric(other, sum(i.unique_size for i in folded))
-            containers.add_metric(other, sum(i.containers for i in folded))
-            created.add_metric(other, min(i.created for i in folded))
+            folded_size, folded_unique, folded_containers, oldest = other_sums
+            size.add_metric(other, folded_size)
+            if folded_unique is not None:
+                unique.add_metric(other, folded_unique)
+            containers.add_metric(other, folded_containers)
+            created.add_metric(other, oldest)
         yield from (size, unique, containers, created, tags)
 
         reg_images: dict[str, int] = defaultdict(int)
@@ -302,23 +333,42 @@ class StorageCollector(Collector):
             ru.add_metric([reg], reg_unique[reg])
         yield from (ri, ru)
 
-        yield from self._folded([size, unique, containers, created], len(folded))
+        yield from self._folded([size, unique, containers, created], n_folded)
 
         if snap.image_usage is not None:
             yield from self._usage("images", snap.image_usage.used, snap.image_usage.reclaimable)
+
+    def _fold_images(self, snap: EngineSnapshot) -> tuple[list[Image], int, tuple[Any, ...] | None]:
+        """The top images and the sums of the rest: (kept, how many folded, sums or None)."""
+        kept, folded = fold_top(snap.images, self.top_n)
+        if not folded:
+            return kept, 0, None
+        sums = (
+            sum(i.size for i in folded),
+            sum(i.unique_size for i in folded) if all(i.unique_size is not None for i in folded) else None,  # type: ignore[misc]
+            sum(i.containers for i in folded),
+            min(i.created for i in folded),
+        )
+        return kept, len(folded), sums
 
     def _objects(self) -> Iterator[Metric]:
         snap: EngineSnapshot | None = self.store.snapshot("engine")
         if snap is None:
             return
-        counts = Counter(c.state for c in snap.containers)
+        counts, vcounts = self._engine_memo.get(
+            snap,
+            "objects",
+            lambda: (
+                Counter(c.state for c in snap.containers),
+                Counter("in_use" if v.containers else "unused" for v in snap.volumes),
+            ),
+        )
         containers = _gauge(
             "containers", "Containers by state, as /containers/json?all=1 reports them.", ["state"]
         )
         for state in CONTAINER_STATES:
             containers.add_metric([state], counts.get(state, 0))
         yield containers
-        vcounts = Counter("in_use" if v.containers else "unused" for v in snap.volumes)
         volumes = _gauge(
             "volumes",
             "Volumes by state: in_use = mounted by at least one container (any state), as "
@@ -463,16 +513,37 @@ class StorageCollector(Collector):
         yield from (walks, cached, errs, skipped)
 
     def _layers(self, snap: ScanSnapshot) -> Iterator[Metric]:
+        n_layers, size_sum, disk_sum, kept, n_folded, other = self._scan_memo.get(
+            snap, "layers", lambda: self._fold_layers(snap)
+        )
         n = _gauge("layers", "Image layers in the layer store (layerdb).")
-        n.add_metric([], len(snap.layers))
+        n.add_metric([], n_layers)
         size = _gauge(
             "layers_size_bytes",
             "Sum of the layer sizes Docker recorded at pull or build (apparent bytes).",
         )
-        size.add_metric([], sum(x.size for x in snap.layers))
+        size.add_metric([], size_sum)
         disk = _gauge("layers_disk_bytes", "Allocated bytes of all layer dirs, by our walk.")
-        disk.add_metric([], sum(x.total.disk_bytes for x in snap.layers))
+        disk.add_metric([], disk_sum)
         yield from (n, size, disk)
+        fams = [
+            _gauge("layer_size_bytes", "Docker's recorded size of the layer (apparent bytes).", ["diff_id"]),
+            _gauge("layer_disk_bytes", "Allocated bytes of the layer's dir, by our walk.", ["diff_id"]),
+            _gauge("layer_files", "Inodes in the layer's dir.", ["diff_id"]),
+            _gauge("layer_images", "Images whose layer chain holds the layer.", ["diff_id"]),
+        ]
+        for key, vals in kept:
+            for fam, v in zip(fams, vals, strict=True):
+                fam.add_metric([key], v)
+        if n_folded:
+            for fam, v in zip(fams, other, strict=True):
+                fam.add_metric([OTHER], v)
+        yield from fams
+        yield from self._folded(fams, n_folded)
+
+    def _fold_layers(self, snap: ScanSnapshot) -> tuple[Any, ...]:
+        size_sum = sum(x.size for x in snap.layers)
+        disk_sum = sum(x.total.disk_bytes for x in snap.layers)
         # One series per diff ID (the same content under two chains is summed).
         by_diff: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, 0])
         for x in snap.layers:
@@ -483,20 +554,8 @@ class StorageCollector(Collector):
             acc[3] += x.images
         items = sorted(by_diff.items(), key=lambda kv: (-kv[1][1], kv[0]))
         kept, folded = fold_top(items, self.top_n)
-        fams = [
-            _gauge("layer_size_bytes", "Docker's recorded size of the layer (apparent bytes).", ["diff_id"]),
-            _gauge("layer_disk_bytes", "Allocated bytes of the layer's dir, by our walk.", ["diff_id"]),
-            _gauge("layer_files", "Inodes in the layer's dir.", ["diff_id"]),
-            _gauge("layer_images", "Images whose layer chain holds the layer.", ["diff_id"]),
-        ]
-        for key, vals in kept:
-            for fam, v in zip(fams, vals, strict=True):
-                fam.add_metric([key], v)
-        if folded:
-            for i, fam in enumerate(fams):
-                fam.add_metric([OTHER], sum(vals[i] for _, vals in folded))
-        yield from fams
-        yield from self._folded(fams, len(folded))
+        other = [sum(vals[i] for _, vals in folded) for i in range(4)] if folded else []
+        return len(snap.layers), size_sum, disk_sum, kept, len(folded), other
 
     def _containers(self, snap: ScanSnapshot, engine: EngineSnapshot | None = None) -> Iterator[Metric]:
         labels = ["container", "image"]
@@ -511,8 +570,14 @@ class StorageCollector(Collector):
             "and the local driver's.",
             labels,
         )
-        kept, folded = fold_top(snap.containers, self.top_n)
-        image_ids = {c.id: c.image_id for c in engine.containers} if engine and self.hide_names else {}
+        kept, n_folded, folded_rw, folded_logs, used, idle = self._scan_memo.get(
+            snap, "containers", lambda: self._fold_containers(snap)
+        )
+        image_ids: dict[str, str] = {}
+        if engine and self.hide_names:
+            image_ids = self._engine_memo.get(
+                engine, "image_ids", lambda: {c.id: c.image_id for c in engine.containers}
+            )
         for c in kept:
             lv = [c.name, c.image]
             if self.hide_names:  # the container's short id, its image's short id when known
@@ -520,51 +585,81 @@ class StorageCollector(Collector):
             if c.rw is not None:
                 rw.add_metric(lv, c.rw.disk_bytes)
             logs.add_metric(lv, c.logs.disk_bytes)
-        if folded:
+        if n_folded:
             if snap.attribution:
-                rw.add_metric([OTHER, OTHER], sum(c.rw.disk_bytes for c in folded if c.rw))
-            logs.add_metric([OTHER, OTHER], sum(c.logs.disk_bytes for c in folded))
+                rw.add_metric([OTHER, OTHER], folded_rw)
+            logs.add_metric([OTHER, OTHER], folded_logs)
         yield from (rw, logs)
-        yield from self._folded([rw, logs], len(folded))
+        yield from self._folded([rw, logs], n_folded)
         if snap.attribution:
             # `docker system df`: SIZE is the writable layers' apparent bytes, RECLAIMABLE
             # those of containers that are not active (running, paused or restarting).
+            yield from self._usage("containers", used, idle)
+
+    def _fold_containers(self, snap: ScanSnapshot) -> tuple[Any, ...]:
+        kept, folded = fold_top(snap.containers, self.top_n)
+        used = idle = 0
+        if snap.attribution:
             used = sum(c.rw.apparent_bytes for c in snap.containers if c.rw)
             idle = sum(c.rw.apparent_bytes for c in snap.containers if c.rw and c.prunable)
-            yield from self._usage("containers", used, idle)
+        return (
+            kept,
+            len(folded),
+            sum(c.rw.disk_bytes for c in folded if c.rw) if snap.attribution else 0,
+            sum(c.logs.disk_bytes for c in folded),
+            used,
+            idle,
+        )
 
     def _volumes(self, snap: ScanSnapshot, engine: EngineSnapshot | None) -> Iterator[Metric]:
         labels = ["volume", "driver"]
         disk = _gauge("volume_disk_bytes", "Allocated bytes of the volume's dir, by our walk.", labels)
         files = _gauge("volume_files", "Inodes in the volume's dir.", labels)
         users = _gauge("volume_containers", "Containers (any state) that mount the volume.", labels)
-        kept, folded = fold_top(snap.volumes, self.top_n)
+        kept, n_folded, other, disk_by_state, used, unused = self._scan_memo.get(
+            snap, "volumes", lambda: self._fold_volumes(snap)
+        )
         for v in kept:
             lv = [hidden(v.name) if self.hide_names else v.name, v.driver]
             disk.add_metric(lv, v.total.disk_bytes)
             files.add_metric(lv, v.total.files)
             users.add_metric(lv, v.containers)
-        if folded:
-            disk.add_metric([OTHER, OTHER], sum(v.total.disk_bytes for v in folded))
-            files.add_metric([OTHER, OTHER], sum(v.total.files for v in folded))
-            users.add_metric([OTHER, OTHER], sum(v.containers for v in folded))
+        if n_folded:
+            for fam, value in zip((disk, files, users), other, strict=True):
+                fam.add_metric([OTHER, OTHER], value)
         yield from (disk, files, users)
-        yield from self._folded([disk, files, users], len(folded))
+        yield from self._folded([disk, files, users], n_folded)
         by_state = _gauge(
             "volumes_disk_bytes",
             "Allocated bytes of volumes by state: in_use (mounted by a container) or unused.",
             ["state"],
         )
         for state in VOLUME_STATES:
-            want = state == "in_use"
-            by_state.add_metric(
-                [state], sum(v.total.disk_bytes for v in snap.volumes if (v.containers > 0) == want)
-            )
+            by_state.add_metric([state], disk_by_state[state])
         yield by_state
         # `docker system df`: SIZE is the volumes' apparent bytes, RECLAIMABLE the unused ones'.
-        used = sum(v.data.apparent_bytes for v in snap.volumes)
-        unused = sum(v.data.apparent_bytes for v in snap.volumes if v.containers == 0)
         yield from self._usage("volumes", used, unused)
+
+    def _fold_volumes(self, snap: ScanSnapshot) -> tuple[Any, ...]:
+        kept, folded = fold_top(snap.volumes, self.top_n)
+        other = (
+            sum(v.total.disk_bytes for v in folded),
+            sum(v.total.files for v in folded),
+            sum(v.containers for v in folded),
+        )
+        return (
+            kept,
+            len(folded),
+            other,
+            {
+                state: sum(
+                    v.total.disk_bytes for v in snap.volumes if (v.containers > 0) == (state == "in_use")
+                )
+                for state in VOLUME_STATES
+            },
+            sum(v.data.apparent_bytes for v in snap.volumes),
+            sum(v.data.apparent_bytes for v in snap.volumes if v.containers == 0),
+        )
 
     def _folded(self, fams: list[Metric], n: int) -> Iterator[Metric]:
         f = _gauge(

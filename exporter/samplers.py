@@ -245,25 +245,35 @@ class EngineSampler(Sampler):
 
     def sample(self) -> EngineSnapshot:
         c = self.client
-        version = c.negotiate()
-        newer = c.at_least("1.42")
-        calls: dict[str, Callable[[], Any]] = {
-            "info": c.info,
-            "images": c.images,
-            "containers": c.containers,
-            "volumes": c.volumes,
-        }
-        if newer:
-            calls["df"] = lambda: c.df(["image"])
-        with _Listings(calls, getattr(c, "concurrent", False) is True) as answers:
-            info = parse_engine_info(version, answers.get("info"))
-            containers, skipped_containers = parse_containers(answers.get("containers"))
-            users: Counter[str] = Counter()
-            for ct in containers:
-                users.update(ct.volumes)
-            volumes, skipped_volumes = parse_volumes(answers.get("volumes"), users)
-            raw_images, skipped_images = imagesizes.parse_images(answers.get("images"))
-            df = answers.get("df") if newer else None
+        concurrent = getattr(c, "concurrent", False) is True
+        version: Any = None
+        if not (concurrent and self._status.success):
+            # First contact, or after a failure: learn the API version before anything else.
+            version = c.negotiate()
+        while True:
+            # Otherwise /version goes along with the listings, which use the API version of the
+            # last sample; should /version name another one (the engine was upgraded), they
+            # are asked again.
+            api = c.api_version
+            newer = c.at_least("1.42")
+            calls: dict[str, Callable[[], Any]] = {} if version is not None else {"version": c.negotiate}
+            calls.update(info=c.info, images=c.images, containers=c.containers, volumes=c.volumes)
+            if newer:
+                calls["df"] = lambda: c.df(["image"])
+            with _Listings(calls, concurrent) as answers:
+                if version is None:
+                    version = answers.get("version")
+                    if c.api_version != api:
+                        continue
+                info = parse_engine_info(version, answers.get("info"))
+                containers, skipped_containers = parse_containers(answers.get("containers"))
+                users: Counter[str] = Counter()
+                for ct in containers:
+                    users.update(ct.volumes)
+                volumes, skipped_volumes = parse_volumes(answers.get("volumes"), users)
+                raw_images, skipped_images = imagesizes.parse_images(answers.get("images"))
+                df = answers.get("df") if newer else None
+            break
         per_image: Counter[str] = Counter(ct.image_id for ct in containers if ct.image_id)
 
         if newer:

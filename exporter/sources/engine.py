@@ -54,6 +54,10 @@ class EngineClient:
         # A fixed version here means no request at construction: the engine may be down
         # when the exporter starts. `negotiate()` picks the real one on first contact.
         self._api = docker.APIClient(base_url=base_url, version=MIN_API, timeout=timeout, tls=tls)
+        if base_url.startswith("unix://"):
+            # No proxy, .netrc or CA bundle from the environment applies to a unix socket;
+            # requests would look them up again on every request.
+            self._api.trust_env = False
         self.base_url = base_url
         self.api_version = MIN_API
         self.negotiated = False

@@ -471,3 +471,23 @@ def test_collect_survives_garbage_store_contents() -> None:
     )  # engine, images, objects, build cache
     fams = {f.name: f for f in collector.collect()}
     assert fams["docker_storage_collector_errors"].samples[0].value == 8  # a counter: it accumulates
+
+
+def test_derived_figures_follow_the_snapshot() -> None:
+    """Folds and sums are kept per snapshot (a scrape must not cost O(images)), and a new
+    snapshot is never served with the old one's figures."""
+    import gc
+    import weakref
+
+    store = full_store()
+    collector = StorageCollector(store, top_n=2)
+    first = exposition(collector)
+    assert exposition(collector) == first
+    old = weakref.ref(store.snapshot("engine"))
+    smaller = tuple(i for i in FIVE_IMAGES if i.id != sha("c"))
+    store.publish(SamplerStatus("engine", success=True, runs=4), engine_snapshot(smaller))
+    second = exposition(collector)
+    fresh = exposition(StorageCollector(store, top_n=2))
+    assert second == fresh != first
+    gc.collect()
+    assert old() is None  # the memo does not keep a replaced snapshot alive

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 
 import pytest
@@ -428,3 +429,59 @@ def test_build_images_sorts_biggest_first_and_sets_registry() -> None:
     assert [i.unique_size for i in built] == [None, None, 10]
     assert built[1].containers == 2
     assert built[0].short_id == "2" * 12
+
+
+# --- parse_images from the undecoded body ------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["1.41", "1.44", "1.51", "1.52"])
+def test_parse_images_body_equals_decoded(load_fixture, api: str) -> None:
+    """EngineClient.images() hands over the raw body; decoding it item by item changes nothing."""
+    listing = load_fixture(f"api-{api}.json")["images"]
+    body = json.dumps(listing).encode()
+    assert parse_images(body) == parse_images(listing)
+    assert parse_images(bytearray(body)) == parse_images(listing)
+
+
+def test_parse_images_body_tolerance() -> None:
+    listing = [
+        {"Id": sha("1"), "RepoTags": ["<none>:<none>"], "Size": -1, "VirtualSize": 500, "Created": 10},
+        {"Id": sha("2"), "RepoTags": None, "Labels": {"Id": "a label called Id"}, "ParentId": None},
+        {"Id": sha("3"), "RepoTags": ["b:1", "a:1", {"Id": "x"}], "RepoDigests": [{"Id": "y"}], "Size": "1"},
+        {
+            "Id": sha("4"),
+            "RepoDigests": ["r@sha256:" + "0" * 64],
+            "Created": {"Id": "z"},
+            "Size": {"Id": "z"},
+        },
+        {"Id": sha("1"), "RepoTags": ["dup:1"]},
+        {"Id": ""},
+        {"Id": {"Id": sha("9")}},
+        [{"Id": sha("8")}],
+        "junk",
+        None,
+    ]
+    body = json.dumps(listing).encode()
+    assert parse_images(body) == parse_images(listing)
+    images, skipped = parse_images(body)
+    assert [i.id for i in images] == [sha("1"), sha("2"), sha("3"), sha("4")]
+    assert skipped == 6
+    assert images[2].tags == ("a:1", "b:1") and images[2].size == 1 and not images[2].has_digest
+    assert images[3].has_digest and images[3].created == 0.0 and images[3].size == 0
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"Id": "sha256:x"}', b"null", b"42", b'"text"'])
+def test_parse_images_body_not_a_list(body: bytes) -> None:
+    assert parse_images(body) == ([], 0)
+
+
+def test_parse_images_body_not_json_raises_a_value_error() -> None:
+    # A sample whose listing cannot be decoded fails, as requests' .json() made it fail.
+    with pytest.raises(ValueError):
+        parse_images(b"<html>oops</html>")
+
+
+def test_registry_strings_are_shared() -> None:
+    a = registry_of("".join(["ghcr.io", "/a:1"]))
+    b = registry_of("".join(["GHCR.io", "/b:1"]))
+    assert a == b == "ghcr.io" and a is b

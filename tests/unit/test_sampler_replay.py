@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -122,3 +124,179 @@ def test_build_cache_sampler_legacy_runs_at_most_once_per_interval(load_fixture)
     assert client.calls.count("df") == 1
     assert store.snapshot("build_cache").build_cache.bytes == doc["expected"]["build_cache_bytes"]
     assert store.status("build_cache").runs == 1
+
+
+# --- the listings in flight at once, and the reuse of unchanged 1.41 size math --------------
+
+
+class ConcurrentReplayClient(ReplayClient):
+    """A ReplayClient that says it may serve several requests at once; records what ran
+    where and can make chosen listings fail."""
+
+    concurrent = True
+
+    def __init__(self, doc: dict[str, Any], fail: dict[str, Exception] | None = None) -> None:
+        super().__init__(doc)
+        self.fail = fail or {}
+        self.threads: dict[str, str] = {}
+        self.finished: list[str] = []
+
+    def info(self) -> Any:
+        return self._answer_of("info")
+
+    def images(self) -> Any:
+        return self._answer_of("images")
+
+    def containers(self) -> Any:
+        return self._answer_of("containers")
+
+    def volumes(self) -> Any:
+        return self._answer_of("volumes")
+
+    def _answer_of(self, name: str) -> Any:
+        self.threads[name] = threading.current_thread().name
+        time.sleep(0.05 if name == "images" else 0.01)
+        self.finished.append(name)
+        if name in self.fail:
+            raise self.fail[name]
+        return getattr(ReplayClient, name)(self)
+
+
+def test_concurrent_listings_give_the_same_snapshot(load_fixture) -> None:
+    doc = load_fixture("api-1.41.json")
+    seq_store, conc_store = Store(), Store()
+    assert EngineSampler(seq_store, ReplayClient(doc)).run()  # type: ignore[arg-type]
+    client = ConcurrentReplayClient(doc)
+    assert EngineSampler(conc_store, client).run()  # type: ignore[arg-type]
+    assert conc_store.snapshot("engine") == seq_store.snapshot("engine")
+    # Each listing ran on a thread of its own, not the sampler's.
+    assert len(set(client.threads.values())) == 4
+    assert all(t.startswith("engine-api") for t in client.threads.values())
+
+
+@pytest.mark.parametrize(
+    ("failing", "reported"),
+    [
+        (("containers",), "containers"),
+        (("volumes", "containers"), "containers"),
+        (("images", "containers"), "images"),  # images ends last, but comes first in order
+        (("info", "volumes"), "info"),
+    ],
+)
+def test_concurrent_listings_report_the_first_failure_in_order(load_fixture, failing, reported) -> None:
+    doc = load_fixture("api-1.41.json")
+    fail = {name: ConnectionError(f"{name} broke") for name in failing}
+    store, client = Store(), ConcurrentReplayClient(doc, fail)
+    assert EngineSampler(store, client).run() is False  # type: ignore[arg-type]
+    assert store.status("engine").last_error == f"ConnectionError: {reported} broke"
+    assert store.snapshot("engine") is None
+    # No request outlives its sample.
+    assert sorted(client.finished) == ["containers", "images", "info", "volumes"]
+
+
+def test_sequential_client_is_called_in_order(load_fixture) -> None:
+    doc = load_fixture("api-1.41.json")
+    order: list[str] = []
+
+    class Recording(ReplayClient):
+        def info(self) -> Any:
+            order.append("info")
+            return super().info()
+
+        def images(self) -> Any:
+            order.append("images")
+            return super().images()
+
+        def containers(self) -> Any:
+            order.append("containers")
+            return super().containers()
+
+        def volumes(self) -> Any:
+            order.append("volumes")
+            return super().volumes()
+
+    assert EngineSampler(Store(), Recording(doc)).run()  # type: ignore[arg-type]
+    assert order == ["info", "images", "containers", "volumes"]
+
+
+def test_unchanged_141_sample_reuses_the_images(load_fixture) -> None:
+    doc = load_fixture("api-1.41.json")
+    store, client = Store(), ReplayClient(doc)
+    sampler = EngineSampler(store, client)  # type: ignore[arg-type]
+    assert sampler.run()
+    first = store.snapshot("engine")
+    # The same listing in another order: nothing to compute again.
+    doc["images"] = list(reversed(doc["images"]))
+    assert sampler.run()
+    second = store.snapshot("engine")
+    assert second is not first and second.images is first.images
+    assert second == first
+
+
+def test_changed_141_sample_computes_again(load_fixture) -> None:
+    doc = load_fixture("api-1.41.json")
+    store, client = Store(), ReplayClient(doc)
+    sampler = EngineSampler(store, client)  # type: ignore[arg-type]
+    assert sampler.run()
+    first = store.snapshot("engine")
+    # A container of an image that had none: states and reclaimable change.
+    unused = next(i for i in first.images if i.state == "unused")
+    doc["containers"] = [*doc["containers"], {"Id": "f" * 64, "ImageID": unused.id, "State": "exited"}]
+    assert sampler.run()
+    second = store.snapshot("engine")
+    assert second.images is not first.images
+    assert next(i for i in second.images if i.id == unused.id).state == "in_use"
+    fresh = Store()
+    assert EngineSampler(fresh, ReplayClient(doc)).run()  # type: ignore[arg-type]
+    assert fresh.snapshot("engine") == second
+    # An image gone: its chain goes too, and the math is done again.
+    doc["images"] = [i for i in doc["images"] if i["Id"] != unused.id]
+    assert sampler.run()
+    third = store.snapshot("engine")
+    assert unused.id not in {i.id for i in third.images}
+    assert unused.id not in sampler._chains
+
+
+class NegotiatingClient(ConcurrentReplayClient):
+    """Takes its API version from /version, as EngineClient.negotiate does."""
+
+    def negotiate(self) -> dict[str, Any]:
+        self.threads["version"] = threading.current_thread().name
+        self.api_version = self.doc["version"]["ApiVersion"]
+        return super().negotiate()
+
+
+def test_version_goes_along_with_the_listings_once_the_engine_answered(load_fixture) -> None:
+    store, client = Store(), NegotiatingClient(load_fixture("api-1.41.json"))
+    sampler = EngineSampler(store, client)  # type: ignore[arg-type]
+    assert sampler.run()
+    assert client.threads["version"] == threading.current_thread().name  # first contact: alone, first
+    assert sampler.run()
+    assert client.threads["version"].startswith("engine-api")
+    assert client.calls.count("/version") == 2
+
+
+def test_an_engine_upgraded_between_samples_is_asked_again(load_fixture) -> None:
+    store, client = Store(), NegotiatingClient(load_fixture("api-1.41.json"))
+    sampler = EngineSampler(store, client)  # type: ignore[arg-type]
+    assert sampler.run()
+    client.doc = load_fixture("api-1.44.json")  # the listings go out as 1.41, /version says 1.44
+    client.finished.clear()
+    assert sampler.run(), store.status("engine").last_error
+    assert sorted(client.finished) == sorted(["info", "images", "containers", "volumes"] * 2)
+    assert client.calls.count("df['image']") == 1
+    fresh = Store()
+    assert EngineSampler(fresh, ReplayClient(load_fixture("api-1.44.json"))).run()  # type: ignore[arg-type]
+    assert store.snapshot("engine").images == fresh.snapshot("engine").images
+    assert store.snapshot("engine").info == fresh.snapshot("engine").info
+
+
+def test_after_a_failure_version_is_asked_first_again(load_fixture) -> None:
+    doc = load_fixture("api-1.41.json")
+    store, client = Store(), NegotiatingClient(doc, {"volumes": ConnectionError("down")})
+    sampler = EngineSampler(store, client)  # type: ignore[arg-type]
+    assert not sampler.run()
+    client.fail = {}
+    client.threads.clear()
+    assert sampler.run()
+    assert client.threads["version"] == threading.current_thread().name
