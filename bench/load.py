@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import BENCHMARKS, children, machine, write_section  # noqa: E402
+from exporter.config import Config  # noqa: E402
 from tests.harness.engine import PrivateEngine  # noqa: E402
 from tests.harness.exporter import ExporterProcess, parse, sampled_after, value  # noqa: E402
 from tests.harness.seed import seed  # noqa: E402
@@ -256,13 +257,17 @@ def report(args: argparse.Namespace, phases: list[dict[str, Any]]) -> str:
         if v != d
     )
     load = os.getloadavg()
-    names = {"default": "`--web.max-requests` default (40)", "0": "`--web.max-requests 0` (unlimited)"}
+    names = {
+        "default": f"`--web.max-requests` default ({Config.max_requests})",
+        "0": "`--web.max-requests 0` (unlimited)",
+    }
     lines = [
         "## Load: concurrent scrapers",
         "",
         f"- Command: `{cmd}`",
-        f"- Machine: {machine()}. **Shared**: other engineers ran tests on it at the same time"
-        f" (1-minute load average {load[0]:.2f} at the end); the scrapers, the exporter and dockerd"
+        f"- Machine: {machine()}, a shared VM (1-minute load"
+        f" average {load[0]:.2f} at the end, the benchmark's own load included); the scrapers, the"
+        " exporter and dockerd"
         " share the 2 cores. Absolute times are this machine's; compare the ratios to one idle client,"
         " measured just before each load in the same run.",
         "- Setup: a private dockerd (Debian's 20.10, API 1.41, own data root and socket), seeded by"

@@ -558,8 +558,9 @@ def report(
         "## Scale: 100 -> 1,000 -> 10,000 images",
         "",
         f"- Command: `{cmd}`",
-        f"- Machine: {machine()}. **Shared**: other engineers ran tests on it at the same time (1-minute"
-        f" load average {load[0]:.2f} at the end), so the times swing; the ratios (exporter vs `docker"
+        f"- Machine: {machine()}, a shared VM (1-minute load average"
+        f" {load[0]:.2f} at the end, the benchmark's own load included), so the times swing; the"
+        " ratios (exporter vs `docker"
         " system df -v`, interleaved on the same engine in the same run) are the figures to compare.",
     ]
     if rows:

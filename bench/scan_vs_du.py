@@ -436,7 +436,8 @@ def measure(
         run_scan(warm)
         time_layout(root)
 
-        times: dict[str, list[float]] = {k: [] for k in ("du", "full", "steady", "single", "layout")}
+        kinds = ("du", "full", "first_rescan", "steady", "single", "layout")
+        times: dict[str, list[float]] = {k: [] for k in kinds}
         du_total, same = 0, True
         for _ in range(runs):
             t, du_total = run_du(root)
@@ -444,7 +445,11 @@ def measure(
             sampler = ScanSampler(store, walker, budget=600)  # fresh: an empty LayerCache
             t, full = run_scan(sampler)
             times["full"].append(t)
-            t, steady = run_scan(sampler)  # the same sampler again: nothing changed, layers cached
+            # The same sampler again, nothing changed: the first rescan still pays for the full
+            # scan (its garbage collected, caches refilled); the next is the steady state.
+            t, _ = run_scan(sampler)
+            times["first_rescan"].append(t)
+            t, steady = run_scan(sampler)
             times["steady"].append(t)
             t, in_process = run_scan(ScanSampler(store, single, budget=600))
             times["single"].append(t)
@@ -518,9 +523,15 @@ def main() -> int:
             f"{sum(fw.values())} walks ({kinds(fw)})",
         ),
         (
-            "steady-state rescan: `run()` again on the same sampler, nothing changed",
+            "first rescan: `run()` again on the same sampler, nothing changed",
+            "first_rescan",
+            "as below",
+        ),
+        (
+            "steady-state rescan: `run()` a third time on the same sampler, nothing changed",
             "steady",
-            f"{sum(sw.values())} walks ({kinds(sw)}), {steady.cached_layers} layers from the cache",
+            f"{sum(sw.values())} walks ({kinds(sw)}) and the image store in-process,"
+            f" {steady.cached_layers} layers from the cache",
         ),
         ("full scan, in-process Walker(workers=1), for reference", "single", "as the full scan"),
         ("part of the full scan: `read_layout` with no cache (layerdb, mounts, image configs)", "layout", ""),
@@ -588,6 +599,9 @@ def main() -> int:
         f" {'met' if med['full'] <= med['du'] else 'not met'}",
         f"- **du / steady-state rescan = {med['du'] / med['steady']:.0f}x** (target: >= 50x):"
         f" {'met' if med['du'] / med['steady'] >= 50 else 'not met'}",
+        f"- du / first rescan = {med['du'] / med['first_rescan']:.0f}x: the rescan right after the full"
+        " scan, which may still pay for it (Python's cyclic GC over what the full scan left, cold CPU"
+        " caches); the steady state is every rescan after it, as in a running daemon.",
         f"- For 50x the steady-state rescan must fit in {med['du'] / 50 * 1000:.1f} ms; it took"
         f" {med['steady'] * 1000:.1f} ms. For the full scan to match du, its fixed work (reading the"
         f" layout, {med['layout'] * 1000:.0f} ms uncached, and building the snapshot) has to come out of"
