@@ -1,11 +1,11 @@
 """Dir stamps, and a walk that trusts them.
 
 dockerd writes its image store (`image/<driver>/`: imagedb, distribution, repositories.json,
-layerdb and its mounts) only by writing a temp file and renaming it into place, and removes an
-entry by renaming it first. Each such change moves the (inode, mtime) stamp of the dir holding
-the entry, so while a dir's stamp holds, its listing and its files are what they were. A stamp
-is trusted only once it is SETTLE_NS old: a second change within the same mtime tick (ext4's
-are coarse) would not move it.
+layerdb and its mounts; not `layerdb/tmp`, where a layer being pulled is written in place) only
+by writing a temp file and renaming it into place, and removes an entry by renaming it first.
+Each such change moves the (inode, mtime) stamp of the dir holding the entry, so while a dir's
+stamp holds, its listing and its files are what they were. A stamp is trusted only once it is
+SETTLE_NS old: a second change within the same mtime tick (ext4's are coarse) would not move it.
 """
 
 from __future__ import annotations
