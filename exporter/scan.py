@@ -24,7 +24,7 @@ from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.sources.du import LayerCache, Usage, Walker, WalkJob, total
 from exporter.sources.fs import host_to_local
 from exporter.sources.layout import Layout, ReadCache, read_layout
-from exporter.sources.stamps import AtomicTree
+from exporter.sources.stamps import AtomicTree, settled_stamp
 
 log = structlog.get_logger("exporter.scan")
 
@@ -99,6 +99,14 @@ class ScanSnapshot:
     cached_layers: int
     skipped: int  # malformed layout entries (logged)
     errors: int  # unreadable entries met by the walks
+
+
+def _names(path: str) -> list[str]:
+    """A dir's entries; none if it is gone or unreadable (the layout read reported it)."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _one(path: str) -> Usage:
@@ -198,20 +206,14 @@ class ScanSampler(Sampler):
         partial = [k for k, u in walked.items() if u.partial]
         if partial or time.monotonic() > deadline:
             self._cache_layers(layout, walked, {})
+            self._forget_gone(layout)  # scans that keep failing must not grow the caches
             raise TimeoutError(
                 f"scan exceeded its {self.budget:.0f}s budget ({len(jobs) - len(partial)} of "
                 f"{len(jobs)} dirs done; finished layers are cached for the next scan)"
             )
         results.update(walked)
         self._cache_layers(layout, walked, results)
-        if self._retained is not layout.layers:  # a new listing: forget the layers gone
-            live = {e.cache_id for e in layout.layers}
-            self.cache.retain(live)
-            self.meta.retain(live)
-            stamps = layout.chain_stamps
-            self.chains = {c: hit for c, hit in self.chains.items() if stamps.get(c) == hit[0]}
-            self._retained = layout.layers
-        self.static.retain(self.static_keys(layout))
+        self._forget_gone(layout)
         walk_counts: dict[str, int] = defaultdict(int)
         for job in jobs:
             walk_counts[kinds[job.key]] += 1
@@ -259,7 +261,7 @@ class ScanSampler(Sampler):
                     results["chains:"] = whole
                     continue
                 results["chains:"] = _one(chains_dir)
-                for chain in os.listdir(chains_dir):
+                for chain in _names(chains_dir):
                     hit = self.chains.get(chain)
                     if hit is not None and hit[0] == stamps.get(chain):
                         results[f"chain:{chain}"] = hit[1]
@@ -309,7 +311,7 @@ class ScanSampler(Sampler):
             # mounts/ holds live mounts (shm, secrets): never descended into.
             add(f"container:{c.id}", c.path, "container", NOT_MOUNTS)
         vdir = os.path.join(root, "volumes")
-        for name in os.listdir(vdir) if os.path.isdir(vdir) else []:
+        for name in _names(vdir):
             path = os.path.join(vdir, name)
             if name in layout.volumes:
                 add(f"vdata:{name}", os.path.join(path, "_data"), "volume")
@@ -326,11 +328,20 @@ class ScanSampler(Sampler):
 
     @staticmethod
     def _links_key(path: str) -> str:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return ""
-        return f"links:{st.st_ino}:{st.st_mtime_ns}"
+        """overlay2/l by its settled stamp (exporter.sources.stamps): dockerd adds two links a
+        few ms apart when it creates a container, maybe within one mtime tick."""
+        stamp = settled_stamp(path)
+        return f"links:{stamp[0]}:{stamp[1]}" if stamp else ""
+
+    def _forget_gone(self, layout: Layout) -> None:
+        if self._retained is not layout.layers:  # a new listing: forget the layers gone
+            live = {e.cache_id for e in layout.layers}
+            self.cache.retain(live)
+            self.meta.retain(live)
+            stamps = layout.chain_stamps
+            self.chains = {c: hit for c, hit in self.chains.items() if stamps.get(c) == hit[0]}
+            self._retained = layout.layers
+        self.static.retain(self.static_keys(layout))
 
     def static_keys(self, layout: Layout) -> set[str]:
         inits = {f"meta:{m.init_id}" for m in layout.mounts if m.init_id}
@@ -361,6 +372,7 @@ class ScanSampler(Sampler):
             if diff is not None and meta is not None:
                 self.cache.put(e.cache_id, diff)
                 self.meta.put(e.cache_id, meta)
+                self._image_part = None  # its figures may come from an earlier walk of this one
 
     def _snapshot(
         self,

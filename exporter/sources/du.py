@@ -303,6 +303,7 @@ class Walker:
 
             futures: dict[Future[list[Usage]], list[WalkJob]] = {}
             redo: list[WalkJob] = []
+            dropped_here = False
             if small:
                 batches = _batches(jobs, self.workers)
                 mine = batches.pop()  # the lightest: this process also waits for the others
@@ -315,6 +316,7 @@ class Walker:
                     # OSError: the pool could not start (e.g. no writable temp dir for the
                     # forkserver's socket on a read-only root): walk here, try again next run.
                     redo = [job for b in batches[i:] for job in b]
+                    dropped_here = True
                     self._drop_pool(kill=True)
                     break
             if alongside is not None:
@@ -326,6 +328,13 @@ class Walker:
             done, pending = wait(futures, timeout=timeout)
             for fut in done:
                 batch = futures[fut]
+                if fut.cancelled():  # queued when the pool was dropped
+                    if dropped_here:  # by this run, the pool broken: walked here
+                        redo += batch
+                    else:  # by shutdown(): unfinished
+                        for job in batch:
+                            add(job.key, Usage(0, 0, 0, 0, True))
+                    continue
                 exc = fut.exception()
                 if exc is None:
                     self.walks += len(batch)

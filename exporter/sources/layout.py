@@ -286,7 +286,9 @@ def read_mounts(layerdb: str, problems: _Problems, cache: ReadCache | None = Non
             problems.add(f"mount {cid[:12]}: mount-id missing or malformed")
             continue
         entry = MountEntry(cid, mount_id, init_id if "/" not in init_id else "")
-        if cache is not None:
+        # dockerd writes mount-id, init-id and parent one after the other, in place: kept only
+        # once the dir has settled, so an entry read between two of them is read again.
+        if cache is not None and settled_stamp(d) is not None:
             cache.mounts[cid] = entry
         out.append(entry)
     return out

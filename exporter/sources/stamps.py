@@ -1,10 +1,11 @@
 """Dir stamps, and a walk that trusts them.
 
 dockerd writes its image store (`image/<driver>/`: imagedb, distribution, repositories.json,
-layerdb and its mounts; not `layerdb/tmp`, where a layer being pulled is written in place) only
-by writing a temp file and renaming it into place, and removes an entry by renaming it first.
-Each such change moves the (inode, mtime) stamp of the dir holding the entry, so while a dir's
-stamp holds, its listing and its files are what they were. A stamp is trusted only once it is
+layerdb) by writing a temp file and renaming it into place, and removes an entry by renaming it
+first; a container's `layerdb/mounts/<id>/` files are written once, when it is created. Each
+such change moves the (inode, mtime) stamp of the dir holding the entry, so while a dir's stamp
+holds, its listing and its files are what they were (not so `layerdb/tmp`, where a layer being
+pulled is written in place: callers walk it every time). A stamp is trusted only once it is
 SETTLE_NS old: a second change within the same mtime tick (ext4's are coarse) would not move it.
 """
 
@@ -31,11 +32,13 @@ def settled(st: os.stat_result, now_ns: int | None = None) -> Stamp | None:
 
 
 def settled_stamp(path: str) -> Stamp | None:
-    """settled() of the dir at `path`; None when it is missing too."""
+    """settled() of the dir at `path`, through a symlink as a listing of it goes (a Docker
+    root or its volumes/ is often a link elsewhere); None when it is missing or not a dir."""
     try:
-        return settled(os.lstat(path))
+        st = os.stat(path)
     except OSError:
         return None
+    return settled(st) if stat.S_ISDIR(st.st_mode) else None
 
 
 class _Listed(NamedTuple):

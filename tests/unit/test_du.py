@@ -553,6 +553,35 @@ def test_walker_recovers_from_a_worker_killed_mid_run(dirs: dict[str, Path]) -> 
         assert walker.run(jobs) == want and walker._pool is not None  # a fresh pool
 
 
+def test_walker_shutdown_mid_run_returns_the_unfinished_as_partial(dirs: dict[str, Path]) -> None:
+    """shutdown() from another thread (the daemon stopping) kills the workers and drops the
+    queued batches: the run still returns, with what was not walked marked partial."""
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    walker = Walker(workers=2)
+    walker.run(jobs[:2])  # the pool is up
+    procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
+    for p in procs:  # frozen: every batch stays queued or in hand
+        os.kill(p.pid, signal.SIGSTOP)
+    got: dict[str, Usage] = {}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            got.update(walker.run(jobs, deadline=time.monotonic() + 3))
+        except BaseException as e:  # noqa: BLE001 - the assertion below names it
+            errors.append(e)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    time.sleep(0.3)
+    walker.shutdown()
+    runner.join(timeout=60)
+    assert not runner.is_alive() and errors == []
+    assert set(got) == set(dirs)
+    assert any(u.partial for u in got.values())
+    assert all(u.partial or u == walk(dirs[k]) for k, u in got.items())
+
+
 def test_walker_past_deadline_reports_partial(dirs: dict[str, Path]) -> None:
     jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
     with Walker(workers=2) as walker:

@@ -819,3 +819,35 @@ def test_reused_listing_still_counts_its_malformed_entries(std: DockerRoot) -> N
     assert second.layers is first.layers
     assert first.skipped == second.skipped == 2
     assert second.problems == first.problems and len(first.problems) == 2
+
+
+def test_a_symlinked_volumes_dir_is_listed_through_the_link(std: DockerRoot, tmp_path: Path) -> None:
+    """volumes/ (or the root) is often a link to another disk: its stamp is the target's, or a
+    new volume would never be seen."""
+    target = tmp_path / "elsewhere-volumes"
+    shutil.move(std.root / "volumes", target)
+    (std.root / "volumes").symlink_to(target)
+    age(std.root)
+    age(target)
+    cache = ReadCache()
+    assert read_layout(str(std.root), "overlay2", cache).volumes == ("cache", "pgdata")
+    (target / "late" / "_data").mkdir(parents=True)
+    age(target)  # settled again, under the target's new stamp
+    assert read_layout(str(std.root), "overlay2", cache).volumes == ("cache", "late", "pgdata")
+
+
+def test_a_mount_entry_read_mid_write_is_read_again(std: DockerRoot) -> None:
+    """dockerd writes a container's mount-id, init-id and parent one after the other: an entry
+    read in between must not be kept with an empty init-id."""
+    cid = hexid("container:mid-write")
+    d = std.layerdb / "mounts" / cid
+    put(d / "mount-id", hexid("mount:mid-write"))
+    cache = ReadCache()
+    first = {m.container_id: m for m in read_layout(str(std.root), "overlay2", cache).mounts}
+    assert first[cid].init_id == ""
+    put(d / "init-id", hexid("mount:mid-write") + "-init")
+    second = {m.container_id: m for m in read_layout(str(std.root), "overlay2", cache).mounts}
+    assert second[cid].init_id == hexid("mount:mid-write") + "-init"
+    age(d)  # settled: from now on kept
+    read_layout(str(std.root), "overlay2", cache)
+    assert cid in cache.mounts
