@@ -23,7 +23,7 @@ from exporter.model import EngineSnapshot
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.sources.du import LayerCache, Usage, Walker, WalkJob, total
 from exporter.sources.fs import host_to_local
-from exporter.sources.layout import Layout, ReadCache, read_layout
+from exporter.sources.layout import Layout, ReadCache, names_in, read_layout
 from exporter.sources.stamps import AtomicTree, settled_stamp
 
 log = structlog.get_logger("exporter.scan")
@@ -101,12 +101,9 @@ class ScanSnapshot:
     errors: int  # unreadable entries met by the walks
 
 
-def _names(path: str) -> list[str]:
-    """A dir's entries; none if it is gone or unreadable (the layout read reported it)."""
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
+def _dir_usage(r: dict[str, Usage], name: str) -> Usage:
+    """A driver dir's figure: its diff/ and the rest, walked apart."""
+    return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)
 
 
 def _one(path: str) -> Usage:
@@ -261,7 +258,7 @@ class ScanSampler(Sampler):
                     results["chains:"] = whole
                     continue
                 results["chains:"] = _one(chains_dir)
-                for chain in _names(chains_dir):
+                for chain in names_in(chains_dir):
                     hit = self.chains.get(chain)
                     if hit is not None and hit[0] == stamps.get(chain):
                         results[f"chain:{chain}"] = hit[1]
@@ -311,7 +308,7 @@ class ScanSampler(Sampler):
             # mounts/ holds live mounts (shm, secrets): never descended into.
             add(f"container:{c.id}", c.path, "container", NOT_MOUNTS)
         vdir = os.path.join(root, "volumes")
-        for name in _names(vdir):
+        for name in names_in(vdir):
             path = os.path.join(vdir, name)
             if name in layout.volumes:
                 add(f"vdata:{name}", os.path.join(path, "_data"), "volume")
@@ -396,9 +393,6 @@ class ScanSampler(Sampler):
             parts[rest if prefix == "top" else under.get(prefix, "")].append(v)
         root_dirs = {name: total(parts.get(name, ())) for name in layout.top_dirs}
 
-        def dir_usage(name: str) -> Usage:
-            return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)
-
         # Layers and driver dirs by owner.
         owners: dict[str, Usage] = {}
         layers: tuple[LayerScan, ...] = ()
@@ -412,7 +406,7 @@ class ScanSampler(Sampler):
             for name in layout.driver_dirs:
                 if name in image_dirs:
                     continue
-                u = dir_usage(name)
+                u = _dir_usage(r, name)
                 if name in mount_ids:
                     owner = "container"
                 elif name in init_ids:
@@ -491,9 +485,6 @@ class ScanSampler(Sampler):
         if not fresh and memo is not None and memo[0] == inputs:
             return memo[1]
 
-        def dir_usage(name: str) -> Usage:
-            return r.get(f"diff:{name}", ZERO) + r.get(f"meta:{name}", ZERO)
-
         users: dict[str, int] = defaultdict(int)
         for chain in layout.image_layers.values():
             for cid in set(chain):
@@ -505,7 +496,7 @@ class ScanSampler(Sampler):
                 cache_id=e.cache_id,
                 size=e.size,
                 diff=r.get(f"diff:{e.cache_id}", ZERO),
-                total=dir_usage(e.cache_id),
+                total=_dir_usage(r, e.cache_id),
                 images=users.get(e.chain_id, 0),
             )
             for e in layout.layers
@@ -513,7 +504,7 @@ class ScanSampler(Sampler):
         dirs = frozenset(e.cache_id for e in layout.layers) & frozenset(layout.driver_dirs)
         part = (
             tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))),
-            total(dir_usage(name) for name in dirs),
+            total(_dir_usage(r, name) for name in dirs),
             dirs,
         )
         self._image_part = inputs, part

@@ -131,7 +131,8 @@ def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _listdir(path: str) -> list[str]:
+def names_in(path: str) -> list[str]:
+    """A dir's entries, sorted; none if it is gone or unreadable."""
     try:
         return sorted(os.listdir(path))
     except OSError:
@@ -275,7 +276,7 @@ def read_layers(
 def read_mounts(layerdb: str, problems: _Problems, cache: ReadCache | None = None) -> list[MountEntry]:
     out = []
     base = os.path.join(layerdb, "mounts")
-    for cid in _listdir(base):
+    for cid in names_in(base):
         if cache is not None and cid in cache.mounts:
             out.append(cache.mounts[cid])
             continue
@@ -300,7 +301,7 @@ def read_image_layers(
     """Image ID -> its layers' chain IDs, from each image config's rootfs.diff_ids."""
     out: dict[str, tuple[str, ...]] = {}
     base = os.path.join(imagedb, "content", "sha256")
-    for name in _listdir(base):
+    for name in names_in(base):
         if not HEX64.fullmatch(name):
             continue
         if cache is not None and name in cache.images:
@@ -349,11 +350,11 @@ def buildkit_snapshot_names(root: str, candidates: list[str], chunk: int = 2**20
 def read_containers(root: str) -> list[ContainerDir]:
     out = []
     base = os.path.join(root, "containers")
-    for cid in _listdir(base):
+    for cid in names_in(base):
         d = os.path.join(base, cid)
-        logs = [os.path.join(d, n) for n in _listdir(d) if n.startswith(f"{cid}-json.log")]
+        logs = [os.path.join(d, n) for n in names_in(d) if n.startswith(f"{cid}-json.log")]
         local = os.path.join(d, "local-logs")
-        logs += [os.path.join(local, n) for n in _listdir(local) if n.startswith("container.log")]
+        logs += [os.path.join(local, n) for n in names_in(local) if n.startswith("container.log")]
         out.append(ContainerDir(cid, d, tuple(logs)))
     return out
 

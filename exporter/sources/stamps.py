@@ -11,16 +11,14 @@ SETTLE_NS old: a second change within the same mtime tick (ext4's are coarse) wo
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import time
 from typing import NamedTuple
 
-from exporter.sources.du import EMPTY, Usage, total
+from exporter.sources.du import _VANISHED, EMPTY, Usage, total
 
 SETTLE_NS = 2_000_000_000
-_VANISHED = (errno.ENOENT, errno.ENOTDIR)
 
 Stamp = tuple[int, int]  # a dir's (inode, mtime in ns)
 
