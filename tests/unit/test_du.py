@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exporter.sources import du
 from exporter.sources.du import EMPTY, LayerCache, Usage, Walker, WalkJob, walk
@@ -90,8 +92,32 @@ def open_fds() -> int:
 
 
 # --- walk: figures against du -------------------------------------------------------------
+# Every walk test runs twice: on the C walk (_walk.c) and on the Python one (walk_python).
 
 
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "python":
+        monkeypatch.setattr(du, "_native", None)
+        monkeypatch.setenv("DSE_WALK", "python")  # for walks in a subprocess
+    else:
+        assert du._native is not None, NOT_BUILT
+        monkeypatch.delenv("DSE_WALK", raising=False)
+    return str(request.param)
+
+
+NOT_BUILT = (
+    "the C walk (exporter/sources/_walk.c) is not built: install gcc and Python's headers, then"
+    " `pip install -e .` (make venv) again"
+)
+
+
+def test_the_c_walk_is_built() -> None:
+    # setup.py's extension is optional for users without a compiler; this suite has one.
+    assert du.WALK_IMPL == "c" and du._native is not None, NOT_BUILT
+
+
+@pytest.mark.usefixtures("impl")
 def test_plain_tree_matches_du(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "tree")
     usage = walk(str(root))
@@ -99,6 +125,7 @@ def test_plain_tree_matches_du(tmp_path: Path) -> None:
     assert usage.apparent_bytes == ref_apparent(root)
 
 
+@pytest.mark.usefixtures("impl")
 def test_hard_links_counted_once(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     big = write(root / "a" / "big", 3 * MB)
@@ -111,6 +138,7 @@ def test_hard_links_counted_once(tmp_path: Path) -> None:
     assert usage.files == 1 + 4 + 1  # root, dirs a b0 b1 b2, one inode for four names
 
 
+@pytest.mark.usefixtures("impl")
 def test_sparse_file(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     root.mkdir()
@@ -122,6 +150,7 @@ def test_sparse_file(tmp_path: Path) -> None:
     assert usage.disk_bytes < 64 * 1024  # the dir and no data blocks
 
 
+@pytest.mark.usefixtures("impl")
 def test_whiteout_counts_the_inode_only(tmp_path: Path) -> None:
     root = tmp_path / "diff"
     write(root / "keep", 5000)
@@ -132,6 +161,7 @@ def test_whiteout_counts_the_inode_only(tmp_path: Path) -> None:
     assert usage.apparent_bytes == 5000
 
 
+@pytest.mark.usefixtures("impl")
 def test_symlinks_are_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     write(outside / "huge", 4 * MB)
@@ -148,6 +178,7 @@ def test_symlinks_are_not_followed(tmp_path: Path) -> None:
     assert usage.files == 7
 
 
+@pytest.mark.usefixtures("impl")
 @pytest.mark.timeout(30)
 def test_fifo_and_socket_are_never_opened(tmp_path: Path) -> None:
     root = tmp_path / "t"
@@ -185,6 +216,7 @@ def flatten_and_remove_chain(root: Path) -> None:
     root.rmdir()
 
 
+@pytest.mark.usefixtures("impl")
 def test_deep_tree_beyond_path_max(tmp_path: Path) -> None:
     # 2000 levels of 10-byte names: a 22 kB path, far past PATH_MAX; the walk is fd-relative.
     root = tmp_path / "deep"
@@ -210,6 +242,7 @@ def test_deep_tree_beyond_path_max(tmp_path: Path) -> None:
         flatten_and_remove_chain(root)
 
 
+@pytest.mark.usefixtures("impl")
 def test_odd_names(tmp_path: Path) -> None:
     root = os.fsencode(tmp_path / "odd")
     os.mkdir(root)
@@ -228,6 +261,7 @@ def test_odd_names(tmp_path: Path) -> None:
     assert walk(os.fsdecode(root), exclude=frozenset({os.fsdecode(b"dir\xff\n")})).files == usage.files - 2
 
 
+@pytest.mark.usefixtures("impl")
 def test_files_changing_mid_walk(tmp_path: Path) -> None:
     root = tmp_path / "churn"
     for i in range(40):
@@ -273,6 +307,7 @@ def test_files_changing_mid_walk(tmp_path: Path) -> None:
     assert_matches_du(root, walk(str(root)))
 
 
+@pytest.mark.usefixtures("impl")
 def test_exclude_merged(tmp_path: Path) -> None:
     layer = tmp_path / "overlay2" / ("a" * 64)
     write(layer / "diff" / "usr" / "bin" / "tool", 70000)
@@ -286,6 +321,7 @@ def test_exclude_merged(tmp_path: Path) -> None:
     assert walk(str(layer)).files == usage.files + 4
 
 
+@pytest.mark.usefixtures("impl")
 def test_exclude_is_relative_to_the_root(tmp_path: Path) -> None:
     root = tmp_path / "c"
     write(root / "mounts" / "shm" / "x", 5000)
@@ -296,6 +332,7 @@ def test_exclude_is_relative_to_the_root(tmp_path: Path) -> None:
     assert walk(str(root), exclude=frozenset({"mounts"})).apparent_bytes == 7000
 
 
+@pytest.mark.usefixtures("impl")
 def test_stays_on_one_filesystem(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "tree", files=20)
     mnt = root / "sub"
@@ -313,6 +350,7 @@ def test_stays_on_one_filesystem(tmp_path: Path) -> None:
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.usefixtures("impl")
 def test_same_filesystem_bind_mounts_are_walked_once(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "tree", files=30)
     (root / "dup").mkdir()
@@ -337,6 +375,7 @@ def test_same_filesystem_bind_mounts_are_walked_once(tmp_path: Path) -> None:
 # --- walk: edges -----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("impl")
 def test_missing_root_and_file_root(tmp_path: Path) -> None:
     assert walk(str(tmp_path / "nope")) == Usage(0, 0, 0, 0, False)
     assert walk(str(tmp_path / "nope" / "deeper")) == EMPTY
@@ -346,6 +385,7 @@ def test_missing_root_and_file_root(tmp_path: Path) -> None:
     assert walk(str(tmp_path / "f" / "x")) == EMPTY  # ENOTDIR: as good as missing
 
 
+@pytest.mark.usefixtures("impl")
 def test_deadline_in_the_past_is_partial(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "tree")
     usage = walk(str(root), deadline=time.monotonic() - 1)
@@ -362,14 +402,65 @@ def test_deadline_mid_walk_stops_and_closes_everything(
         for j in range(40):
             write(root / f"a{i % 5}" / f"b{i}" / f"f{j}", 10)
     full = walk(str(root))
+    # C: its test hook makes the 3rd check (after ~768 entries) count as past the deadline.
+    assert du._native is not None, NOT_BUILT
+    before = open_fds()
+    in_c = Usage(*du._native.walk(os.fsencode(root), (), 1e18, 3))
+    assert open_fds() == before
+    # Python: a clock that ticks once per check, past a deadline of 3.0 at the 3rd.
     clock = iter(range(10**6))
     monkeypatch.setattr(du.time, "monotonic", lambda: float(next(clock)))
-    before = open_fds()
-    usage = walk(str(root), deadline=3.0)  # the 3rd check (after ~768 entries) is past it
+    in_python = du.walk_python(str(root), deadline=3.0)
     assert open_fds() == before
-    assert usage.partial is True
-    assert 0 < usage.files < full.files
-    assert usage.disk_bytes < full.disk_bytes and usage.apparent_bytes < full.apparent_bytes
+    for usage in (in_c, in_python):
+        assert usage.partial is True
+        assert 0 < usage.files < full.files
+        assert usage.disk_bytes < full.disk_bytes and usage.apparent_bytes < full.apparent_bytes
+    assert in_c == in_python  # the same entries, in the same order, stop at the same point
+
+
+# A random tree: nested dirs, files of any size (some sparse), hard links within and across
+# dirs, symlinks, fifos, empty dirs; then one of its paths excluded, or none.
+_NODE = st.tuples(
+    st.sampled_from(["file", "sparse", "link", "symlink", "fifo", "dir"]),
+    st.integers(0, 3),  # depth: which of the dirs made so far it goes in
+    st.integers(0, 70_000),  # size
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(nodes=st.lists(_NODE, min_size=1, max_size=40), pick=st.integers(0, 1000), excl=st.booleans())
+def test_c_and_python_walks_agree_on_random_trees(
+    tmp_path: Path, nodes: list[tuple[str, int, int]], pick: int, excl: bool
+) -> None:
+    assert du._native is not None, NOT_BUILT
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    dirs, files, made = [root], [], []
+    for i, (kind, depth, size) in enumerate(nodes):
+        parent = dirs[min(depth, len(dirs) - 1)]
+        path = parent / f"n{i}"
+        if kind == "dir":
+            path.mkdir()
+            dirs.append(path)
+        elif kind == "link" and files:
+            os.link(files[size % len(files)], path)
+        elif kind == "symlink":
+            os.symlink("../" * depth + "n0", path)
+        elif kind == "fifo":
+            os.mkfifo(path)
+        else:
+            with open(path, "wb") as f:
+                if kind == "sparse":
+                    f.truncate(size * 64)
+                    f.seek(size)
+                f.write(b"d" * (size % 9000))
+            files.append(path)
+        made.append(path)
+    exclude = frozenset({os.path.relpath(made[pick % len(made)], root)}) if excl else frozenset()
+    in_c = du.walk(str(root), exclude=exclude)
+    assert in_c == du.walk_python(str(root), exclude=exclude)
+    if not exclude:
+        assert_matches_du(root, in_c)
 
 
 def test_usage_add() -> None:
@@ -406,6 +497,7 @@ def world_readable_dir() -> Iterator[Path]:
         shutil.rmtree(base)
 
 
+@pytest.mark.usefixtures("impl")
 def test_unreadable_dir_counts_an_error_and_goes_on(world_readable_dir: Path) -> None:
     root = world_readable_dir / "tree"
     write(root / "readable" / "a", 12345)

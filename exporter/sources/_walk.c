@@ -1,0 +1,377 @@
+/* The du engine's inner walk in C: exporter.sources.du.walk() with the same rules, minus the
+ * interpreter's cost per inode (a DirEntry, an os.stat_result and a dozen int objects each).
+ *
+ * Optional: setup.py builds it where a C compiler and Python's headers exist; without it,
+ * du.py walks in Python and gets the same figures (tests/unit/test_du.py runs both on every
+ * fixture tree, and compares them on random ones). It holds no Python object while walking,
+ * so the GIL is released for the whole walk.
+ *
+ * walk(path: bytes, exclude: tuple[bytes, ...], deadline: float, checks: int = -1) ->
+ *     (disk_bytes, apparent_bytes, files, errors, partial)
+ * deadline < 0 means none; otherwise a time.monotonic() value (CLOCK_MONOTONIC on Linux).
+ * checks >= 0, for the tests: the deadline counts as passed at that many checks (one every
+ * CHECK_EVERY entries), so a walk can be stopped mid-way at a known point.
+ * The algorithm is du.py's, step for step: see the comments there for the why.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+#define CHECK_EVERY 256
+#define VANISHED(e) ((e) == ENOENT || (e) == ENOTDIR)
+
+/* --- a set of inode numbers (open addressing; 0 is the empty slot, inode 0 kept aside) --- */
+
+typedef struct {
+    uint64_t *slots;
+    size_t cap, len; /* cap: a power of two */
+    int has_zero;
+} InoSet;
+
+static size_t ino_hash(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+/* 1 if added, 0 if present, -1 out of memory */
+static int inoset_add(InoSet *s, uint64_t ino) {
+    if (ino == 0) {
+        if (s->has_zero) return 0;
+        s->has_zero = 1;
+        return 1;
+    }
+    if ((s->len + 1) * 4 > s->cap * 3) { /* keep the load under 3/4 */
+        size_t ncap = s->cap ? s->cap * 2 : 1024;
+        uint64_t *ns = calloc(ncap, sizeof(uint64_t));
+        if (ns == NULL) return -1;
+        for (size_t i = 0; i < s->cap; i++) {
+            uint64_t v = s->slots[i];
+            if (v == 0) continue;
+            size_t j = ino_hash(v) & (ncap - 1);
+            while (ns[j] != 0) j = (j + 1) & (ncap - 1);
+            ns[j] = v;
+        }
+        free(s->slots);
+        s->slots = ns;
+        s->cap = ncap;
+    }
+    size_t j = ino_hash(ino) & (s->cap - 1);
+    while (s->slots[j] != 0) {
+        if (s->slots[j] == ino) return 0;
+        j = (j + 1) & (s->cap - 1);
+    }
+    s->slots[j] = ino;
+    s->len++;
+    return 1;
+}
+
+/* --- the walk --- */
+
+typedef struct Dir {
+    int fd;
+    long pending; /* subdirectories on the stack that will be opened from fd */
+    char *rel;    /* path relative to the root ("" for the root); only kept with excludes */
+} Dir;
+
+typedef struct {
+    Dir *parent;
+    char *name;
+} Item;
+
+typedef struct {
+    Item *items;
+    size_t len, cap;
+} Stack;
+
+typedef struct {
+    const char *path;
+    char **excl;
+    Py_ssize_t n_excl;
+    double deadline;
+    long checks;
+    /* out */
+    unsigned long long disk, apparent, files, errors;
+    int partial, nomem;
+} Walk;
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int past_deadline(Walk *w) {
+    if (w->checks >= 0 && w->checks-- == 0) return 1;
+    return w->deadline >= 0 && monotonic() >= w->deadline;
+}
+
+static int excluded(const Walk *w, const char *rel) {
+    for (Py_ssize_t i = 0; i < w->n_excl; i++)
+        if (strcmp(w->excl[i], rel) == 0) return 1;
+    return 0;
+}
+
+/* "rel/name", or "name" at the root; NULL when out of memory */
+static char *join(const char *rel, const char *name) {
+    size_t a = strlen(rel), b = strlen(name);
+    char *out = malloc(a + b + 2);
+    if (out == NULL) return NULL;
+    if (a) {
+        memcpy(out, rel, a);
+        out[a] = '/';
+        memcpy(out + a + 1, name, b + 1);
+    } else {
+        memcpy(out, name, b + 1);
+    }
+    return out;
+}
+
+static void dir_release(Dir *d) {
+    /* one stack item (or the reader) done with d: the last one closes it */
+    if (--d->pending <= 0) {
+        close(d->fd);
+        free(d->rel);
+        free(d);
+    }
+}
+
+static Dir *dir_new(int fd, char *rel) {
+    Dir *d = malloc(sizeof(Dir));
+    if (d == NULL) return NULL;
+    d->fd = fd;
+    d->pending = 0;
+    d->rel = rel;
+    return d;
+}
+
+static void run_walk(Walk *w) {
+    struct stat st;
+    InoSet seen = {0};
+    Stack stack = {0};
+    Dir *cur = NULL;
+    int countdown = CHECK_EVERY;
+    unsigned long long blocks = 0;
+    int use_rel = w->n_excl > 0;
+
+    if (lstat(w->path, &st) != 0) {
+        /* a missing root is the caller's business */
+        if (!VANISHED(errno)) w->errors = 1;
+        return;
+    }
+    dev_t root_dev = st.st_dev;
+    w->disk = (unsigned long long)st.st_blocks * 512ULL;
+    w->files = 1;
+    if (!S_ISDIR(st.st_mode)) {
+        w->apparent = (unsigned long long)st.st_size;
+        return;
+    }
+    if (past_deadline(w)) {
+        w->partial = 1;
+        return;
+    }
+    int root_fd = open(w->path, DIR_FLAGS);
+    if (root_fd < 0) {
+        w->errors += !VANISHED(errno);
+        return;
+    }
+    if (inoset_add(&seen, (uint64_t)st.st_ino) < 0) goto nomem_root;
+    char *root_rel = NULL;
+    if (use_rel && (root_rel = strdup("")) == NULL) goto nomem_root;
+    if ((cur = dir_new(root_fd, root_rel)) == NULL) {
+        free(root_rel);
+        goto nomem_root;
+    }
+
+    for (;;) {
+        if (cur == NULL) {
+            if (stack.len == 0) break;
+            Item it = stack.items[--stack.len];
+            int fd = openat(it.parent->fd, it.name, DIR_FLAGS);
+            if (fd < 0) w->errors += !VANISHED(errno);
+            char *rel = NULL;
+            if (fd >= 0 && use_rel && (rel = join(it.parent->rel, it.name)) == NULL) w->nomem = 1;
+            dir_release(it.parent);
+            free(it.name);
+            if (w->nomem) {
+                if (fd >= 0) close(fd);
+                break;
+            }
+            if (fd < 0) continue;
+            if ((cur = dir_new(fd, rel)) == NULL) {
+                close(fd);
+                free(rel);
+                w->nomem = 1;
+                break;
+            }
+        }
+        Dir *d = cur;
+        /* readdir from a duplicate, so d->fd stays ours for the subdirectories' openat */
+        int rfd = dup(d->fd);
+        DIR *dp = rfd >= 0 ? fdopendir(rfd) : NULL;
+        if (dp == NULL) {
+            w->errors += !VANISHED(errno);
+            if (rfd >= 0) close(rfd);
+        } else {
+            struct dirent *ent;
+            for (;;) {
+                errno = 0;
+                ent = readdir(dp);
+                if (ent == NULL) {
+                    if (errno != 0) w->errors += !VANISHED(errno); /* a readdir failing midway */
+                    break;
+                }
+                const char *name = ent->d_name;
+                if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
+                if (--countdown == 0) {
+                    countdown = CHECK_EVERY;
+                    if (past_deadline(w)) {
+                        w->partial = 1;
+                        break;
+                    }
+                }
+                if (use_rel) {
+                    char *rel = join(d->rel, name);
+                    if (rel == NULL) {
+                        w->nomem = 1;
+                        break;
+                    }
+                    int skip = excluded(w, rel);
+                    free(rel);
+                    if (skip) continue;
+                }
+                if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                    w->errors += !VANISHED(errno);
+                    continue;
+                }
+                if (st.st_dev != root_dev) continue; /* a mount point: not ours */
+                if (S_ISDIR(st.st_mode)) {
+                    int added = inoset_add(&seen, (uint64_t)st.st_ino);
+                    if (added < 0) {
+                        w->nomem = 1;
+                        break;
+                    }
+                    if (!added) continue;
+                    if (stack.len == stack.cap) {
+                        size_t ncap = stack.cap ? stack.cap * 2 : 256;
+                        Item *ni = realloc(stack.items, ncap * sizeof(Item));
+                        if (ni == NULL) {
+                            w->nomem = 1;
+                            break;
+                        }
+                        stack.items = ni;
+                        stack.cap = ncap;
+                    }
+                    char *copy = strdup(name);
+                    if (copy == NULL) {
+                        w->nomem = 1;
+                        break;
+                    }
+                    d->pending++;
+                    stack.items[stack.len].parent = d;
+                    stack.items[stack.len].name = copy;
+                    stack.len++;
+                } else {
+                    if (st.st_nlink > 1) {
+                        int added = inoset_add(&seen, (uint64_t)st.st_ino);
+                        if (added < 0) {
+                            w->nomem = 1;
+                            break;
+                        }
+                        if (!added) continue;
+                    }
+                    w->apparent += (unsigned long long)st.st_size;
+                }
+                blocks += (unsigned long long)st.st_blocks;
+                w->files++;
+            }
+            closedir(dp);
+        }
+        /* the reader is done with d: pending + 1 -> pending (closes d if nothing is pending) */
+        d->pending++;
+        dir_release(d);
+        cur = NULL;
+        if (w->partial || w->nomem) break;
+    }
+    /* whatever stopped us, release every directory still held by the stack */
+    for (size_t i = 0; i < stack.len; i++) {
+        free(stack.items[i].name);
+        dir_release(stack.items[i].parent);
+    }
+    free(stack.items);
+    free(seen.slots);
+    w->disk += blocks * 512ULL;
+    return;
+
+nomem_root:
+    close(root_fd);
+    free(seen.slots);
+    w->nomem = 1;
+}
+
+static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *path_obj, *excl_obj;
+    double deadline;
+    long checks = -1;
+    if (!PyArg_ParseTuple(args, "O&O!d|l", PyUnicode_FSConverter, &path_obj, &PyTuple_Type, &excl_obj,
+                          &deadline, &checks))
+        return NULL;
+    Walk w;
+    memset(&w, 0, sizeof w);
+    w.path = PyBytes_AS_STRING(path_obj);
+    w.deadline = deadline;
+    w.checks = checks;
+    w.n_excl = PyTuple_GET_SIZE(excl_obj);
+    w.excl = NULL;
+    if (w.n_excl > 0) {
+        w.excl = PyMem_Calloc((size_t)w.n_excl, sizeof(char *));
+        if (w.excl == NULL) {
+            Py_DECREF(path_obj);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < w.n_excl; i++) {
+            PyObject *item = PyTuple_GET_ITEM(excl_obj, i);
+            if (!PyBytes_Check(item)) {
+                PyMem_Free(w.excl);
+                Py_DECREF(path_obj);
+                PyErr_SetString(PyExc_TypeError, "exclude must be a tuple of bytes");
+                return NULL;
+            }
+            w.excl[i] = PyBytes_AS_STRING(item); /* the tuple holds them for the call */
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    run_walk(&w);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(w.excl);
+    Py_DECREF(path_obj);
+    if (w.nomem) return PyErr_NoMemory();
+    return Py_BuildValue("(KKKKO)", w.disk, w.apparent, w.files, w.errors, w.partial ? Py_True : Py_False);
+}
+
+static PyMethodDef methods[] = {
+    {"walk", py_walk, METH_VARARGS,
+     "walk(path, exclude, deadline, checks=-1) -> (disk_bytes, apparent_bytes, files, errors, partial)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_walk",
+    .m_doc = "The du engine's walk in C (see du.py).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
