@@ -32,6 +32,7 @@ from exporter.model import (
 )
 from exporter.samplers import Store
 from exporter.scan import ScanSnapshot
+from exporter.sources.du import WALK_IMPL
 
 P = "docker_storage_"
 OTHER = "__other__"
@@ -179,8 +180,12 @@ class StorageCollector(Collector):
     # -- groups -----------------------------------------------------------------------
 
     def _exporter(self) -> Iterator[Metric]:
-        build = _gauge("exporter_build_info", "Always 1; the exporter's version.", ["version"])
-        build.add_metric([__version__], 1)
+        build = _gauge(
+            "exporter_build_info",
+            "Always 1; the exporter's version, and the scan's walk: c (the compiled extension) or python.",
+            ["version", "walk"],
+        )
+        build.add_metric([__version__, WALK_IMPL], 1)
         yield build
         reqs = _counter(
             "engine_requests",

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import TEST_ROOT
 from tests.harness import SUMMARY
-from tests.harness.baseimage import import_base
+from tests.harness.baseimage import BUILD, import_base
 from tests.harness.engine import PrivateEngine
 from tests.harness.exporter import free_port, parse, value
 from tests.harness.seed import busybox_tar
@@ -30,11 +30,12 @@ def image_engine():
     eng = PrivateEngine(TEST_ROOT / "image")
     eng.start()
     try:
-        base = import_base(eng)
+        base, build_base = import_base(eng), import_base(eng, BUILD)
         started = time.monotonic()
         eng.docker(
             "build", "-q", "--network", "host", "--secret", f"id=ca,src={CA_BUNDLE}",
-            "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE, str(ROOT), buildkit=True,
+            "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"BUILD_IMAGE={build_base}",
+            "-t", IMAGE, str(ROOT), buildkit=True,
         )  # fmt: skip
         built = time.monotonic() - started
         size = json.loads(eng.docker("image", "inspect", IMAGE))[0]["Size"]
@@ -61,6 +62,12 @@ def test_image_metadata(image_engine):
         "-c", "import os; print(os.path.exists('/run/secrets/ca'), os.path.exists('/opt/exporter/bin/pip'))",
     )  # fmt: skip
     assert out.split() == ["False", "False"]
+    # The runtime stage has no compiler: the C walk came built from the build stage.
+    out = image_engine.docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "/opt/exporter/bin/python", IMAGE,
+        "-c", "import shutil; from exporter.sources import du; print(du.WALK_IMPL, shutil.which('gcc'))",
+    )  # fmt: skip
+    assert out.split() == ["c", "None"]
 
 
 def test_container_measures_the_engine_that_runs_it(image_engine):
@@ -102,5 +109,7 @@ def test_container_measures_the_engine_that_runs_it(image_engine):
         assert value(s, P + "root_disk_bytes", dir="overlay2") > 0
         assert value(s, P + "scan_unreadable_entries") == 0  # DAC_READ_SEARCH is enough
         assert value(s, P + "layer_attribution_available") == 1
+        # The C walk was compiled in the build stage and loads in the runtime one (no compiler).
+        assert value(s, P + "exporter_build_info", walk="c") == 1
     finally:
         eng.docker("rm", "-f", "dse-exporter", check=False)
