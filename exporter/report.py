@@ -16,7 +16,7 @@ from exporter.imagesizes import split_reference
 from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Store
 from exporter.scan import ScanSampler, ScanSnapshot
-from exporter.sources.du import Usage, Walker
+from exporter.sources.du import WALK_IMPL, Usage, Walker
 from exporter.sources.engine import EngineClient
 
 TOP = 15
@@ -133,7 +133,7 @@ def collect(store: Store) -> dict[str, Any]:
             for v in scan.volumes
         ]  # fmt: skip
         out["orphans"] = [{"name": o.name, "path": o.path, **_usage(o.usage)} for o in scan.orphans]
-        out["scan"] = {"errors": scan.errors, "skipped": scan.skipped, "walks": scan.walks}
+        out["scan"] = {"errors": scan.errors, "skipped": scan.skipped, "walks": scan.walks, "walk": WALK_IMPL}
     out["reclaim"] = reclaim(engine, bc, scan)
     return out
 

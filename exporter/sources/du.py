@@ -218,16 +218,16 @@ class WalkJob:
     hint: int = 0  # expected cost in any unit consistent within a run (files last time, recorded bytes)
 
 
-def _safe_walk(job: WalkJob, deadline: float | None) -> Usage:
+def _safe_walk(job: WalkJob, deadline: float | None, python: bool = False) -> Usage:
     try:
-        return walk(job.path, exclude=job.exclude, deadline=deadline)
+        return (walk_python if python else walk)(job.path, exclude=job.exclude, deadline=deadline)
     except Exception:  # noqa: BLE001 - one bad directory must not sink the whole scan
         return Usage(0, 0, 0, 1, False)
 
 
-def _walk_batch(jobs: list[WalkJob], deadline: float | None) -> list[Usage]:
+def _walk_batch(jobs: list[WalkJob], deadline: float | None, python: bool = False) -> list[Usage]:
     # Runs in a worker process; module-level so it pickles by reference.
-    return [_safe_walk(job, deadline) for job in jobs]
+    return [_safe_walk(job, deadline, python) for job in jobs]
 
 
 def _batches(jobs: list[WalkJob], n: int) -> list[list[WalkJob]]:
@@ -256,10 +256,12 @@ class Walker:
     threads, so plain fork is unsafe); `close()` shuts it down. `workers=1`, or a single job,
     walks in-process with no pool. If the pool breaks (a worker killed), the run finishes
     in-process and the pool is recreated next time. `walks` counts walks performed.
+    `python_walk`: walk in Python even where the C walk is built (bench/scan_vs_du.py compares).
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, python_walk: bool = False) -> None:
         self.workers = max(1, workers if workers is not None else _default_workers())
+        self.python_walk = python_walk
         self.walks = 0
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # one run at a time; close() may come from another thread
@@ -291,7 +293,7 @@ class Walker:
 
     def _local(self, job: WalkJob, deadline: float | None) -> Usage:
         self.walks += 1
-        return _safe_walk(job, deadline)
+        return _safe_walk(job, deadline, self.python_walk)
 
     def run(
         self,
@@ -336,7 +338,7 @@ class Walker:
                 batches, mine = _batches(jobs, self.workers * _BATCHES_PER_WORKER), []
             for i, batch in enumerate(batches):
                 try:
-                    futures[pool.submit(_walk_batch, batch, deadline)] = batch
+                    futures[pool.submit(_walk_batch, batch, deadline, self.python_walk)] = batch
                 except (BrokenProcessPool, RuntimeError, OSError):
                     # OSError: the pool could not start (e.g. no writable temp dir for the
                     # forkserver's socket on a read-only root): walk here, try again next run.

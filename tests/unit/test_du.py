@@ -691,6 +691,21 @@ def test_walker_never_raises_for_a_bad_job(dirs: dict[str, Path]) -> None:
         assert all(got[k] == walk(str(p)) for k, p in dirs.items())
 
 
+def test_walker_python_walk_uses_no_c(dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # bench/scan_vs_du.py times both walks side by side: the Python one must not touch the C one.
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+
+    class Refuses:
+        def walk(self, *args: object) -> None:
+            raise AssertionError("the C walk was called")
+
+    monkeypatch.setattr(du, "_native", Refuses())
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    assert Walker(workers=1, python_walk=True).run(jobs) == want
+    # and without python_walk it is: each job one error, from the refusing stand-in
+    assert Walker(workers=1).run(jobs) == {k: Usage(0, 0, 0, 1, False) for k in dirs}
+
+
 def test_walker_sums_a_repeated_key(dirs: dict[str, Path]) -> None:
     paths = list(dirs.values())[:2]
     got = Walker(workers=1).run([WalkJob("logs", str(p)) for p in paths])
