@@ -625,7 +625,7 @@ def main() -> int:
         f"- Full scan with the Python walk / du = {med['full_python'] / med['du']:.2f}: what a build"
         ' without a C compiler gets (`docker_storage_exporter_build_info{walk="python"}`). Per inode,'
         " CPython's `fstatat` plus building an `os.stat_result` and a `DirEntry` costs about twice du's"
-        " C loop, so two worker processes only reach parity.",
+        " C loop, so two worker processes bring it only to about du's time.",
         f"- Parallel speed-up of the full scan: {med['single'] / med['full']:.2f}x with {args.workers}"
         f" workers; the machine's own ceiling, {args.workers} processes spinning a CPU-bound loop vs one:"
         f" {ceiling:.2f}x.",

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test suite needs, when it is missing: a Docker Engine (dockerd and the
 # Debian docker CLI that comes with it), busybox-static (test images are built from it),
-# promtool (Prometheus' own checker and server) and debootstrap (the image test's Debian
-# base). Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to
-# get it.
+# promtool (Prometheus' own checker and server), debootstrap (the image test's Debian
+# base), and gcc with Python's headers (the scan's C walk, which the suite requires).
+# Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to get it.
 set -euo pipefail
 
 need=()
@@ -17,6 +17,10 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # the image test's Debian base
 # `make` builds a venv with this python3; Debian's needs python3-venv for that.
 "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+# The C walk (exporter/sources/_walk.c) compiles at `pip install`; Debian's own python3 keeps
+# its headers in python3-dev (a pyenv or python.org build ships them).
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+"${PYTHON:-python3}" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' >/dev/null 2>&1 || need+=(python3-dev)
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
 if [ "${#need[@]}" -eq 0 ]; then
