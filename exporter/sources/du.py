@@ -250,7 +250,8 @@ def _default_workers() -> int:
 
 
 class Walker:
-    """Runs WalkJobs in parallel across worker processes (the walk is GIL-bound, so processes).
+    """Runs WalkJobs in parallel across worker processes: the Python walk is GIL-bound, and a
+    worker stuck on a hung mount can be killed, which a thread in a syscall cannot.
 
     The pool is persistent and created lazily from a "forkserver" context (the exporter has
     threads, so plain fork is unsafe); `close()` shuts it down. `workers=1`, or a single job,
