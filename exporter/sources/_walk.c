@@ -181,7 +181,9 @@ static void run_walk(Walk *w) {
         w->partial = 1;
         return;
     }
-    int root_fd = open(w->path, DIR_FLAGS);
+    int root_fd;
+    do root_fd = open(w->path, DIR_FLAGS); /* os.open retries on EINTR (PEP 475): so do we */
+    while (root_fd < 0 && errno == EINTR);
     if (root_fd < 0) {
         w->errors += !VANISHED(errno);
         return;
@@ -198,7 +200,9 @@ static void run_walk(Walk *w) {
         if (cur == NULL) {
             if (stack.len == 0) break;
             Item it = stack.items[--stack.len];
-            int fd = openat(it.parent->fd, it.name, DIR_FLAGS);
+            int fd;
+            do fd = openat(it.parent->fd, it.name, DIR_FLAGS);
+            while (fd < 0 && errno == EINTR);
             if (fd < 0) w->errors += !VANISHED(errno);
             char *rel = NULL;
             if (fd >= 0 && use_rel && (rel = join(it.parent->rel, it.name)) == NULL) w->nomem = 1;
@@ -217,8 +221,9 @@ static void run_walk(Walk *w) {
             }
         }
         Dir *d = cur;
-        /* readdir from a duplicate, so d->fd stays ours for the subdirectories' openat */
-        int rfd = dup(d->fd);
+        /* readdir from a duplicate, so d->fd stays ours for the subdirectories' openat; made
+         * close-on-exec at once (as os.scandir does): a thread may fork and exec meanwhile */
+        int rfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 0);
         DIR *dp = rfd >= 0 ? fdopendir(rfd) : NULL;
         if (dp == NULL) {
             w->errors += !VANISHED(errno);
@@ -342,10 +347,11 @@ static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args) {
         }
         for (Py_ssize_t i = 0; i < w.n_excl; i++) {
             PyObject *item = PyTuple_GET_ITEM(excl_obj, i);
-            if (!PyBytes_Check(item)) {
+            /* a NUL would cut the strcmp short and match a shorter name */
+            if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item)) {
                 PyMem_Free(w.excl);
                 Py_DECREF(path_obj);
-                PyErr_SetString(PyExc_TypeError, "exclude must be a tuple of bytes");
+                PyErr_SetString(PyExc_ValueError, "exclude must be a tuple of bytes without NUL");
                 return NULL;
             }
             w.excl[i] = PyBytes_AS_STRING(item); /* the tuple holds them for the call */

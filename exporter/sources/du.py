@@ -91,7 +91,7 @@ def _norm_excludes(exclude: Iterable[str]) -> frozenset[str]:
     out = set()
     for rel in exclude:
         rel = os.path.normpath(os.fsdecode(rel)).strip("/")
-        if rel and rel != ".":
+        if rel and rel != "." and "\0" not in rel:  # no name holds a NUL: it could never match
             out.add(rel)
     return frozenset(out)
 
@@ -102,8 +102,9 @@ def walk(path: str | bytes, *, exclude: frozenset[str] = frozenset(), deadline: 
     if _native is None:
         return walk_python(path, exclude=exclude, deadline=deadline)
     excl = tuple(os.fsencode(rel) for rel in _norm_excludes(exclude))
+    # The C walk reads a negative deadline as none; any deadline below 0 has passed anyway.
     disk, apparent, files, errors, partial = _native.walk(
-        os.fsencode(path), excl, -1.0 if deadline is None else deadline
+        os.fsencode(path), excl, -1.0 if deadline is None else max(deadline, 0.0)
     )
     return Usage(disk, apparent, files, errors, partial)
 

@@ -330,6 +330,14 @@ def test_exclude_is_relative_to_the_root(tmp_path: Path) -> None:
     assert usage.apparent_bytes == 0
     assert usage.files == 1 + 2  # root, logs, logs/mounts
     assert walk(str(root), exclude=frozenset({"mounts"})).apparent_bytes == 7000
+    # A NUL cannot be in a name: such an exclude matches nothing (C's strcmp would stop at it).
+    assert walk(str(root), exclude=frozenset({"mounts\0zz", "logs\0"})) == walk(str(root))
+
+
+def test_c_walk_refuses_a_nul_in_an_exclude(tmp_path: Path) -> None:
+    assert du._native is not None, NOT_BUILT
+    with pytest.raises(ValueError):
+        du._native.walk(os.fsencode(tmp_path), (b"a\0b",), -1.0)
 
 
 @pytest.mark.usefixtures("impl")
@@ -390,6 +398,7 @@ def test_deadline_in_the_past_is_partial(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "tree")
     usage = walk(str(root), deadline=time.monotonic() - 1)
     assert usage.partial is True
+    assert walk(str(root), deadline=-5.0) == usage  # below zero too (C reads a negative as none)
     assert usage.files <= du_inodes(root)
     assert walk(str(root), deadline=time.monotonic() + 60).partial is False
 
