@@ -15,7 +15,7 @@ from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSample
 from exporter.scan import ScanSampler
 from exporter.scheduler import Job, create, run_soon, start
 from exporter.server import HttpServer
-from exporter.sources.du import Walker
+from exporter.sources.du import WALK_IMPL, Walker
 from exporter.sources.engine import EngineClient
 
 log = structlog.get_logger("exporter.app")
@@ -142,6 +142,7 @@ class App:
             basic_auth=bool(c.web_config and c.web_config.auth),
             telemetry_path=c.telemetry_path,
             docker_host=c.docker_host,
+            scan_walk=WALK_IMPL,  # "python": installed without a C compiler (docs/metrics.md, The scan)
         )
 
     def stop(self) -> None:
