@@ -225,9 +225,14 @@ class ScanSampler(Sampler):
         kinds: dict[str, str] = {}
 
         def add(
-            key: str, path: str, kind: str, exclude: frozenset[str] = frozenset(), guess: int = 0
+            key: str,
+            path: str,
+            kind: str,
+            exclude: frozenset[str] = frozenset(),
+            guess: int = 0,
+            isolate: bool = False,
         ) -> None:
-            jobs.append(WalkJob(key, path, exclude, hint=self._last_files.get(key, guess)))
+            jobs.append(WalkJob(key, path, exclude, self._last_files.get(key, guess), isolate))
             kinds[key] = kind
 
         def add_static(key: str, path: str, exclude: frozenset[str] = frozenset()) -> None:
@@ -311,7 +316,9 @@ class ScanSampler(Sampler):
         for name in names_in(vdir):
             path = os.path.join(vdir, name)
             if name in layout.volumes:
-                add(f"vdata:{name}", os.path.join(path, "_data"), "volume")
+                # _data may be a mount (NFS, a bind): walked in a worker, which can be killed if
+                # it hangs, never in this process.
+                add(f"vdata:{name}", os.path.join(path, "_data"), "volume", isolate=True)
                 add(f"volume:{name}", path, "volume", NOT_DATA)
             else:
                 results[f"vfile:{name}"] = _one(path)  # metadata.db, backingFsBlockDev

@@ -217,6 +217,9 @@ class WalkJob:
     path: str
     exclude: frozenset[str] = frozenset()
     hint: int = 0  # expected cost in any unit consistent within a run (files last time, recorded bytes)
+    # Walk it in a worker whenever there is a pool (`workers` > 1): a dir that may be another
+    # filesystem, say a volume on NFS, can hang in a system call, and only a process can be killed.
+    isolate: bool = False
 
 
 def _safe_walk(job: WalkJob, deadline: float | None, python: bool = False) -> Usage:
@@ -309,8 +312,9 @@ class Walker:
         Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first. With
         `local_below`, a run whose hints are all known and add up to less is small: it never
         starts the pool; if the pool is up, this process walks one share while the workers walk
-        the others (one batch each, so one round trip), else it walks everything. `alongside`:
-        work for this process while the workers walk (or before it walks, with no pool)."""
+        the others (one batch each, so one round trip), else it walks everything; an `isolate` job
+        goes to the pool in any case, starting it if need be. `alongside`: work for this process
+        while the workers walk (or before it walks, with no pool)."""
         with self._lock:
             results: dict[str, Usage] = {}
 
@@ -320,9 +324,10 @@ class Walker:
             small = (
                 local_below > 0 and all(j.hint > 0 for j in jobs) and sum(j.hint for j in jobs) < local_below
             )
+            isolated = [j for j in jobs if j.isolate]
             pool = None
-            if self.workers > 1 and len(jobs) > 1:
-                pool = self._pool if small else self._get_pool()
+            if self.workers > 1 and (len(jobs) > 1 or isolated):
+                pool = self._pool if small and not isolated else self._get_pool()
             if pool is None:
                 if alongside is not None:
                     alongside()
@@ -334,8 +339,10 @@ class Walker:
             redo: list[WalkJob] = []
             dropped_here = False
             if small:
-                batches = _batches(jobs, self.workers)
-                mine = batches.pop()  # the lightest: this process also waits for the others
+                batches = _batches([j for j in jobs if not j.isolate], self.workers)
+                mine = batches.pop() if batches else []  # the lightest: this process waits anyway
+                if isolated:
+                    batches.append(isolated)
             else:
                 batches, mine = _batches(jobs, self.workers * _BATCHES_PER_WORKER), []
             for i, batch in enumerate(batches):

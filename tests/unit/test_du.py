@@ -602,6 +602,38 @@ def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Pa
         assert {j.key for b in submitted for j in b} == set(want)
 
 
+def test_walker_isolated_jobs_only_walk_in_a_worker(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that may hang (a volume's _data on NFS) never walks in this process when there can
+    be a pool: not in a small run's local share, not alone, not before the pool is up."""
+    jobs = [WalkJob(key, str(path), hint=10 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
+    risky = {jobs[0].key, jobs[3].key}
+    jobs = [dataclasses.replace(j, isolate=j.key in risky) for j in jobs]
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    here: list[str] = []
+    real = du._safe_walk
+
+    def spy(job: WalkJob, *args: object) -> Usage:  # only this process sees it: workers import du afresh
+        here.append(job.key)
+        return real(job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(du, "_safe_walk", spy)
+    with Walker(workers=2) as walker:
+        assert walker.run(jobs, local_below=10_000) == want  # small, no pool yet: starts it
+        assert walker._pool is not None
+        assert here and not risky & set(here)  # the rest shared between this process and the pool
+        here.clear()
+        assert walker.run(jobs, local_below=10_000) == want  # small, with the pool up
+        assert here and not risky & set(here)
+        here.clear()
+        assert walker.run(jobs[:1]) == {jobs[0].key: want[jobs[0].key]}  # alone
+        assert here == []
+    here.clear()
+    assert Walker(workers=1).run(jobs) == want  # one worker asked for: everything in-process
+    assert set(here) == set(want)
+
+
 def test_walker_survives_a_missing_dir_and_passes_exclude(tmp_path: Path, dirs: dict[str, Path]) -> None:
     layer = tmp_path / "layer"
     write(layer / "diff" / "f", 1000)
