@@ -537,6 +537,35 @@ def test_unreadable_dir_counts_an_error_and_goes_on(world_readable_dir: Path) ->
     assert_matches_du(root, walk(str(root)))
 
 
+def test_install_without_a_compiler_walks_in_python(tmp_path: Path) -> None:
+    """setup.py's extension is optional: with no working C compiler the package still installs,
+    and walks in Python with the same figures."""
+    repo = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(repo / name, src / name)
+    shutil.copytree(repo / "exporter", src / "exporter", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    target = tmp_path / "site"
+    env = {**os.environ, "CC": "/bin/false", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("DSE_WALK", None)
+    subprocess.run(
+        # Build isolation fetches setuptools from the package index, as any user's install does.
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(src)],
+        env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert not list(target.rglob("_walk*.so"))
+    tree = make_tree(tmp_path / "tree")
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from exporter.sources import du;"
+         " print(json.dumps([du.WALK_IMPL, du.walk(sys.argv[1])]))", str(tree)],
+        env={**env, "PYTHONPATH": str(target)}, cwd=tmp_path, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    impl, usage = json.loads(out.stdout)
+    assert impl == "python"
+    assert Usage(*usage) == walk(str(tree))
+
+
 # --- Walker ------------------------------------------------------------------------------
 
 
