@@ -4,9 +4,9 @@
 #   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt -t docker-storage-exporter .
 # Run: see docs/deploy.md (socket and / mounted read-only, --path.rootfs=/host).
 # BUILD_IMAGE compiles the scan's C walk (it needs gcc and Python's headers) and must carry
-# the same Python, at the same path, as BASE_IMAGE, which runs it with no compiler. Built from
-# a BUILD_IMAGE without a compiler, the image walks in Python: the same figures, about twice
-# the CPU (build_info's `walk` label says which; the build log prints it too).
+# the same Python, at the same path, as BASE_IMAGE, which runs it with no compiler: override
+# both together. Built from a BUILD_IMAGE without a compiler, the image walks in Python: the
+# same figures, about twice the CPU (build_info's `walk` label says which; so does the build log).
 ARG BUILD_IMAGE=python:3.12
 ARG BASE_IMAGE=python:3.12-slim
 
@@ -34,6 +34,9 @@ LABEL org.opencontainers.image.title="docker-storage-exporter" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/exporter /opt/exporter
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# The venv runs on this base: a Python at another version or path fails the build here, and a
+# C walk this base cannot load (an older glibc) shows as `scan walk: python`.
+RUN ["/opt/exporter/bin/python", "-c", "from exporter.sources import du; print('scan walk:', du.WALK_IMPL)"]
 # Root, but run it with every capability dropped except DAC_READ_SEARCH (read the Docker
 # root) and a read-only filesystem: docs/deploy.md explains the trade-off.
 USER 0:0

@@ -25,6 +25,8 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: deps venv lint
+	@# a venv made before gcc was there (make run): build the C walk now that deps installed it
+	$(BIN)/python -c 'import exporter.sources._walk' 2>/dev/null || $(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; $(BIN)/python -m tests.harness.cleanup; exit $$rc
 
 accuracy: deps venv

@@ -316,8 +316,8 @@ class ScanSampler(Sampler):
         for name in names_in(vdir):
             path = os.path.join(vdir, name)
             if name in layout.volumes:
-                # _data may be a mount (NFS, a bind): walked in a worker, which can be killed if
-                # it hangs, never in this process.
+                # _data may be a mount (NFS, a bind): walked in a worker when one can run, which
+                # can be killed if it hangs (du.WalkJob.isolate).
                 add(f"vdata:{name}", os.path.join(path, "_data"), "volume", isolate=True)
                 add(f"volume:{name}", path, "volume", NOT_DATA)
             else:

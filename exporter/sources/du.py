@@ -76,6 +76,7 @@ def total(usages: Iterable[Usage]) -> Usage:
 
 
 EMPTY = Usage(0, 0, 0, 0, False)
+_UNFINISHED = Usage(0, 0, 0, 0, True)  # a walk that never ran or never came back
 
 
 class _Dir:
@@ -217,8 +218,9 @@ class WalkJob:
     path: str
     exclude: frozenset[str] = frozenset()
     hint: int = 0  # expected cost in any unit consistent within a run (files last time, recorded bytes)
-    # Walk it in a worker whenever there is a pool (`workers` > 1): a dir that may be another
-    # filesystem, say a volume on NFS, can hang in a system call, and only a process can be killed.
+    # Walk it in a worker whenever a pool can run (`workers` > 1): a dir that may be another
+    # filesystem, say a volume on NFS, can hang in a system call, and only a process can be
+    # killed. A worker that dies under it leaves it unfinished, never walked here instead.
     isolate: bool = False
 
 
@@ -258,8 +260,8 @@ class Walker:
     worker stuck on a hung mount can be killed, which a thread in a syscall cannot.
 
     The pool is persistent and created lazily from a "forkserver" context (the exporter has
-    threads, so plain fork is unsafe); `close()` shuts it down. `workers=1`, or a single job,
-    walks in-process with no pool. If the pool breaks (a worker killed), the run finishes
+    threads, so plain fork is unsafe); `close()` shuts it down. `workers=1`, or a single job
+    (unless `isolate`), walks in-process with no pool. If the pool breaks (a worker killed), the run finishes
     in-process and the pool is recreated next time. `walks` counts walks performed.
     `python_walk`: walk in Python even where the C walk is built (bench/scan_vs_du.py compares).
     """
@@ -328,21 +330,22 @@ class Walker:
             pool = None
             if self.workers > 1 and (len(jobs) > 1 or isolated):
                 pool = self._pool if small and not isolated else self._get_pool()
-            if pool is None:
+            if pool is None:  # one worker asked for, or the pool cannot start: all here
                 if alongside is not None:
                     alongside()
-                for job in sorted(jobs, key=lambda j: -j.hint):
-                    add(job.key, self._local(job, deadline))
+                self._walk_here(jobs, deadline, add)
                 return results
 
             futures: dict[Future[list[Usage]], list[WalkJob]] = {}
             redo: list[WalkJob] = []
             dropped_here = False
             if small:
-                batches = _batches([j for j in jobs if not j.isolate], self.workers)
-                mine = batches.pop() if batches else []  # the lightest: this process waits anyway
-                if isolated:
-                    batches.append(isolated)
+                shares = _batches([j for j in jobs if not j.isolate], self.workers)
+                mine = shares.pop() if shares else []  # the lightest: this process waits anyway
+                if isolated:  # the rest, balanced again over every worker
+                    batches = _batches([j for share in shares for j in share] + isolated, self.workers)
+                else:
+                    batches = shares
             else:
                 batches, mine = _batches(jobs, self.workers * _BATCHES_PER_WORKER), []
             for i, batch in enumerate(batches):
@@ -369,7 +372,7 @@ class Walker:
                         redo += batch
                     else:  # by shutdown(): unfinished
                         for job in batch:
-                            add(job.key, Usage(0, 0, 0, 0, True))
+                            add(job.key, _UNFINISHED)
                     continue
                 exc = fut.exception()
                 if exc is None:
@@ -377,19 +380,30 @@ class Walker:
                     for job, usage in zip(batch, fut.result(), strict=True):
                         add(job.key, usage)
                 elif isinstance(exc, BrokenProcessPool):
-                    redo += batch
+                    # A worker died under this batch (killed, or shutdown()). An isolated job in
+                    # it may be what hangs: unfinished, retried by a fresh pool next run.
+                    redo += [job for job in batch if not job.isolate]
+                    for job in batch:
+                        if job.isolate:
+                            add(job.key, _UNFINISHED)
                 else:  # e.g. a job that would not pickle: that batch's problem only
                     for job in batch:
                         add(job.key, Usage(0, 0, 0, 1, False))
             for fut in pending:
                 # Past deadline + grace and still walking (a hung mount?): what we know is nothing.
                 for job in futures[fut]:
-                    add(job.key, Usage(0, 0, 0, 0, True))
+                    add(job.key, _UNFINISHED)
             if redo or pending:
                 self._drop_pool(kill=True)  # recreated on the next run
-            for job in sorted(redo, key=lambda j: -j.hint):
-                add(job.key, self._local(job, deadline))
+            self._walk_here(redo, deadline, add)
             return results
+
+    def _walk_here(
+        self, jobs: list[WalkJob], deadline: float | None, add: Callable[[str, Usage], None]
+    ) -> None:
+        """Walk `jobs` in this process, heaviest first."""
+        for job in sorted(jobs, key=lambda j: -j.hint):
+            add(job.key, self._local(job, deadline))
 
     def close(self) -> None:
         with self._lock:

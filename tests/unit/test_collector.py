@@ -24,6 +24,7 @@ from exporter.model import (
     Volume,
 )
 from exporter.samplers import Store
+from exporter.sources.du import WALK_IMPL
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
@@ -219,7 +220,7 @@ def test_every_metric_is_prefixed() -> None:
 
 def test_values_of_the_simple_families() -> None:
     fams = families(StorageCollector(full_store(), top_n=50))
-    build = {(("version", __version__), ("walk", "c")): 1}  # this suite runs with the C walk built
+    build = {(("version", __version__), ("walk", WALK_IMPL)): 1}
     assert samples(fams, "docker_storage_exporter_build_info") == build
     assert samples(fams, "docker_storage_engine_up") == {(): 1}
     assert samples(fams, "docker_storage_engine_info") == {

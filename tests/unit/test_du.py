@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -101,9 +102,15 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         monkeypatch.setattr(du, "_native", None)
         monkeypatch.setenv("DSE_WALK", "python")  # for walks in a subprocess
     else:
-        assert du._native is not None, NOT_BUILT
+        c_walk()
         monkeypatch.delenv("DSE_WALK", raising=False)
     return str(request.param)
+
+
+def c_walk() -> Any:
+    """The C walk module; a suite run without it fails (never skips) with how to build it."""
+    assert du._native is not None, NOT_BUILT
+    return du._native
 
 
 NOT_BUILT = (
@@ -335,9 +342,8 @@ def test_exclude_is_relative_to_the_root(tmp_path: Path) -> None:
 
 
 def test_c_walk_refuses_a_nul_in_an_exclude(tmp_path: Path) -> None:
-    assert du._native is not None, NOT_BUILT
     with pytest.raises(ValueError):
-        du._native.walk(os.fsencode(tmp_path), (b"a\0b",), -1.0)
+        c_walk().walk(os.fsencode(tmp_path), (b"a\0b",), -1.0)
 
 
 @pytest.mark.usefixtures("impl")
@@ -412,9 +418,8 @@ def test_deadline_mid_walk_stops_and_closes_everything(
             write(root / f"a{i % 5}" / f"b{i}" / f"f{j}", 10)
     full = walk(str(root))
     # C: its test hook makes the 3rd check (after ~768 entries) count as past the deadline.
-    assert du._native is not None, NOT_BUILT
     before = open_fds()
-    in_c = Usage(*du._native.walk(os.fsencode(root), (), 1e18, 3))
+    in_c = Usage(*c_walk().walk(os.fsencode(root), (), 1e18, 3))
     assert open_fds() == before
     # Python: a clock that ticks once per check, past a deadline of 3.0 at the 3rd.
     clock = iter(range(10**6))
@@ -442,7 +447,7 @@ _NODE = st.tuples(
 def test_c_and_python_walks_agree_on_random_trees(
     tmp_path: Path, nodes: list[tuple[str, int, int]], pick: int, excl: bool
 ) -> None:
-    assert du._native is not None, NOT_BUILT
+    c_walk()
     root = Path(tempfile.mkdtemp(dir=tmp_path))
     dirs, files, made = [root], [], []
     for i, (kind, depth, size) in enumerate(nodes):
@@ -587,6 +592,8 @@ def test_walker_parallel_equals_per_dir_walks(dirs: dict[str, Path]) -> None:
         assert walker.run(jobs, deadline=time.monotonic() + 60) == got  # the pool is reused
         assert walker.walks == 2 * len(jobs)
     assert walker._pool is None
+    with Walker(workers=2, python_walk=True) as in_python:  # the workers walk in Python: the same
+        assert in_python.run(jobs) == got and in_python._pool is not None
 
 
 def test_walker_in_process_for_one_worker_or_one_job(dirs: dict[str, Path]) -> None:
@@ -713,6 +720,43 @@ def test_walker_recovers_from_a_worker_killed_mid_run(dirs: dict[str, Path]) -> 
         assert got == want  # finished in-process
         assert walker.walks == 2 + len(jobs)
         assert walker.run(jobs) == want and walker._pool is not None  # a fresh pool
+
+
+def test_walker_never_walks_an_isolated_job_here_after_its_worker_died(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that dies under an isolated job (stuck on a hung mount, then killed) leaves that
+    job unfinished: walking it here could hang this process for good. The others are redone."""
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    risky = jobs[2].key
+    jobs = [dataclasses.replace(j, isolate=j.key == risky) for j in jobs]
+    here: list[str] = []
+    real = du._safe_walk
+
+    def spy(job: WalkJob, *args: object) -> Usage:
+        here.append(job.key)
+        return real(job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(du, "_safe_walk", spy)
+    with Walker(workers=2) as walker:
+        walker.run([j for j in jobs if not j.isolate][:2])  # the pool is up
+        here.clear()
+        procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
+        for p in procs:  # frozen: they take the jobs and finish none of them
+            os.kill(p.pid, signal.SIGSTOP)
+        got: dict[str, Usage] = {}
+        runner = threading.Thread(target=lambda: got.update(walker.run(jobs)))
+        runner.start()
+        time.sleep(0.3)
+        assert runner.is_alive() and not got
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+        runner.join(timeout=60)
+        assert got[risky] == Usage(0, 0, 0, 0, True)  # unfinished, not walked here
+        assert risky not in here
+        assert {k: u for k, u in got.items() if k != risky} == {k: u for k, u in want.items() if k != risky}
+        assert walker.run(jobs) == want  # a fresh pool walks it next time
 
 
 def test_walker_shutdown_mid_run_returns_the_unfinished_as_partial(dirs: dict[str, Path]) -> None:
