@@ -638,36 +638,40 @@ def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Pa
         assert {j.key for b in submitted for j in b} == set(want)
 
 
-def test_walker_isolated_jobs_only_walk_in_a_worker(
-    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def walked_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys of the jobs this process walks itself (workers import du afresh: they go unseen)."""
+    here: list[str] = []
+    real = du._safe_walk
+
+    def spy(job: WalkJob, *args: object) -> Usage:
+        here.append(job.key)
+        return real(job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(du, "_safe_walk", spy)
+    return here
+
+
+def test_walker_isolated_jobs_only_walk_in_a_worker(dirs: dict[str, Path], walked_here: list[str]) -> None:
     """A job that may hang (a volume's _data on NFS) never walks in this process when there can
     be a pool: not in a small run's local share, not alone, not before the pool is up."""
     jobs = [WalkJob(key, str(path), hint=10 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
     risky = {jobs[0].key, jobs[3].key}
     jobs = [dataclasses.replace(j, isolate=j.key in risky) for j in jobs]
     want = {key: walk(str(path)) for key, path in dirs.items()}
-    here: list[str] = []
-    real = du._safe_walk
-
-    def spy(job: WalkJob, *args: object) -> Usage:  # only this process sees it: workers import du afresh
-        here.append(job.key)
-        return real(job, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(du, "_safe_walk", spy)
     with Walker(workers=2) as walker:
         assert walker.run(jobs, local_below=10_000) == want  # small, no pool yet: starts it
         assert walker._pool is not None
-        assert here and not risky & set(here)  # the rest shared between this process and the pool
-        here.clear()
+        assert walked_here and not risky & set(walked_here)  # the rest: shared with the pool
+        walked_here.clear()
         assert walker.run(jobs, local_below=10_000) == want  # small, with the pool up
-        assert here and not risky & set(here)
-        here.clear()
+        assert walked_here and not risky & set(walked_here)
+        walked_here.clear()
         assert walker.run(jobs[:1]) == {jobs[0].key: want[jobs[0].key]}  # alone
-        assert here == []
-    here.clear()
+        assert walked_here == []
+    walked_here.clear()
     assert Walker(workers=1).run(jobs) == want  # one worker asked for: everything in-process
-    assert set(here) == set(want)
+    assert set(walked_here) == set(want)
 
 
 def test_walker_survives_a_missing_dir_and_passes_exclude(tmp_path: Path, dirs: dict[str, Path]) -> None:
@@ -701,29 +705,36 @@ def test_walker_recovers_from_a_killed_worker(dirs: dict[str, Path]) -> None:
         assert walker._pool is not None and walker.walks == 3 * len(jobs)
 
 
+def run_while_the_workers_die(walker: Walker, jobs: list[WalkJob]) -> dict[str, Usage]:
+    """`walker.run(jobs)` with its workers frozen (they take the jobs and finish none of them),
+    then killed while the run waits on them."""
+    procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
+    for p in procs:
+        os.kill(p.pid, signal.SIGSTOP)
+    got: dict[str, Usage] = {}
+    runner = threading.Thread(target=lambda: got.update(walker.run(jobs)))
+    runner.start()
+    time.sleep(0.3)
+    assert runner.is_alive() and not got
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+    runner.join(timeout=60)
+    return got
+
+
 def test_walker_recovers_from_a_worker_killed_mid_run(dirs: dict[str, Path]) -> None:
     jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
     want = {key: walk(str(path)) for key, path in dirs.items()}
     with Walker(workers=2) as walker:
         walker.run(jobs[:2])  # the pool is up
-        procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
-        for p in procs:  # frozen: they take the jobs and finish none of them
-            os.kill(p.pid, signal.SIGSTOP)
-        got: dict[str, Usage] = {}
-        runner = threading.Thread(target=lambda: got.update(walker.run(jobs)))
-        runner.start()
-        time.sleep(0.3)
-        assert runner.is_alive() and not got
-        for p in procs:
-            os.kill(p.pid, signal.SIGKILL)
-        runner.join(timeout=60)
+        got = run_while_the_workers_die(walker, jobs)
         assert got == want  # finished in-process
         assert walker.walks == 2 + len(jobs)
         assert walker.run(jobs) == want and walker._pool is not None  # a fresh pool
 
 
 def test_walker_never_walks_an_isolated_job_here_after_its_worker_died(
-    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    dirs: dict[str, Path], walked_here: list[str]
 ) -> None:
     """A worker that dies under an isolated job (stuck on a hung mount, then killed) leaves that
     job unfinished: walking it here could hang this process for good. The others are redone."""
@@ -731,30 +742,12 @@ def test_walker_never_walks_an_isolated_job_here_after_its_worker_died(
     want = {key: walk(str(path)) for key, path in dirs.items()}
     risky = jobs[2].key
     jobs = [dataclasses.replace(j, isolate=j.key == risky) for j in jobs]
-    here: list[str] = []
-    real = du._safe_walk
-
-    def spy(job: WalkJob, *args: object) -> Usage:
-        here.append(job.key)
-        return real(job, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(du, "_safe_walk", spy)
     with Walker(workers=2) as walker:
         walker.run([j for j in jobs if not j.isolate][:2])  # the pool is up
-        here.clear()
-        procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
-        for p in procs:  # frozen: they take the jobs and finish none of them
-            os.kill(p.pid, signal.SIGSTOP)
-        got: dict[str, Usage] = {}
-        runner = threading.Thread(target=lambda: got.update(walker.run(jobs)))
-        runner.start()
-        time.sleep(0.3)
-        assert runner.is_alive() and not got
-        for p in procs:
-            os.kill(p.pid, signal.SIGKILL)
-        runner.join(timeout=60)
+        walked_here.clear()
+        got = run_while_the_workers_die(walker, jobs)
         assert got[risky] == Usage(0, 0, 0, 0, True)  # unfinished, not walked here
-        assert risky not in here
+        assert risky not in walked_here
         assert {k: u for k, u in got.items() if k != risky} == {k: u for k, u in want.items() if k != risky}
         assert walker.run(jobs) == want  # a fresh pool walks it next time
 
