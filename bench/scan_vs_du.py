@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import cpu_model, write_section
 from exporter import logs
-from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, Volume
+from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
-from exporter.scan import ScanSampler, ScanSnapshot
+from exporter.scan import ScanSampler
 from exporter.sources.du import WALK_IMPL, Walker, walk
 from exporter.sources.layout import chain_ids, read_layout
 

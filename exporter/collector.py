@@ -25,13 +25,14 @@ from exporter.model import (
     CONTAINER_STATES,
     IMAGE_STATES,
     VOLUME_STATES,
+    WALK_KINDS,
     BuildCacheSnapshot,
     EngineSnapshot,
     FilesystemSnapshot,
     Image,
+    ScanSnapshot,
 )
 from exporter.samplers import Store
-from exporter.scan import ScanSnapshot
 from exporter.sources.du import WALK_IMPL
 
 P = "docker_storage_"
@@ -230,7 +231,7 @@ class StorageCollector(Collector):
         yield up
 
     def _engine(self) -> Iterator[Metric]:
-        snap: EngineSnapshot | None = self.store.snapshot("engine")
+        snap = self.store.latest(EngineSnapshot)
         if snap is None:
             return
         i = snap.info
@@ -250,7 +251,7 @@ class StorageCollector(Collector):
         yield skipped
 
     def _images(self) -> Iterator[Metric]:
-        snap: EngineSnapshot | None = self.store.snapshot("engine")
+        snap = self.store.latest(EngineSnapshot)
         if snap is None:
             return
         counts = snap.image_states
@@ -357,7 +358,7 @@ class StorageCollector(Collector):
         return kept, len(folded), sums
 
     def _objects(self) -> Iterator[Metric]:
-        snap: EngineSnapshot | None = self.store.snapshot("engine")
+        snap = self.store.latest(EngineSnapshot)
         if snap is None:
             return
         counts, vcounts = self._engine_memo.get(
@@ -385,7 +386,7 @@ class StorageCollector(Collector):
         yield volumes
 
     def _filesystems(self) -> Iterator[Metric]:
-        snap: FilesystemSnapshot | None = self.store.snapshot("filesystem")
+        snap = self.store.latest(FilesystemSnapshot)
         if snap is None:
             return
         labels = ["mountpoint", "path"]
@@ -420,7 +421,7 @@ class StorageCollector(Collector):
         yield from fams.values()
 
     def _build_cache(self) -> Iterator[Metric]:
-        snap: BuildCacheSnapshot | None = self.store.snapshot("build_cache")
+        snap = self.store.latest(BuildCacheSnapshot)
         if snap is None:
             return
         bc = snap.build_cache
@@ -451,10 +452,10 @@ class StorageCollector(Collector):
         yield from (u, r)
 
     def _scan(self) -> Iterator[Metric]:
-        snap: ScanSnapshot | None = self.store.snapshot("scan")
+        snap = self.store.latest(ScanSnapshot)
         if snap is None:
             return
-        engine: EngineSnapshot | None = self.store.snapshot("engine")
+        engine = self.store.latest(EngineSnapshot)
         attr = _gauge(
             "layer_attribution_available",
             "1 if image layers and storage-driver dirs can be attributed (overlay2 with the "
@@ -500,7 +501,7 @@ class StorageCollector(Collector):
             "Directories walked by the last scan, by kind; layers come from the cache once walked.",
             ["kind"],
         )
-        for kind in ("layer", "container", "volume", "other"):
+        for kind in WALK_KINDS:
             walks.add_metric([kind], snap.walks.get(kind, 0))
         cached = _gauge("scan_cached_layers", "Image layers whose walk is cached (immutable).")
         cached.add_metric([], snap.cached_layers)

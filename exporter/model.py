@@ -7,12 +7,48 @@ the collector can read it from another thread without locks.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar, NamedTuple
 
 IMAGE_STATES = ("in_use", "unused", "dangling", "intermediate")
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
 VOLUME_STATES = ("in_use", "unused")
+WALK_KINDS = ("layer", "container", "volume", "other")  # scan_walks{kind}
+
+
+class Usage(NamedTuple):
+    """What a walk found. A tuple, not a dataclass: a scan adds thousands of these, and summing
+    a list of them (`total`) then runs in C."""
+
+    disk_bytes: int  # st_blocks*512 of every inode counted, dirs included: `du -s --block-size=1`
+    apparent_bytes: int  # st_size of non-directories, hard links once (Docker's calcSize)
+    files: int  # inodes counted, the root included: `du -s --inodes`
+    errors: int  # entries we could not read (EACCES, EPERM, ...); vanished entries are not errors
+    partial: bool = False  # the deadline passed first: the figures are a lower bound
+
+    def __add__(self, other: object) -> Usage:  # type: ignore[override]  # a sum, not tuple concatenation
+        if not isinstance(other, Usage):
+            return NotImplemented
+        a, b, c, d, e = self
+        return Usage(a + other[0], b + other[1], c + other[2], d + other[3], e or other[4])
+
+    def __mul__(self, other: object) -> Usage:  # type: ignore[override]
+        return NotImplemented  # tuple repetition would be a silent bug
+
+    __rmul__ = __mul__
+
+
+EMPTY = Usage(0, 0, 0, 0, False)
+
+
+def total(usages: Iterable[Usage]) -> Usage:
+    """The sum of many Usages, field by field in C (zip and sum), not one Python add per item."""
+    sums = tuple(map(sum, zip(*usages, strict=True)))
+    if not sums:
+        return EMPTY
+    return Usage(sums[0], sums[1], sums[2], sums[3], bool(sums[4]))
 
 
 @dataclass(frozen=True)
@@ -78,6 +114,8 @@ class DiskUsage:
 
 @dataclass(frozen=True)
 class EngineSnapshot:
+    sampler: ClassVar[str] = "engine"  # the sampler that publishes it (Store.latest)
+
     info: EngineInfo
     images: tuple[Image, ...]
     containers: tuple[Container, ...]
@@ -115,12 +153,82 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class FilesystemSnapshot:
+    sampler: ClassVar[str] = "filesystem"
+
     filesystems: tuple[Filesystem, ...]
 
 
 @dataclass(frozen=True)
 class BuildCacheSnapshot:
+    sampler: ClassVar[str] = "build_cache"
+
     build_cache: BuildCache
+
+
+# -- the scan: every byte under the engine's root, attributed ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LayerScan:
+    chain_id: str
+    diff_id: str
+    cache_id: str  # the layer's dir in its store (overlay2's cache-id)
+    size: int  # the store's recorded apparent bytes (layerdb `size`)
+    diff: Usage  # the walk of its content dir: apparent bytes comparable with `size`
+    total: Usage  # the layer's whole dir
+    images: int  # images whose layer chain holds it
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerScan:
+    id: str
+    name: str
+    image: str
+    state: str
+    rw: Usage | None  # the writable layer's content dir; None when not attributable
+    logs: Usage  # json-file and local-driver logs, rotated ones included
+
+    @property
+    def prunable(self) -> bool:
+        """What `docker container prune` removes and `docker system df` counts reclaimable:
+        not running, paused or restarting (and known to the engine)."""
+        return self.state in ("created", "exited", "dead")
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeScan:
+    name: str
+    driver: str
+    containers: int
+    data: Usage  # volumes/<name>/_data (Docker's volume size is its apparent bytes)
+    total: Usage  # volumes/<name>
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanDir:
+    name: str
+    path: str  # as the host names it
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ScanSnapshot:
+    sampler: ClassVar[str] = "scan"
+
+    root_dir: str  # host path
+    driver: str
+    attribution: bool  # layers and driver dirs attributed (a store reader that knows the layout)
+    attribution_reason: str  # why not, when not
+    root_dirs: dict[str, Usage]
+    owners: dict[str, Usage]  # the layer area by owner (exporter.stores.inventory.Owner), with attribution
+    layers: tuple[LayerScan, ...]
+    containers: tuple[ContainerScan, ...]
+    volumes: tuple[VolumeScan, ...]
+    orphans: tuple[OrphanDir, ...]
+    walks: dict[str, int]  # walks done this scan, by kind (WALK_KINDS)
+    cached_layers: int
+    skipped: int  # malformed layout entries (logged)
+    errors: int  # unreadable entries met by the walks
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import IO, Any
 
 from exporter.config import Config
 from exporter.imagesizes import split_reference
-from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot
+from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot, ScanSnapshot
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Store
-from exporter.scan import ScanSampler, ScanSnapshot
+from exporter.scan import ScanSampler
 from exporter.sources.du import WALK_IMPL, Usage, Walker
 from exporter.sources.engine import EngineClient
 
@@ -68,10 +68,10 @@ def _usage(u: Usage | None) -> dict[str, int] | None:
 
 def collect(store: Store) -> dict[str, Any]:
     """The report's data from the latest snapshots (no I/O)."""
-    engine: EngineSnapshot | None = store.snapshot("engine")
-    fs: FilesystemSnapshot | None = store.snapshot("filesystem")
-    bc: BuildCacheSnapshot | None = store.snapshot("build_cache")
-    scan: ScanSnapshot | None = store.snapshot("scan")
+    engine = store.latest(EngineSnapshot)
+    fs = store.latest(FilesystemSnapshot)
+    bc = store.latest(BuildCacheSnapshot)
+    scan = store.latest(ScanSnapshot)
     out: dict[str, Any] = {
         "samplers": [
             {

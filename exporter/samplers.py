@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import structlog
 
@@ -38,6 +38,13 @@ from exporter.sources.engine import (
 )
 
 log = structlog.get_logger("exporter.samplers")
+
+
+class _Published(Protocol):
+    sampler: ClassVar[str]
+
+
+S = TypeVar("S", bound=_Published)
 
 
 class NotDue(Exception):
@@ -69,6 +76,14 @@ class Store:
 
     def snapshot(self, name: str) -> Any:
         return self._snapshots.get(name)
+
+    def latest(self, kind: type[S]) -> S | None:
+        """The latest snapshot of a type (published by the sampler it names), typed. Anything
+        else under that sampler's name is a bug, raised for the caller to count."""
+        snap = self._snapshots.get(kind.sampler)
+        if snap is None or isinstance(snap, kind):
+            return snap
+        raise TypeError(f"sampler {kind.sampler} published a {type(snap).__name__}, not a {kind.__name__}")
 
     def status(self, name: str) -> SamplerStatus | None:
         return self._status.get(name)
@@ -389,7 +404,7 @@ class FilesystemSampler(Sampler):
     def paths(self) -> list[str]:
         """The Docker root, its top-level dirs (any may be a mount of its own) and volumes
         whose data lives elsewhere, as host paths."""
-        engine = self.store.snapshot(EngineSampler.name)
+        engine = self.store.latest(EngineSnapshot)
         if engine is None or not engine.info.root_dir:
             # Not a failure of ours: wait for the first engine sample to name the root.
             raise NotDue()

@@ -14,12 +14,18 @@ import stat
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from exporter.model import EngineSnapshot
+from exporter.model import (
+    ContainerScan,
+    EngineSnapshot,
+    LayerScan,
+    OrphanDir,
+    ScanSnapshot,
+    VolumeScan,
+)
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.sources.du import LayerCache, Usage, Walker, WalkJob, total
 from exporter.sources.fs import host_to_local
@@ -38,67 +44,6 @@ BESIDE_DIFF = frozenset({"diff", "merged"})  # a driver dir but its diff/ and li
 NOT_MERGED = frozenset({"merged"})
 NOT_MOUNTS = frozenset({"mounts"})  # a container dir's live mounts (shm, secrets)
 NOT_DATA = frozenset({"_data"})
-
-
-@dataclass(frozen=True, slots=True)
-class LayerScan:
-    chain_id: str
-    diff_id: str
-    cache_id: str
-    size: int  # Docker's recorded apparent bytes (layerdb `size`)
-    diff: Usage  # the walk of its diff/ dir: apparent bytes comparable with `size`
-    total: Usage  # the whole overlay2/<cache-id> dir
-    images: int  # images whose layer chain holds it
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerScan:
-    id: str
-    name: str
-    image: str
-    state: str
-    rw: Usage | None  # the upper dir (overlay2/<mount-id>/diff); None when not attributable
-    logs: Usage  # json-file and local-driver logs, rotated ones included
-
-    @property
-    def prunable(self) -> bool:
-        """What `docker container prune` removes and `docker system df` counts reclaimable:
-        not running, paused or restarting (and known to the engine)."""
-        return self.state in ("created", "exited", "dead")
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeScan:
-    name: str
-    driver: str
-    containers: int
-    data: Usage  # volumes/<name>/_data (Docker's volume size is its apparent bytes)
-    total: Usage  # volumes/<name>
-
-
-@dataclass(frozen=True, slots=True)
-class OrphanDir:
-    name: str
-    path: str  # as the host names it
-    usage: Usage
-
-
-@dataclass(frozen=True)
-class ScanSnapshot:
-    root_dir: str  # host path
-    driver: str
-    attribution: bool  # layers and driver dirs attributed (overlay2 + graphdriver store)
-    attribution_reason: str  # why not, when not
-    root_dirs: dict[str, Usage]
-    owners: dict[str, Usage]  # only with attribution
-    layers: tuple[LayerScan, ...]
-    containers: tuple[ContainerScan, ...]
-    volumes: tuple[VolumeScan, ...]
-    orphans: tuple[OrphanDir, ...]
-    walks: dict[str, int]  # walks done this scan, by kind
-    cached_layers: int
-    skipped: int  # malformed layout entries (logged)
-    errors: int  # unreadable entries met by the walks
 
 
 def _dir_usage(r: dict[str, Usage], name: str) -> Usage:
@@ -155,7 +100,7 @@ class ScanSampler(Sampler):
     # -- the scan ---------------------------------------------------------------------
 
     def sample(self) -> ScanSnapshot:
-        engine: EngineSnapshot | None = self.store.snapshot("engine")
+        engine = self.store.latest(EngineSnapshot)
         if engine is None or not engine.info.root_dir:
             raise NotDue()  # the engine names the root; wait for its first sample
         info = engine.info

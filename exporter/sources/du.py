@@ -23,16 +23,17 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import NamedTuple
+
+from exporter.model import EMPTY, Usage, total  # noqa: F401 - re-exported: callers sum walks
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
 _CHECK_EVERY = 256  # entries between deadline checks: a clock read is cheap, but not free
-_VANISHED = (errno.ENOENT, errno.ENOTDIR)  # gone, or replaced by a non-directory, mid-walk
+VANISHED = (errno.ENOENT, errno.ENOTDIR)  # gone, or replaced by a non-directory, mid-walk
 _GRACE = 5.0  # seconds past the deadline we wait for workers before giving up on them
 _BATCHES_PER_WORKER = 16  # the pool's queue evens out hints that guess wrong (bench/scan_vs_du.py)
 
@@ -45,38 +46,18 @@ if os.environ.get("DSE_WALK") == "python":  # to compare, or to rule the C walk 
 WALK_IMPL = "c" if _native is not None else "python"
 
 
-class Usage(NamedTuple):
-    """A tuple, not a dataclass: a scan adds thousands of these, and summing a list of them
-    (`total`) then runs in C."""
-
-    disk_bytes: int  # st_blocks*512 of every inode counted, dirs included: `du -s --block-size=1`
-    apparent_bytes: int  # st_size of non-directories, hard links once (Docker's calcSize)
-    files: int  # inodes counted, the root included: `du -s --inodes`
-    errors: int  # entries we could not read (EACCES, EPERM, ...); vanished entries are not errors
-    partial: bool = False  # the deadline passed first: the figures are a lower bound
-
-    def __add__(self, other: object) -> Usage:  # type: ignore[override]  # a sum, not tuple concatenation
-        if not isinstance(other, Usage):
-            return NotImplemented
-        a, b, c, d, e = self
-        return Usage(a + other[0], b + other[1], c + other[2], d + other[3], e or other[4])
-
-    def __mul__(self, other: object) -> Usage:  # type: ignore[override]
-        return NotImplemented  # tuple repetition would be a silent bug
-
-    __rmul__ = __mul__
-
-
-def total(usages: Iterable[Usage]) -> Usage:
-    """The sum of many Usages, field by field in C (zip and sum), not one Python add per item."""
-    sums = tuple(map(sum, zip(*usages, strict=True)))
-    if not sums:
-        return EMPTY
-    return Usage(sums[0], sums[1], sums[2], sums[3], bool(sums[4]))
-
-
-EMPTY = Usage(0, 0, 0, 0, False)
 _UNFINISHED = Usage(0, 0, 0, 0, True)  # a walk that never ran or never came back
+UNREADABLE = Usage(0, 0, 0, 1, False)  # one entry we could not read
+
+
+def one_inode(path: str) -> Usage:
+    """One inode as du counts it, without descending: a file, or a directory's own blocks."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return EMPTY if e.errno in VANISHED else UNREADABLE
+    apparent = 0 if stat.S_ISDIR(st.st_mode) else st.st_size
+    return Usage(st.st_blocks * 512, apparent, 1, 0, False)
 
 
 class _Dir:
@@ -120,7 +101,7 @@ def walk_python(
         st = os.lstat(path)
     except OSError as e:
         # A missing root is the caller's business (it knows whether the dir should exist).
-        return EMPTY if e.errno in _VANISHED else Usage(0, 0, 0, 1, False)
+        return EMPTY if e.errno in VANISHED else UNREADABLE
 
     root_dev = st.st_dev
     disk, apparent, files, errors = st.st_blocks * 512, 0, 1, 0
@@ -131,7 +112,7 @@ def walk_python(
     try:
         root_fd = os.open(path, _DIR_FLAGS)
     except OSError as e:
-        return Usage(disk, apparent, files, errors + (e.errno not in _VANISHED), False)
+        return Usage(disk, apparent, files, errors + (e.errno not in VANISHED), False)
 
     # Inodes seen: multi-link files (hard links once) and directories (a same-device bind mount
     # cannot make us walk a tree twice, or loop). One device, so the inode number is the key.
@@ -151,7 +132,7 @@ def walk_python(
                     fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
                 except OSError as e:
                     fd = -1
-                    errors += e.errno not in _VANISHED
+                    errors += e.errno not in VANISHED
                 parent.pending -= 1
                 if parent.pending == 0:
                     os.close(parent.fd)
@@ -173,7 +154,7 @@ def walk_python(
                         try:
                             st = entry.stat(follow_symlinks=False)  # fstatat(dir_fd, name, NOFOLLOW)
                         except OSError as e:
-                            errors += e.errno not in _VANISHED
+                            errors += e.errno not in VANISHED
                             continue
                         mode, ino, dev, nlink, _, _, size, _, _, _ = st  # unpacking beats 5 lookups
                         if dev != root_dev:
@@ -195,7 +176,7 @@ def walk_python(
                         files += 1
             except OSError as e:
                 # scandir itself (EACCES on a dir we could open?) or a readdir failing midway.
-                errors += e.errno not in _VANISHED
+                errors += e.errno not in VANISHED
             if d.pending == 0:
                 os.close(d.fd)  # else its last subdirectory popped off the stack closes it
             cur = None
@@ -214,7 +195,7 @@ def walk_python(
 
 @dataclass(frozen=True, slots=True)
 class WalkJob:
-    key: str  # the caller's id for the result, e.g. "layer:<cache-id>", "volume:<name>"
+    key: Hashable  # the caller's id for the result (a typed key: exporter.stores.inventory.Key)
     path: str
     exclude: frozenset[str] = frozenset()
     hint: int = 0  # expected cost in any unit consistent within a run (files last time, recorded bytes)
@@ -228,7 +209,7 @@ def _safe_walk(job: WalkJob, deadline: float | None, python: bool = False) -> Us
     try:
         return (walk_python if python else walk)(job.path, exclude=job.exclude, deadline=deadline)
     except Exception:  # noqa: BLE001 - one bad directory must not sink the whole scan
-        return Usage(0, 0, 0, 1, False)
+        return UNREADABLE
 
 
 def _walk_batch(jobs: list[WalkJob], deadline: float | None, python: bool = False) -> list[Usage]:
@@ -308,7 +289,7 @@ class Walker:
         deadline: float | None = None,
         local_below: int = 0,
         alongside: Callable[[], object] | None = None,
-    ) -> dict[str, Usage]:
+    ) -> dict[Hashable, Usage]:
         """Walk every job; a key given twice gets the sum. Never raises for per-directory problems:
         an unreadable dir shows in `errors`, an unfinished one as a partial (possibly zero) Usage.
         Jobs go to the workers in batches balanced by `hint` (see _batches), biggest first. With
@@ -318,9 +299,9 @@ class Walker:
         goes to the pool in any case, starting it if need be. `alongside`: work for this process
         while the workers walk (or before it walks, with no pool)."""
         with self._lock:
-            results: dict[str, Usage] = {}
+            results: dict[Hashable, Usage] = {}
 
-            def add(key: str, usage: Usage) -> None:
+            def add(key: Hashable, usage: Usage) -> None:
                 results[key] = results[key] + usage if key in results else usage
 
             small = (
@@ -388,7 +369,7 @@ class Walker:
                             add(job.key, _UNFINISHED)
                 else:  # e.g. a job that would not pickle: that batch's problem only
                     for job in batch:
-                        add(job.key, Usage(0, 0, 0, 1, False))
+                        add(job.key, UNREADABLE)
             for fut in pending:
                 # Past deadline + grace and still walking (a hung mount?): what we know is nothing.
                 for job in futures[fut]:
@@ -399,7 +380,7 @@ class Walker:
             return results
 
     def _walk_here(
-        self, jobs: list[WalkJob], deadline: float | None, add: Callable[[str, Usage], None]
+        self, jobs: list[WalkJob], deadline: float | None, add: Callable[[Hashable, Usage], None]
     ) -> None:
         """Walk `jobs` in this process, heaviest first."""
         for job in sorted(jobs, key=lambda j: -j.hint):

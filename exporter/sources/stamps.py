@@ -16,7 +16,8 @@ import stat
 import time
 from typing import NamedTuple
 
-from exporter.sources.du import _VANISHED, EMPTY, Usage, total
+from exporter.model import EMPTY, Usage, total
+from exporter.sources.du import UNREADABLE, VANISHED
 
 SETTLE_NS = 2_000_000_000
 
@@ -64,7 +65,7 @@ class AtomicTree:
         try:
             st = os.lstat(path)
         except OSError as e:
-            return EMPTY if e.errno in _VANISHED else Usage(0, 0, 0, 1, False)
+            return EMPTY if e.errno in VANISHED else UNREADABLE
         if not stat.S_ISDIR(st.st_mode):
             return Usage(st.st_blocks * 512, st.st_size, 1, 0, False)
         skip = {os.path.join(path, rel) for rel in exclude}
@@ -95,7 +96,7 @@ class AtomicTree:
                 try:
                     sst = os.lstat(sub)
                 except OSError as e:
-                    parts.append(Usage(0, 0, 0, int(e.errno not in _VANISHED), False))
+                    parts.append(Usage(0, 0, 0, int(e.errno not in VANISHED), False))
                     continue
                 if stat.S_ISDIR(sst.st_mode) and sst.st_dev == dev and sst.st_ino not in dirs_seen:
                     dirs_seen.add(sst.st_ino)
@@ -118,7 +119,7 @@ class AtomicTree:
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError as e:
-                        if e.errno not in _VANISHED:
+                        if e.errno not in VANISHED:
                             errors, keep = errors + 1, False
                         continue
                     if st.st_dev != dev:
@@ -135,6 +136,6 @@ class AtomicTree:
                     apparent += st.st_size
                     files += 1
         except OSError as e:
-            errors += e.errno not in _VANISHED
+            errors += e.errno not in VANISHED
             keep = False
         return Usage(disk, apparent, files, errors, False), tuple(subdirs), keep

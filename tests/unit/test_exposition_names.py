@@ -32,17 +32,21 @@ from exporter.model import (
     BuildCache,
     BuildCacheSnapshot,
     Container,
+    ContainerScan,
     DiskUsage,
     EngineInfo,
     EngineSnapshot,
     Filesystem,
     FilesystemSnapshot,
     Image,
+    LayerScan,
     SamplerStatus,
+    ScanSnapshot,
     Volume,
+    VolumeScan,
 )
 from exporter.samplers import EngineSampler, Store
-from exporter.scan import OWNERS, ContainerScan, LayerScan, ScanSampler, ScanSnapshot, VolumeScan
+from exporter.scan import OWNERS, ScanSampler
 from exporter.sources.du import Usage, Walker
 from tests.unit.test_layout import build_standard
 from tests.unit.test_sampler_replay import ReplayClient

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from exporter.collector import StorageCollector
-from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, Volume
+from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
-from exporter.scan import BYTES_PER_FILE, OWNERS, ScanSampler, ScanSnapshot
+from exporter.scan import BYTES_PER_FILE, OWNERS, ScanSampler
 from exporter.sources.du import Usage, Walker, WalkJob
 from tests.unit.test_layout import (
     KB,

@@ -22,9 +22,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exporter.collector import StorageCollector, hidden
 from exporter.config import ConfigError, parse
-from exporter.model import Container, SamplerStatus, Volume
+from exporter.model import Container, ContainerScan, SamplerStatus, ScanSnapshot, Volume, VolumeScan
 from exporter.samplers import Store
-from exporter.scan import ContainerScan, ScanSnapshot, VolumeScan
 from exporter.sources.du import Usage
 from exporter.webconfig import BasicAuth, WebConfigError, load
 
