@@ -27,482 +27,54 @@ import json
 import sys
 from pathlib import Path
 
-OUT_DIR = Path(__file__).resolve().parent / "dashboards"
-DS = {"type": "prometheus", "uid": "${datasource}"}
-TAGS = ["docker", "docker-storage"]
-HOST_UID = "docker-storage-host"
-FLEET_UID = "docker-storage-fleet"
-TOP = 10
-WINDOW = "6h"  # the regression window of the time-until-full prediction
-
-# Alerting thresholds the colours follow (grafana/alerts, docs/alerts.md): below 15 % free is a
-# warning, below 10 % critical; full within 24 h a warning, within 4 h critical.
-FREE_STEPS = [("red", None), ("orange", 0.10), ("green", 0.15)]
-TTF_STEPS = [("red", None), ("orange", 4 * 3600), ("green", 24 * 3600)]
-UP_STEPS = [("red", None), ("green", 1)]
-BAD_WHEN_POSITIVE = [("green", None), ("red", 1)]
-MAP_UP = {"0": ("down", "red"), "1": ("up", "green")}
-MAP_OK = {"0": ("failing", "red"), "1": ("ok", "green")}
-MAP_YES = {"0": ("no", "orange"), "1": ("yes", "green")}
-MAP_RO = {"0": ("read-write", "green"), "1": ("READ-ONLY", "red")}
-
-
-# --- queries -----------------------------------------------------------------------------------
-
-
-class Selector:
-    """Adds a dashboard's label filters to a metric name: `sel("docker_storage_images", 'state="x"')`."""
-
-    def __init__(self, *matchers: str) -> None:
-        self.matchers = matchers
-
-    def __call__(self, name: str, *extra: str) -> str:
-        return f"{name}{{{', '.join((*self.matchers, *extra))}}}"
-
-
-HOST = Selector('job=~"$job"', 'instance=~"$instance"')
-FLEET = Selector('job=~"$job"')
-
-
-def free_ratio(sel: Selector) -> str:
-    return f"{sel('docker_storage_filesystem_avail_bytes')} / {sel('docker_storage_filesystem_size_bytes')}"
-
-
-def inodes_free_ratio(sel: Selector) -> str:
-    return f"{sel('docker_storage_filesystem_files_free')} / ({sel('docker_storage_filesystem_files')} > 0)"
-
-
-def seconds_until(sel: Selector, record: str) -> str:
-    """A recorded hours-until figure in seconds; absent unless shrinking (see the rules)."""
-    return f"{sel(record)} * 3600"
-
-
-def top(sel: Selector, name: str, label: str, k: int = TOP) -> str:
-    """The k biggest items of a capped family, without its `__other__` fold."""
-    items = sel(name, f'{label}!="__other__"')
-    return f"topk({k}, {items})"
-
-
-def along(expr: str, ranking: str, *on: str) -> str:
-    """`expr` for the items that `ranking` kept (so a merged table stays the top k)."""
-    return f"{expr} and on ({', '.join(on)}) {ranking}"
-
-
-def target(
-    expr: str, ref: str = "A", legend: str = "", *, table: bool = False, instant: bool = False
-) -> dict:
-    t = {
-        "datasource": DS,
-        "editorMode": "code",
-        "expr": expr,
-        "refId": ref,
-        "legendFormat": legend or "__auto",
-        "range": not (table or instant),
-        "instant": table or instant,
-    }
-    if table:
-        t["format"] = "table"
-    return t
-
-
-def targets(*specs: tuple[str, str] | str, table: bool = False, instant: bool = False) -> list[dict]:
-    """Targets A, B, C… from expressions or (expression, legend) pairs."""
-    out = []
-    for i, spec in enumerate(specs):
-        expr, legend = (spec, "") if isinstance(spec, str) else spec
-        out.append(target(expr, chr(ord("A") + i), legend, table=table, instant=instant))
-    return out
-
-
-# --- field config --------------------------------------------------------------------------------
-
-
-def thresholds(steps: list[tuple[str, float | None]]) -> dict:
-    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
-
-
-def mappings(values: dict[str, tuple[str, str]]) -> list[dict]:
-    options = {
-        k: {"text": text, "color": color, "index": i} for i, (k, (text, color)) in enumerate(values.items())
-    }
-    return [{"type": "value", "options": options}]
-
-
-def override(matcher: str, name: str, **props: object) -> dict:
-    return {
-        "matcher": {"id": matcher, "options": name},
-        "properties": [{"id": k.replace("__", "."), "value": v} for k, v in props.items()],
-    }
-
-
-def by_name(name: str, **props: object) -> dict:
-    return override("byName", name, **props)
-
-
-def by_ref(ref: str, **props: object) -> dict:
-    return override("byFrameRefID", ref, **props)
-
-
-def field_config(
-    unit: str,
-    steps: list[tuple[str, float | None]] | None = None,
-    value_map: dict[str, tuple[str, str]] | None = None,
-    overrides: list[dict] | None = None,
-    links: list[dict] | None = None,
-    no_value: str | None = None,
-    custom: dict | None = None,
-    decimals: int | None = None,
-) -> dict:
-    defaults: dict = {
-        "unit": unit,
-        "color": {"mode": "thresholds" if steps or value_map else "palette-classic"},
-        "thresholds": thresholds(steps or [("green", None)]),
-        "mappings": mappings(value_map) if value_map else [],
-    }
-    if links:
-        defaults["links"] = links
-    if no_value is not None:
-        defaults["noValue"] = no_value
-    if custom:
-        defaults["custom"] = custom
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    return {"defaults": defaults, "overrides": overrides or []}
-
-
-def host_link(instance_ref: str) -> dict:
-    """A data link from a fleet panel to the host dashboard of the clicked instance."""
-    return {
-        "title": "Open the host dashboard",
-        "url": f"/d/{HOST_UID}/docker-storage-host?var-datasource=${{datasource}}&var-job=${{job}}"
-        f"&var-instance={instance_ref}&${{__url_time_range}}",
-    }
-
-
-TABLE_LINK = host_link("${__data.fields.instance}")
-FIELD_LINK = host_link("${__field.labels.instance}")
-
-
-# --- panels --------------------------------------------------------------------------------------
-
-
-def panel(kind: str, title: str, description: str, tgts: list[dict], w: int, h: int, **extra: object) -> dict:
-    p = {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": tgts,
-        "gridPos": {"w": w, "h": h},
-    }
-    p.update(extra)
-    return p
-
-
-def reduce_last() -> dict:
-    return {"calcs": ["lastNotNull"], "fields": "", "values": False}
-
-
-def timeseries(
-    title: str,
-    description: str,
-    tgts: list[dict],
-    unit: str,
-    w: int = 12,
-    h: int = 8,
-    stack: bool = False,
-    overrides: list[dict] | None = None,
-    links: list[dict] | None = None,
-) -> dict:
-    custom = {
-        "drawStyle": "line",
-        "lineWidth": 1,
-        "fillOpacity": 30 if stack else 10,
-        "showPoints": "never",
-        "spanNulls": False,
-        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-        "axisSoftMin": 0,
-    }
-    return panel(
-        "timeseries",
-        title,
-        description,
-        tgts,
-        w,
-        h,
-        fieldConfig=field_config(unit, overrides=overrides, links=links, custom=custom),
-        options={
-            "legend": {
-                "displayMode": "table",
-                "placement": "bottom",
-                "showLegend": True,
-                "calcs": ["lastNotNull"],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-    )
-
-
-def stat(
-    title: str,
-    description: str,
-    tgts: list[dict],
-    unit: str,
-    w: int = 4,
-    h: int = 4,
-    steps: list[tuple[str, float | None]] | None = None,
-    value_map: dict[str, tuple[str, str]] | None = None,
-    overrides: list[dict] | None = None,
-    no_value: str | None = None,
-    links: list[dict] | None = None,
-) -> dict:
-    return panel(
-        "stat",
-        title,
-        description,
-        tgts,
-        w,
-        h,
-        fieldConfig=field_config(unit, steps, value_map, overrides, links, no_value),
-        options={
-            "reduceOptions": reduce_last(),
-            "colorMode": "background" if steps or value_map else "value",
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "textMode": "auto",
-            "showPercentChange": False,
-            "wideLayout": True,
-        },
-    )
-
-
-def gauge(
-    title: str,
-    description: str,
-    tgts: list[dict],
-    unit: str,
-    w: int = 4,
-    h: int = 6,
-    steps: list[tuple[str, float | None]] | None = None,
-) -> dict:
-    cfg = field_config(unit, steps, decimals=1)
-    cfg["defaults"].update({"min": 0, "max": 1} if unit == "percentunit" else {"min": 0})
-    return panel(
-        "gauge",
-        title,
-        description,
-        tgts,
-        w,
-        h,
-        fieldConfig=cfg,
-        options={"reduceOptions": reduce_last(), "showThresholdLabels": False, "showThresholdMarkers": True},
-    )
-
-
-def bargauge(
-    title: str,
-    description: str,
-    tgts: list[dict],
-    unit: str,
-    w: int = 8,
-    h: int = 8,
-    links: list[dict] | None = None,
-    steps: list[tuple[str, float | None]] | None = None,
-) -> dict:
-    cfg = field_config(unit, steps, links=links)
-    cfg["defaults"]["min"] = 0
-    if not steps:
-        cfg["defaults"]["color"] = {"mode": "continuous-BlPu"}
-    return panel(
-        "bargauge",
-        title,
-        description,
-        tgts,
-        w,
-        h,
-        fieldConfig=cfg,
-        options={
-            "reduceOptions": reduce_last(),
-            "displayMode": "gradient",
-            "orientation": "horizontal",
-            "showUnfilled": True,
-            "valueMode": "color",
-            "namePlacement": "auto",
-            "sizing": "auto",
-            "minVizHeight": 16,
-            "maxVizHeight": 300,
-        },
-    )
-
-
-def table(
-    title: str,
-    description: str,
-    tgts: list[dict],
-    columns: dict[str, tuple[str, str]],
-    sort_by: str,
-    w: int = 12,
-    h: int = 8,
-    desc: bool = True,
-    hide: tuple[str, ...] = ("job", "instance"),
-    overrides: list[dict] | None = None,
-) -> dict:
-    """An instant table: each target's `Value #<ref>` becomes a named column with its unit; the frames
-    are merged on their labels and the bookkeeping columns hidden. No columns: an info metric's labels."""
-    rename = {f"Value #{ref}": name for ref, (name, _unit) in columns.items()}
-    if len(tgts) == 1 and columns:  # Grafana names the value column "Value" when there is one query
-        rename = {"Value": next(iter(columns.values()))[0]}
-    excluded = {"Time": True, "__name__": True, **{label: True for label in hide}}
-    units = [by_name(name, unit=unit) for name, unit in columns.values()]
-    return panel(
-        "table",
-        title,
-        description,
-        tgts,
-        w,
-        h,
-        fieldConfig=field_config("short", overrides=units + (overrides or []), custom={"align": "auto"}),
-        options={
-            "showHeader": True,
-            "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "fields": "", "countRows": False},
-            "sortBy": [{"displayName": sort_by, "desc": desc}],
-        },
-        transformations=[
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {"excludeByName": excluded, "renameByName": rename, "indexByName": {}},
-            },
-        ],
-    )
-
-
-def row(title: str) -> dict:
-    return {"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"w": 24, "h": 1}}
-
-
-def layout(panels: list[dict]) -> list[dict]:
-    """Numbers the panels and places them left to right, wrapping at 24 columns; a row starts a line."""
-    x = y = line_h = 0
-    for pid, p in enumerate(panels, start=1):
-        pos = p["gridPos"]
-        if p["type"] == "row" or x + pos["w"] > 24:
-            x, y, line_h = 0, y + line_h, 0
-        pos.update({"x": x, "y": y})
-        p["id"] = pid
-        x, line_h = x + pos["w"], max(line_h, pos["h"])
-        if p["type"] == "row":
-            x, y, line_h = 0, y + pos["h"], 0
-    return panels
-
-
-# --- variables and the dashboard -----------------------------------------------------------------
-
-
-def datasource_variable() -> dict:
-    return {
-        "type": "datasource",
-        "name": "datasource",
-        "label": "Data source",
-        "query": "prometheus",
-        "current": {},
-        "hide": 0,
-        "includeAll": False,
-        "multi": False,
-        "options": [],
-        "refresh": 1,
-        "regex": "",
-        "skipUrlSync": False,
-    }
-
-
-def query_variable(name: str, label: str, query: str, *, multi: bool) -> dict:
-    return {
-        "type": "query",
-        "name": name,
-        "label": label,
-        "datasource": DS,
-        "definition": query,
-        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        "current": {},
-        "hide": 0,
-        "includeAll": multi,
-        "allValue": ".+" if multi else None,
-        "multi": multi,
-        "options": [],
-        "refresh": 2,
-        "regex": "",
-        "skipUrlSync": False,
-        "sort": 1,
-    }
-
-
-JOB_VAR = query_variable("job", "Job", "label_values(docker_storage_exporter_build_info, job)", multi=True)
-
-
-def dashboard(
-    uid: str, title: str, description: str, variables: list[dict], panels: list[dict], other: str
-) -> dict:
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": TAGS,
-        "editable": True,
-        "graphTooltip": 1,
-        "fiscalYearStartMonth": 0,
-        "liveNow": False,
-        "refresh": "1m",
-        "schemaVersion": 39,
-        "version": 1,
-        "time": {"from": "now-24h", "to": "now"},
-        "timepicker": {},
-        "timezone": "",
-        "weekStart": "",
-        "annotations": {
-            "list": [
-                {
-                    "builtIn": 1,
-                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                    "enable": True,
-                    "hide": True,
-                    "iconColor": "rgba(0, 211, 255, 1)",
-                    "name": "Annotations & Alerts",
-                    "type": "dashboard",
-                }
-            ]
-        },
-        "links": [
-            {
-                "type": "link",
-                "title": other,
-                "url": f"/d/{FLEET_UID if uid == HOST_UID else HOST_UID}",
-                "icon": "dashboard",
-                "includeVars": True,
-                "keepTime": True,
-                "asDropdown": False,
-                "targetBlank": False,
-                "tags": [],
-                "tooltip": "",
-            },
-            {
-                "type": "dashboards",
-                "title": "Docker storage",
-                "tags": ["docker-storage"],
-                "icon": "external link",
-                "includeVars": True,
-                "keepTime": True,
-                "asDropdown": True,
-                "targetBlank": False,
-                "tooltip": "",
-                "url": "",
-            },
-        ],
-        "templating": {"list": variables},
-        "panels": layout(panels),
-    }
+HERE = Path(__file__).resolve().parent
+# Run as a script, grafana/ is sys.path[0] already; loaded by path (tests/test_dashboards.py) it
+# is not, and the dashboards' package lives beside this file.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from dashboards_lib.dashboard import (  # noqa: E402
+    FIELD_LINK,
+    FLEET_UID,
+    HOST_UID,
+    JOB_VAR,
+    TABLE_LINK,
+    dashboard,
+    datasource_variable,
+    query_variable,
+)
+from dashboards_lib.panels import (  # noqa: E402
+    BAD_WHEN_POSITIVE,
+    FREE_STEPS,
+    MAP_OK,
+    MAP_RO,
+    MAP_UP,
+    MAP_YES,
+    TTF_STEPS,
+    bargauge,
+    by_name,
+    by_ref,
+    gauge,
+    row,
+    stat,
+    table,
+    timeseries,
+)
+from dashboards_lib.queries import (  # noqa: E402
+    FLEET,
+    HOST,
+    TOP,
+    WINDOW,
+    Selector,
+    along,
+    free_ratio,
+    inodes_free_ratio,
+    seconds_until,
+    targets,
+    top,
+)
+
+OUT_DIR = HERE / "dashboards"
 
 
 # --- the host dashboard --------------------------------------------------------------------------
