@@ -34,6 +34,11 @@ def seconds_until(sel: Selector, record: str) -> str:
     return f"{sel(record)} * 3600"
 
 
+def orphaned(sel: Selector) -> str:
+    """Allocated bytes of storage-driver dirs owned by no layer, container or snapshot (leaked)."""
+    return sel("docker_storage_driver_disk_bytes", 'owner="orphan"')
+
+
 def top(sel: Selector, name: str, label: str, k: int = TOP) -> str:
     """The k biggest items of a capped family, without its `__other__` fold."""
     items = sel(name, f'{label}!="__other__"')
