@@ -6,7 +6,7 @@ layerdb mounts and json-file logs, volumes, the `overlay2/l` links), or takes a 
 --tree, and times over that whole root:
   (a) `du -sx --block-size=1 ROOT`; -x keeps it out of the live mounts the scan never enters
       (as root, the synthetic root's are tmpfs mounts while the benchmark runs, as on a host)
-  (b) a full scan: a fresh ScanSampler (empty LayerCache), Walker(workers=nproc), `run()`
+  (b) a full scan: a fresh ScanSampler (empty cache), Walker(workers=nproc), `run()`
   (c) a steady-state rescan: `run()` again on the same sampler; nothing changed, layers cached
   (d) for reference, (b) with an in-process Walker(workers=1); and two parts of every scan
 each a median of --runs, interleaved, after one warm-up of each; checks that du's total and the
@@ -444,7 +444,7 @@ def measure(
         for _ in range(runs):
             t, du_total = run_du(root)
             times["du"].append(t)
-            sampler = ScanSampler(store, walker, budget=600)  # fresh: an empty LayerCache
+            sampler = ScanSampler(store, walker, budget=600)  # fresh: an empty cache
             t, full = run_scan(sampler)
             times["full"].append(t)
             # The same sampler again, nothing changed: the first rescan still pays for the full
@@ -525,7 +525,7 @@ def main() -> int:
     rows = [
         (f"`{shlex.join(du_command(root))}`", "du", ""),
         (
-            f"full scan: fresh `ScanSampler`, empty LayerCache, Walker(workers={args.workers})",
+            f"full scan: fresh `ScanSampler`, empty cache, Walker(workers={args.workers})",
             "full",
             f"{sum(fw.values())} walks ({kinds(fw)})",
         ),

@@ -400,35 +400,3 @@ class Walker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class LayerCache:
-    """Image layer dirs (overlay2/<cache-id>) are immutable once committed: walk each once, keyed
-    by cache-id, and forget the ones that are gone. Owned by the scan sampler (one thread)."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, Usage] = {}
-
-    def get(self, cache_id: str) -> Usage | None:
-        return self._by_id.get(cache_id)
-
-    @staticmethod
-    def keeps(usage: Usage) -> bool:
-        """Only a complete, clean walk of a dir that exists is worth keeping forever."""
-        return not (usage.partial or usage.errors or usage.files == 0)
-
-    def put(self, cache_id: str, usage: Usage) -> None:
-        if self.keeps(usage):
-            self._by_id[cache_id] = usage
-
-    def retain(self, live_ids: set[str]) -> int:
-        gone = [k for k in self._by_id if k not in live_ids]
-        for k in gone:
-            del self._by_id[k]
-        return len(gone)
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def __contains__(self, cache_id: object) -> bool:
-        return cache_id in self._by_id

@@ -1,4 +1,4 @@
-"""exporter.sources.du: the walk against GNU du as ground truth, the Walker pool and the LayerCache.
+"""exporter.sources.du: the walk against GNU du as ground truth, and the Walker pool.
 
 Runs as root (tmpfs mounts, whiteouts, dropping to nobody); no Docker engine needed.
 """
@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.sources import du
-from exporter.sources.du import EMPTY, LayerCache, Usage, Walker, WalkJob, walk
+from exporter.sources.du import EMPTY, Usage, Walker, WalkJob, walk
 
 MB = 1024 * 1024
 
@@ -817,25 +817,6 @@ def test_walker_sums_a_repeated_key(dirs: dict[str, Path]) -> None:
     paths = list(dirs.values())[:2]
     got = Walker(workers=1).run([WalkJob("logs", str(p)) for p in paths])
     assert got == {"logs": walk(str(paths[0])) + walk(str(paths[1]))}
-
-
-# --- LayerCache ----------------------------------------------------------------------------
-
-
-def test_layer_cache() -> None:
-    cache = LayerCache()
-    good = Usage(4096, 100, 3, 0, False)
-    assert cache.get("a") is None and len(cache) == 0
-    cache.put("a", good)
-    cache.put("b", good)
-    cache.put("c", Usage(4096, 100, 3, 0, True))  # partial: a lower bound, never cached
-    cache.put("d", Usage(4096, 100, 3, 1, False))  # errors: incomplete
-    cache.put("e", EMPTY)  # the dir did not exist (yet)
-    assert len(cache) == 2 and cache.get("a") == good and cache.get("c") is None
-    assert "b" in cache and "d" not in cache
-    assert cache.retain({"a", "zzz"}) == 1
-    assert len(cache) == 1 and cache.get("b") is None
-    assert cache.retain(set()) == 1 and len(cache) == 0
 
 
 def test_batches_balance_by_hint_and_keep_every_job() -> None:

@@ -46,8 +46,9 @@ from exporter.model import (
     VolumeScan,
 )
 from exporter.samplers import EngineSampler, Store
-from exporter.scan import OWNERS, ScanSampler
+from exporter.scan import ScanSampler
 from exporter.sources.du import Usage, Walker
+from exporter.stores.inventory import OWNERS
 from tests.unit.test_layout import build_standard
 from tests.unit.test_sampler_replay import ReplayClient
 

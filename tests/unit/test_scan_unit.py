@@ -10,8 +10,9 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,8 +22,9 @@ from structlog.testing import capture_logs
 from exporter.collector import StorageCollector
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
-from exporter.scan import BYTES_PER_FILE, OWNERS, ScanSampler
+from exporter.scan import BYTES_PER_FILE, ScanSampler
 from exporter.sources.du import Usage, Walker, WalkJob
+from exporter.stores.inventory import OWNERS
 from tests.unit.test_layout import (
     KB,
     DockerRoot,
@@ -104,10 +106,37 @@ def engine_snapshot(t: DockerRoot, **info: str) -> EngineSnapshot:
     )
 
 
+class RecordingWalker(Walker):
+    """The real walk, in-process, remembering every run's jobs: what a scan walked (and so
+    what it took from its cache instead)."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=1)
+        self.runs: list[list[WalkJob]] = []
+
+    def run(self, jobs: list[WalkJob], *args: Any, **kw: Any) -> dict[Hashable, Usage]:
+        self.runs.append(list(jobs))
+        return super().run(jobs, *args, **kw)
+
+    @property
+    def walked(self) -> list[str]:
+        """Paths the last run walked."""
+        return [j.path for j in self.runs[-1]] if self.runs else []
+
+    def hints(self, run: int) -> dict[str, int]:
+        """Each path's hint in one run."""
+        return {j.path: j.hint for j in self.runs[run]}
+
+
 def make_sampler(t: DockerRoot, budget: float = 300.0, **info: str) -> tuple[Store, ScanSampler]:
     store = Store()
     store.publish(SamplerStatus(name="engine", success=True), engine_snapshot(t, **info))
-    return store, ScanSampler(store, Walker(workers=1), budget=budget)
+    return store, ScanSampler(store, RecordingWalker(), budget=budget)
+
+
+def walker_of(sampler: ScanSampler) -> RecordingWalker:
+    assert isinstance(sampler.walker, RecordingWalker)
+    return sampler.walker
 
 
 def scan(t: DockerRoot, **info: str) -> tuple[Store, ScanSampler, ScanSnapshot]:
@@ -269,7 +298,11 @@ def test_second_scan_walks_no_layer_but_rewalks_the_rest(
     second: ScanSnapshot = store.snapshot("scan")
     assert second is not first
     assert second.walks.get("layer", 0) == 0
-    assert second.cached_layers == len(t.layers) == len(sampler.cache) == len(sampler.meta)
+    assert second.cached_layers == len(t.layers)
+    layer_dirs = {str(t.ddir / x.cache_id) for x in t.layers.values()}
+    walked = walker_of(sampler).walked
+    assert not {p.removesuffix("/diff") for p in walked} & layer_dirs  # every layer from the cache
+    assert str(t.ddir / t.mounts[cid][0] / "diff") in walked and str(t.containers[cid][0].parent) in walked
     assert [pair(x.total) for x in second.layers] == [pair(x.total) for x in first.layers]
     assert {o: pair(u) for o, u in second.owners.items() if o != "container"} == {
         o: pair(u) for o, u in first.owners.items() if o != "container"
@@ -288,14 +321,7 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
     dirs' stamps, and only it is walked."""
     age(std.root)
     store, sampler, first = scan(std)
-    walked: list[str] = []
-    real_run = sampler.walker.run
-
-    def spy(jobs: list[WalkJob], *args: object, **kw: object) -> dict[str, Usage]:
-        walked.extend(j.path for j in jobs)
-        return real_run(jobs, *args, **kw)  # type: ignore[arg-type]
-
-    sampler.walker.run = spy  # type: ignore[method-assign]
+    rec = walker_of(sampler)
     chains = str(std.layerdb / "sha256")
     layer_dirs = {str(std.ddir / x.cache_id) for x in std.layers.values()}
 
@@ -311,14 +337,15 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
 
     assert sampler.run()
     second: ScanSnapshot = store.snapshot("scan")
+    walked = rec.walked
     assert not [p for p in walked if p.startswith(chains) or p.removesuffix("/diff") in layer_dirs]
     assert (second.root_dirs, second.owners, second.layers) == (first.root_dirs, first.owners, first.layers)
     matches_du(second)
 
     std.add_image("late", ["base", "late1"])
     new = std.layer("late1")
-    walked.clear()
     assert sampler.run()
+    walked = rec.walked
     third: ScanSnapshot = store.snapshot("scan")
     assert sorted(p for p in walked if p.startswith(chains)) == [f"{chains}/{new.chain_id[7:]}"]
     assert {p.removesuffix("/diff") for p in walked} & layer_dirs == set()
@@ -327,8 +354,8 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
 
     age(std.root)  # every stamp moves (chain dirs' too: walked again once), then settles
     assert sampler.run()
-    walked.clear()
     assert sampler.run()
+    walked = rec.walked
     fourth: ScanSnapshot = store.snapshot("scan")
     assert not [p for p in walked if p.startswith(chains)] and fourth.walks.get("layer", 0) == 0
     assert (fourth.root_dirs, fourth.layers) == (third.root_dirs, third.layers)
@@ -336,13 +363,14 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
 
     # A layer arrives and its dirs settle before the next scan: the listings' new stamps, not
     # their age, tell the scan that layerdb changed. Only the new chain dir is walked.
+    seen_mtimes = {c: os.lstat(std.layerdb / "sha256" / c[7:]).st_mtime_ns for c in std.layers}
     std.add_image("later", ["base", "later1"])
     age(std.root)
     for chain, x in std.layers.items():  # back to the stamps the scan has seen, all but the new
         if x.diff_id != digest("diff:later1"):
-            os.utime(std.layerdb / "sha256" / chain[7:], ns=(0, sampler.reads.layer_set[2][chain[7:]][1]))
-    walked.clear()
+            os.utime(std.layerdb / "sha256" / chain[7:], ns=(0, seen_mtimes[chain]))
     assert sampler.run()
+    walked = rec.walked
     fifth: ScanSnapshot = store.snapshot("scan")
     assert [p for p in walked if p.startswith(chains)] == [f"{chains}/{std.layer('later1').chain_id[7:]}"]
     assert len(fifth.layers) == len(first.layers) + 2
@@ -357,7 +385,7 @@ def test_image_store_reused_by_stamps_but_a_layer_being_written_is_walked_each_t
     age(std.root)
     store, sampler, _ = scan(std)
     assert sampler.run()
-    assert sampler.image_tree.listed == 0  # every dir of the image store reused
+    assert sampler.last_pass.tree_dirs_listed == 0  # every dir of the image store reused
     with open(tar_split, "ab") as f:  # grows in place: no dir's stamp moves
         f.write(blob(300 * KB, "more"))
     put(std.image_dir / "repositories.json.tmp", "{}")  # dockerd's atomic write of repositories.json
@@ -365,7 +393,8 @@ def test_image_store_reused_by_stamps_but_a_layer_being_written_is_walked_each_t
     assert sampler.run()
     snap: ScanSnapshot = store.snapshot("scan")
     assert pair(snap.root_dirs["image"]) == du(std.root / "image")
-    assert sampler.image_tree.listed == 1  # image/overlay2/ itself, where the rename landed
+    assert sampler.last_pass.tree_dirs_listed == 1  # image/overlay2/ itself, where the rename landed
+    assert str(tar_split.parent.parent) in walker_of(sampler).walked  # layerdb/tmp: every scan
 
 
 def test_walk_hints_are_last_inodes_or_a_guess_from_the_recorded_size(std: DockerRoot) -> None:
@@ -373,33 +402,28 @@ def test_walk_hints_are_last_inodes_or_a_guess_from_the_recorded_size(std: Docke
     recorded bytes (the first scan is then balanced by cost), any other dir is what it held
     last time, and an unknown cost stays 0."""
     _, sampler = make_sampler(std)
-    seen: list[list[WalkJob]] = []
-    real_run = sampler.walker.run
-
-    def spy(jobs: list[WalkJob], *args: object, **kw: object) -> dict[str, Usage]:
-        seen.append(list(jobs))
-        return real_run(jobs, *args, **kw)  # type: ignore[arg-type]
-
-    sampler.walker.run = spy  # type: ignore[method-assign]
+    rec = walker_of(sampler)
     assert sampler.run() and sampler.run()
-    first, second = ({j.key: j.hint for j in jobs} for jobs in seen)
+    first, second = rec.hints(0), rec.hints(1)
     for x in std.layers.values():
-        assert first[f"diff:{x.cache_id}"] == x.size // BYTES_PER_FILE + 1 > 0
-        assert f"diff:{x.cache_id}" not in second  # cached
+        diff = str(std.ddir / x.cache_id / "diff")
+        assert first[diff] == x.size // BYTES_PER_FILE + 1 > 0
+        assert diff not in second  # cached
     web = hexid("container:web")
-    upper = f"diff:{std.mounts[web][0]}"
-    assert first[upper] == 0 and second[upper] == du(std.ddir / std.mounts[web][0] / "diff")[1]
-    assert first["vdata:pgdata"] == 0 and second["vdata:pgdata"] == du(std.root / "volumes/pgdata/_data")[1]
+    upper = str(std.ddir / std.mounts[web][0] / "diff")
+    assert first[upper] == 0 and second[upper] == du(upper)[1]
+    data = str(std.root / "volumes/pgdata/_data")
+    assert first[data] == 0 and second[data] == du(data)[1]
     # A volume's _data may be a mount that hangs: only it is walked in a worker, never here.
-    isolated = {j.key for jobs in seen for j in jobs if j.isolate}
-    assert isolated == {k for k in first if k.startswith("vdata:")} and isolated
+    isolated = {j.path for jobs in rec.runs for j in jobs if j.isolate}
+    assert isolated == {str(std.root / "volumes" / v / "_data") for v in std.volumes} and isolated
 
 
 def test_removed_layer_is_forgotten(scanned: tuple[DockerRoot, Store, ScanSampler, ScanSnapshot]) -> None:
     t, store, sampler, _ = scanned
     solo = t.layer("solo1")
-    assert solo.cache_id in sampler.cache
-    before = len(sampler.cache)
+    before = store.snapshot("scan").cached_layers
+    assert before == len(t.layers)
     # `docker rmi solo`: the config, the layerdb entry and the layer dir go.
     (image,) = [i for i, chain in t.images.items() if chain == (solo.chain_id,)]
     (t.image_dir / "imagedb" / "content" / "sha256" / image.split(":", 1)[1]).unlink()
@@ -408,13 +432,20 @@ def test_removed_layer_is_forgotten(scanned: tuple[DockerRoot, Store, ScanSample
     (t.ddir / "l" / short(solo.cache_id)).unlink()
     assert sampler.run()
     snap: ScanSnapshot = store.snapshot("scan")
-    assert len(sampler.cache) == len(sampler.meta) == before - 1
-    assert solo.cache_id not in sampler.cache and solo.cache_id not in sampler.meta
-    assert solo.chain_id[7:] not in sampler.chains
-    assert snap.cached_layers == len(t.layers) - 1
+    assert snap.cached_layers == before - 1
     assert solo.chain_id not in {x.chain_id for x in snap.layers}
     assert snap.walks.get("layer", 0) == 0
     assert pair(snap.root_dirs["overlay2"]) == du(t.ddir, "--exclude=merged")
+    # Pulled again: the same chain ID and cache-id, in new dirs. Nothing of the old walks
+    # stands for them: both its layer dir and its layerdb dir are walked anew.
+    del t.layers[solo.chain_id]
+    again = t.add_layer("solo1")
+    t.add_image("solo", ["solo1"])
+    assert sampler.run()
+    walked = walker_of(sampler).walked
+    assert str(t.ddir / again.cache_id / "diff") in walked
+    assert str(t.layerdb / "sha256" / again.chain_id[7:]) in walked
+    assert store.snapshot("scan").cached_layers == before
 
 
 def test_layer_whose_entry_goes_but_dir_stays_becomes_an_orphan(
@@ -425,7 +456,7 @@ def test_layer_whose_entry_goes_but_dir_stays_becomes_an_orphan(
     shutil.rmtree(t.layerdb / "sha256" / solo.chain_id.split(":", 1)[1])
     assert sampler.run()
     snap: ScanSnapshot = store.snapshot("scan")
-    assert solo.cache_id not in sampler.cache
+    assert snap.cached_layers == len(t.layers) - 1
     orphan = {o.name: o for o in snap.orphans}[solo.cache_id]
     assert pair(orphan.usage) == du(t.ddir / solo.cache_id)
 
@@ -442,7 +473,7 @@ def test_budget_exceeded_keeps_last_good_snapshot(std: DockerRoot, budget: float
     assert good_ok is not None and good_ok.success and good_ok.last_success is not None
     # More data, then a scan that cannot finish: the numbers must not move, either way.
     put(std.root / "volumes" / "pgdata" / "_data" / "grown.bin", blob(100 * KB, "grown"))
-    sampler.cache = type(sampler.cache)()  # nothing cached: every layer would have to be walked
+    std.add_image("unwalked", ["base", "unwalked1"])  # a layer never walked, too
     sampler.budget = budget
     assert sampler.run() is False
     status = store.status("scan")
@@ -541,14 +572,18 @@ def test_root_not_visible_is_unavailable_and_logged_once(tmp_path: Path) -> None
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert len(warnings) == 1, logs
     assert warnings[0]["event"] == "scan unavailable" and str(t.root) in warnings[0]["reason"]
-    assert str(t.root) in sampler._said_unavailable
 
     # It appears: the scan works and says so.
     build_standard(t.root)
     assert sampler.run() is True
     status = store.status("scan")
     assert status is not None and status.available and status.success and status.last_error == ""
-    assert sampler._said_unavailable == ""
+    # Gone again: said again, once.
+    shutil.rmtree(t.root)
+    with capture_logs() as logs:
+        assert sampler.run() is False
+        assert sampler.run() is False
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["scan unavailable"]
 
 
 def test_root_that_is_a_file_is_unavailable(tmp_path: Path) -> None:
@@ -637,10 +672,9 @@ def test_symlinked_volume_dir_is_not_followed(std: DockerRoot, tmp_path: Path) -
 def test_layer_with_missing_dir_reports_zero_and_is_not_cached(std: DockerRoot) -> None:
     solo = std.layer("solo1")
     shutil.rmtree(std.ddir / solo.cache_id)
-    _, sampler, snap = scan(std)
+    _, _, snap = scan(std)
     x = next(x for x in snap.layers if x.chain_id == solo.chain_id)
     assert pair(x.total) == (0, 0)
-    assert solo.cache_id not in sampler.cache
     assert snap.cached_layers == len(std.layers) - 1
 
 

@@ -1,0 +1,49 @@
+"""What a rescan may reuse: walk results of dirs that cannot have changed since.
+
+One cache, one expiry rule (`sweep`): an entry that a scan neither read nor wrote is gone
+when that scan ends. A dir that is gone, or was changed (its stamp moved), or is no longer
+reusable is not asked for, so it is dropped, and a host's churn never grows the cache.
+"""
+
+from __future__ import annotations
+
+from exporter.model import Usage
+from exporter.sources.stamps import Stamp
+from exporter.stores.inventory import Key, Part
+
+_Entry = tuple[Stamp | None, Usage]
+
+
+class UsageCache:
+    """Results by key, each valid while its dir's stamp is the one it was stored with (None:
+    for good, e.g. an image layer's dir, immutable once committed). Owned by one sampler."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, _Entry] = {}
+        self._used: dict[Key, _Entry] = {}  # read or written by the scan under way
+
+    def get(self, key: Key, stamp: Stamp | None = None) -> Usage | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] != stamp:
+            return None
+        self._used[key] = hit
+        return hit[1]
+
+    @staticmethod
+    def keeps(usage: Usage) -> bool:
+        """Only a complete, clean walk of a dir that exists is worth keeping."""
+        return not (usage.partial or usage.errors or usage.files == 0)
+
+    def put(self, key: Key, usage: Usage, stamp: Stamp | None = None) -> None:
+        if self.keeps(usage):
+            self._used[key] = (stamp, usage)
+
+    def sweep(self) -> None:
+        """The scan is over: keep what it read or wrote, forget the rest."""
+        self._entries, self._used = self._used, {}
+
+    def count(self, part: Part) -> int:
+        return sum(1 for key in self._entries if key.part is part)
+
+    def __len__(self) -> int:
+        return len(self._entries)

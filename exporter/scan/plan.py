@@ -1,0 +1,127 @@
+"""The walk plan: a store's layout and what the cache holds -> the walks this scan needs.
+
+Knows no layout: every dir comes as a typed record (exporter.stores.inventory) that says
+whose it is and whether it can change. What cannot have changed comes from the cache; single
+inodes are stat'ed here; the rest becomes WalkJobs for the Walker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.model import Usage, total
+from exporter.scan.cache import UsageCache
+from exporter.sources.du import WalkJob, one_inode
+from exporter.sources.stamps import Stamp
+from exporter.stores.inventory import Key, Owner, Part, Reuse, StoreLayout
+
+BYTES_PER_FILE = 4096  # a layer's guessed inodes from its recorded bytes: a rough median file
+
+
+@dataclass(frozen=True, slots=True)
+class TreeWalk:
+    """A tree written by atomic renames only, walked in this process (exporter.sources.stamps)."""
+
+    key: Key
+    path: str
+    exclude: frozenset[str]
+
+
+@dataclass
+class Plan:
+    jobs: list[WalkJob] = field(default_factory=list)
+    known: dict[Key, Usage] = field(default_factory=dict)  # results needing no walk
+    trees: list[TreeWalk] = field(default_factory=list)
+    reusable: dict[Key, Stamp | None] = field(default_factory=dict)  # jobs whose result the cache keeps
+
+
+class _Planner:
+    def __init__(self, cache: UsageCache, hints: Mapping[Key, int]) -> None:
+        self.cache, self.hints, self.plan = cache, hints, Plan()
+
+    def walk(
+        self,
+        key: Key,
+        path: str,
+        exclude: frozenset[str] = frozenset(),
+        reuse: Reuse = Reuse.NEVER,
+        stamp: Stamp | None = None,
+        guess: int = 0,
+        isolate: bool = False,
+    ) -> None:
+        """A dir to measure: from the cache if it may be reused and is there, else a job."""
+        plan = self.plan
+        if reuse is Reuse.SETTLED:
+            hit = self.cache.get(key, stamp)
+            if hit is not None:
+                plan.known[key] = hit
+                return
+            plan.reusable[key] = stamp
+        plan.jobs.append(WalkJob(key, path, exclude, self.hints.get(key, guess), isolate))
+
+
+def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) -> Plan:
+    """`hints`: inodes each dir walked every scan had last time (the Walker's balance)."""
+    planner = _Planner(cache, hints)
+    plan, walk, root = planner.plan, planner.walk, layout.root
+
+    for name in layout.top_dirs:
+        if name in layout.itemised:
+            continue
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            walk(Key(Part.META, name), path)
+        else:
+            plan.known[Key(Part.ENTRY, name)] = one_inode(path)
+    for rel in layout.entries:
+        plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
+    for meta in layout.meta:
+        key = Key(Part.META, meta.rel)
+        if meta.reuse is Reuse.TREE:
+            plan.trees.append(TreeWalk(key, f"{root}/{meta.rel}", meta.exclude))
+        else:
+            walk(key, f"{root}/{meta.rel}", meta.exclude, reuse=meta.reuse, stamp=meta.stamp)
+
+    area = layout.area
+    if area is not None:
+        present = layout.layer_dirs
+        for layer in layout.layers:
+            sid = layer.store_id
+            if sid not in present:
+                continue
+            content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
+            a, b = cache.get(content), cache.get(rest)  # the common case on a rescan: both there
+            if a is not None and b is not None:
+                plan.known[content], plan.known[rest] = a, b
+                continue
+            d = f"{area.path}/{sid}"  # not os.path.join: thousands of names a scan, all plain
+            # Never walked: its recorded bytes guess its inodes, so the first scan's batches are
+            # balanced by cost, not count (a few layers hold most of the files).
+            guess = (layer.size or 0) // BYTES_PER_FILE + 1
+            walk(content, f"{d}/{area.content}", reuse=Reuse.SETTLED, guess=guess)
+            walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
+        for other in layout.area_dirs:
+            d = f"{area.path}/{other.name}"
+            if other.owner is Owner.CONTAINER:  # a writable layer: its content apart (SizeRw)
+                walk(Key(Part.WRITABLE, other.name), f"{d}/{area.content}")
+                walk(Key(Part.WRITABLE_REST, other.name), d, area.rest_exclude)
+            else:
+                walk(
+                    Key(Part.AREA_DIR, other.name),
+                    d,
+                    area.whole_exclude,
+                    reuse=other.reuse,
+                    stamp=other.stamp,
+                )
+
+    for c in layout.containers:
+        walk(Key(Part.CONTAINER, c.id), c.path, c.exclude)
+        plan.known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
+    for v in layout.volumes:
+        # The data may be a mount (NFS, a bind): walked in a worker when one can run, which can
+        # be killed if it hangs (du.WalkJob.isolate).
+        walk(Key(Part.VOLUME_DATA, v.name), v.data, isolate=True)
+        walk(Key(Part.VOLUME_REST, v.name), v.path, v.exclude)
+    return plan

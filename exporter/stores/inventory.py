@@ -1,0 +1,186 @@
+"""What a store reader hands the scan: every dir of one storage layout, typed, with its owner.
+
+A reader (overlay2's layerdb, later containerd's snapshotter, containers/storage) knows its
+layout's metadata; the scan knows how to walk, cache and attribute. Between them pass only
+these records: which dirs exist, who owns each, which are immutable (walk once) and which
+must be walked every scan. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import ClassVar, NamedTuple, Protocol
+
+from exporter.model import EngineInfo
+from exporter.sources.stamps import Stamp
+
+
+class Owner(StrEnum):
+    """Who a dir of the layer area belongs to: the `owner` label of driver_disk_bytes."""
+
+    IMAGE = "image"  # an image layer
+    CONTAINER = "container"  # a container's writable layer
+    INIT = "init"  # a container's init layer (written once, at create)
+    BUILD_CACHE = "build_cache"  # a BuildKit snapshot
+    LINKS = "links"  # the driver's own bookkeeping (overlay2's l/ short links)
+    ORPHAN = "orphan"  # a dir nothing names: leaked
+
+
+class Part(IntEnum):
+    """What one walk result measures. An IntEnum: result keys are hashed tens of thousands of
+    times a scan, and an int's hash is C's."""
+
+    LAYER = 1  # an image layer's content dir (overlay2's diff/): Docker's layer size
+    LAYER_REST = 2  # the rest of the layer's dir
+    WRITABLE = 3  # a container's writable layer, its content dir: Docker's SizeRw
+    WRITABLE_REST = 4
+    AREA_DIR = 5  # any other dir of the layer area, whole (init, build cache, links, orphan)
+    CONTAINER = 6  # an engine's per-container dir (config, json-file logs)
+    LOGS = 7  # a container's log files: inside its CONTAINER dir, so never summed again
+    VOLUME_DATA = 8  # a volume's data
+    VOLUME_REST = 9  # the volume's dir beside its data
+    META = 10  # anything else under the root, keyed by its path relative to the root
+    ENTRY = 11  # one inode alone (a dir's own blocks, a loose file), by relative path
+
+    @property
+    def kind(self) -> str:
+        """The `kind` of scan_walks (model.WALK_KINDS)."""
+        return _KINDS.get(self, "other")
+
+
+_KINDS = {
+    Part.LAYER: "layer",
+    Part.LAYER_REST: "layer",
+    Part.WRITABLE: "container",
+    Part.WRITABLE_REST: "container",
+    Part.CONTAINER: "container",
+    Part.VOLUME_DATA: "volume",
+    Part.VOLUME_REST: "volume",
+}
+
+
+class Key(NamedTuple):
+    """A walk result's name: what it measures and whose it is (a store id, a relative path)."""
+
+    part: Part
+    id: str
+
+
+class Reuse(IntEnum):
+    """When a walk's result may stand for the dir next scan (exporter.scan.cache)."""
+
+    NEVER = 0  # live data: walked every scan
+    SETTLED = 1  # immutable once complete: kept while the dir's stamp is the one given (or for good)
+    TREE = 2  # written by atomic renames only: walked here, a dir re-read only when its stamp moved
+
+
+@dataclass(frozen=True, slots=True)  # slots: a host holds tens of thousands
+class LayerDir:
+    """An image layer the store records, whether or not its dir is there."""
+
+    store_id: str  # its dir's name in the layer area (overlay2's cache-id)
+    chain_id: str  # "sha256:…"
+    diff_id: str
+    parent: str  # the chain ID below it, "" for a base layer
+    size: int | None  # apparent bytes the store recorded, None where it keeps none
+
+
+@dataclass(frozen=True, slots=True)
+class AreaDir:
+    """A dir of the layer area that is no image layer."""
+
+    name: str
+    owner: Owner | None  # None: the layout is not attributed (all dirs are just walked)
+    reuse: Reuse = Reuse.NEVER
+    stamp: Stamp | None = None  # with SETTLED: the result holds while the dir has this stamp
+
+
+@dataclass(frozen=True)
+class LayerArea:
+    """The dir holding the layer dirs, and how one is walked."""
+
+    rel: str  # relative to the root ("overlay2")
+    path: str  # as this process sees it
+    content: str  # a layer dir's content subdir ("diff"): walked apart from the rest
+    rest_exclude: frozenset[str]  # walking the rest of a layer dir: its content and live mount
+    whole_exclude: frozenset[str]  # walking any other dir whole: its live mount
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDir:
+    id: str
+    path: str  # as this process sees it
+    logs: tuple[str, ...]  # log files, rotated ones included
+    exclude: frozenset[str] = frozenset()  # live mounts (shm, secrets): never entered
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeDir:
+    name: str
+    path: str  # the volume's dir, as this process sees it
+    data: str  # its data (a mount, maybe: walked in a worker that can be killed)
+    exclude: frozenset[str] = frozenset()  # walking the dir beside its data
+
+
+@dataclass(frozen=True, slots=True)
+class MetaDir:
+    """A part of the store's own metadata, by its path relative to the root."""
+
+    rel: str
+    reuse: Reuse = Reuse.NEVER
+    stamp: Stamp | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Everything under one engine root, as one reader read it. A reader hands back the same
+    objects while nothing changed, so the scan may tell "unchanged" by identity."""
+
+    reader: str  # which reader (its `name`)
+    root: str  # as this process sees it
+    driver: str  # the engine's storage driver
+    attribution: bool  # the layer area's dirs are attributed to owners
+    attribution_reason: str  # why not, when not
+    area: LayerArea | None
+    layers: tuple[LayerDir, ...]
+    layer_dirs: frozenset[str]  # store ids of the layers whose dir is in the area
+    image_layers: Mapping[str, tuple[str, ...]]  # image ID -> its layers' chain IDs, bottom-up
+    area_dirs: tuple[AreaDir, ...]  # every other dir of the area
+    writable: Mapping[str, str]  # container ID -> its writable layer's dir in the area
+    containers: tuple[ContainerDir, ...]
+    volumes: tuple[VolumeDir, ...]
+    meta: tuple[MetaDir, ...]  # the store's metadata, walked as each says
+    entries: tuple[str, ...]  # single inodes, relative: itemised dirs' own, loose files
+    itemised: frozenset[str]  # top-level entries given item by item above (not walked whole)
+    top_dirs: tuple[str, ...]  # entries of the root
+    areas: Mapping[Part, str] = field(default_factory=dict)  # the top-level dir of each part's dirs
+    skipped: int = 0  # malformed metadata entries left out
+    problems: tuple[str, ...] = ()  # the first few, for the log
+
+    def top_of(self, key: Key) -> str | None:
+        """The top-level entry of the root a result lies under; None for a view (LOGS)."""
+        if key.part is Part.LOGS:
+            return None
+        fixed = self.areas.get(key.part)
+        return fixed if fixed is not None else key.id.split("/", 1)[0]
+
+
+class StoreReader(Protocol):
+    """One storage layout's reader. Registered with exporter.stores.register; the first
+    registered reader that applies to an engine's info reads its root."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def applies(cls, info: EngineInfo) -> bool: ...
+
+    def read(self, root: str, info: EngineInfo) -> StoreLayout:
+        """`root`: the engine's root as this process sees it. Never raises for a malformed
+        entry: it is left out and counted in `skipped`."""
+        ...
+
+
+OWNERS = tuple(Owner)  # every owner of an attributed layer area, in exposition order

@@ -1,0 +1,314 @@
+"""The scan's parts alone, on hand-made store layouts: the cache's expiry rule, the plan
+(layout + cache -> walks), the attribution (layout + results -> snapshot) and the reader
+registry. The whole pass against du is test_scan_unit's."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from exporter.model import EMPTY, Container, EngineInfo, EngineSnapshot, Usage
+from exporter.scan.attribute import Attribution
+from exporter.scan.cache import UsageCache
+from exporter.scan.plan import BYTES_PER_FILE, make_plan
+from exporter.stores import READERS, reader_for, register
+from exporter.stores.inventory import (
+    OWNERS,
+    AreaDir,
+    ContainerDir,
+    Key,
+    LayerArea,
+    LayerDir,
+    MetaDir,
+    Owner,
+    Part,
+    Reuse,
+    StoreLayout,
+    VolumeDir,
+)
+from exporter.stores.overlay2 import Overlay2Reader
+
+U = Usage(4096, 100, 3, 0, False)
+
+
+def u(n: int) -> Usage:
+    return Usage(4096 * n, 100 * n, n, 0, False)
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+
+def test_cache_keeps_only_what_a_scan_read_or_wrote() -> None:
+    cache = UsageCache()
+    a, b, c = Key(Part.LAYER, "a"), Key(Part.LAYER, "b"), Key(Part.AREA_DIR, "c")
+    cache.put(a, U)
+    cache.put(b, U)
+    cache.put(c, U, stamp=(1, 2))
+    assert cache.get(a) is None  # not until the scan that wrote them is over
+    cache.sweep()
+    assert len(cache) == 3 and cache.count(Part.LAYER) == 2
+    assert cache.get(a) == U
+    assert cache.get(c, (1, 3)) is None  # the dir's stamp moved: not valid, and not kept
+    cache.sweep()
+    assert len(cache) == 1 and cache.get(a) == U and cache.get(b) is None and cache.get(c, (1, 2)) is None
+    cache.sweep()
+    assert len(cache) == 1  # read again by that scan: still there
+    cache.sweep()
+    assert len(cache) == 0  # a scan that asked for nothing: everything gone
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [Usage(4096, 100, 3, 0, True), Usage(4096, 100, 3, 1, False), EMPTY],
+    ids=["partial", "errors", "missing"],
+)
+def test_cache_never_keeps_an_incomplete_walk(usage: Usage) -> None:
+    cache = UsageCache()
+    cache.put(Key(Part.LAYER, "x"), usage)
+    cache.sweep()
+    assert len(cache) == 0
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+def layout_over(root: Path, **over: Any) -> StoreLayout:
+    """A small attributed layout over real dirs under `root`: two layers, a writable layer,
+    an init dir with a settled stamp, an orphan, a container with a log, a volume, and the
+    store's metadata (a rename-only tree and a dir walked every time)."""
+    area = root / "area"
+    for d in ("L1/diff", "L2/diff", "W/diff", "I", "O", "meta/tree", "meta/live", "c1", "v1/_data"):
+        (root / d if not d[0].isupper() else area / d).mkdir(parents=True, exist_ok=True)
+    (root / "c1" / "c1-json.log").write_bytes(b"x" * 5000)
+    (root / "loose").write_bytes(b"y" * 10)
+    fields: dict[str, Any] = dict(
+        reader="test",
+        root=str(root),
+        driver="testfs",
+        attribution=True,
+        attribution_reason="",
+        area=LayerArea("area", str(area), "diff", frozenset({"diff"}), frozenset()),
+        layers=(
+            LayerDir("L1", "sha256:c1", "sha256:d1", "", 3 * BYTES_PER_FILE),
+            LayerDir("L2", "sha256:c2", "sha256:d2", "sha256:c1", None),
+            LayerDir("GONE", "sha256:c3", "sha256:d3", "sha256:c2", 10),
+        ),
+        layer_dirs=frozenset({"L1", "L2"}),
+        image_layers={"sha256:i1": ("sha256:c1", "sha256:c2"), "sha256:i2": ("sha256:c1",)},
+        area_dirs=(
+            AreaDir("W", Owner.CONTAINER),
+            AreaDir("I", Owner.INIT, Reuse.SETTLED),
+            AreaDir("O", Owner.ORPHAN),
+        ),
+        writable={"c1": "W"},
+        containers=(ContainerDir("c1", str(root / "c1"), (str(root / "c1" / "c1-json.log"),)),),
+        volumes=(VolumeDir("v1", str(root / "v1"), str(root / "v1" / "_data"), frozenset({"_data"})),),
+        meta=(MetaDir("meta/tree", Reuse.TREE), MetaDir("meta/live")),
+        entries=("area", "loose"),
+        itemised=frozenset({"area", "meta", "c1", "v1"}),
+        top_dirs=tuple(sorted(os.listdir(root))),
+        areas={
+            Part.LAYER: "area",
+            Part.LAYER_REST: "area",
+            Part.WRITABLE: "area",
+            Part.WRITABLE_REST: "area",
+            Part.AREA_DIR: "area",
+            Part.CONTAINER: "c1",
+            Part.VOLUME_DATA: "v1",
+            Part.VOLUME_REST: "v1",
+        },
+    )
+    fields.update(over)
+    return StoreLayout(**fields)
+
+
+def test_plan_walks_what_it_must_and_reuses_what_it_may(tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()  # a top-level dir no record names: walked whole
+    layout = layout_over(tmp_path)
+    cache = UsageCache()
+    plan = make_plan(layout, cache, hints={Key(Part.VOLUME_DATA, "v1"): 7})
+    jobs = {j.key: j for j in plan.jobs}
+    area = f"{tmp_path}/area"
+    assert {k: j.path for k, j in jobs.items()} == {
+        Key(Part.META, "other"): f"{tmp_path}/other",
+        Key(Part.META, "meta/live"): f"{tmp_path}/meta/live",
+        Key(Part.LAYER, "L1"): f"{area}/L1/diff",
+        Key(Part.LAYER_REST, "L1"): f"{area}/L1",
+        Key(Part.LAYER, "L2"): f"{area}/L2/diff",
+        Key(Part.LAYER_REST, "L2"): f"{area}/L2",
+        Key(Part.WRITABLE, "W"): f"{area}/W/diff",
+        Key(Part.WRITABLE_REST, "W"): f"{area}/W",
+        Key(Part.AREA_DIR, "I"): f"{area}/I",
+        Key(Part.AREA_DIR, "O"): f"{area}/O",
+        Key(Part.CONTAINER, "c1"): f"{tmp_path}/c1",
+        Key(Part.VOLUME_DATA, "v1"): f"{tmp_path}/v1/_data",
+        Key(Part.VOLUME_REST, "v1"): f"{tmp_path}/v1",
+    }
+    # A never-walked layer's cost is guessed from its recorded bytes; known costs are hints.
+    assert jobs[Key(Part.LAYER, "L1")].hint == 4 and jobs[Key(Part.LAYER, "L2")].hint == 1
+    assert jobs[Key(Part.VOLUME_DATA, "v1")].hint == 7 and jobs[Key(Part.CONTAINER, "c1")].hint == 0
+    assert [k for k, j in jobs.items() if j.isolate] == [Key(Part.VOLUME_DATA, "v1")]
+    assert jobs[Key(Part.LAYER_REST, "L1")].exclude == frozenset({"diff"})
+    assert [t.key for t in plan.trees] == [Key(Part.META, "meta/tree")]
+    # Single inodes are stat'ed, logs summed, without a walk.
+    assert plan.known[Key(Part.ENTRY, "loose")].apparent_bytes == 10
+    assert plan.known[Key(Part.ENTRY, "area")].files == 1
+    assert plan.known[Key(Part.LOGS, "c1")].apparent_bytes == 5000
+    assert set(plan.reusable) == {
+        Key(Part.LAYER, "L1"),
+        Key(Part.LAYER_REST, "L1"),
+        Key(Part.LAYER, "L2"),
+        Key(Part.LAYER_REST, "L2"),
+        Key(Part.AREA_DIR, "I"),
+    }
+
+    # What the first scan walked and may keep comes from the cache next time; the rest again.
+    for key in plan.reusable:
+        cache.put(key, U)
+    cache.sweep()
+    again = make_plan(layout, cache, hints={})
+    assert {j.key for j in again.jobs} == set(jobs) - set(plan.reusable)
+    assert {k: again.known[k] for k in plan.reusable} == dict.fromkeys(plan.reusable, U)
+
+
+def test_plan_rewalks_a_settled_dir_whose_stamp_moved(tmp_path: Path) -> None:
+    def links(stamp: tuple[int, int]) -> StoreLayout:
+        return layout_over(tmp_path, area_dirs=(AreaDir("I", Owner.LINKS, Reuse.SETTLED, stamp),))
+
+    cache = UsageCache()
+    key = Key(Part.AREA_DIR, "I")
+    assert key in make_plan(links((1, 1)), cache, {}).reusable
+    cache.put(key, U, (1, 1))
+    cache.sweep()
+    assert key in make_plan(links((1, 1)), cache, {}).known
+    assert key in {j.key for j in make_plan(links((1, 2)), cache, {}).jobs}
+
+
+def test_plan_of_an_unattributed_layout_walks_every_area_dir_whole(tmp_path: Path) -> None:
+    layout = layout_over(
+        tmp_path, attribution=False, layers=(), layer_dirs=frozenset(), writable={},
+        area_dirs=(AreaDir("L1", None), AreaDir("W", None)),
+    )  # fmt: skip
+    plan = make_plan(layout, UsageCache(), {})
+    parts = {j.key for j in plan.jobs if j.key.part in (Part.AREA_DIR, Part.LAYER, Part.WRITABLE)}
+    assert parts == {Key(Part.AREA_DIR, "L1"), Key(Part.AREA_DIR, "W")}
+
+
+# --- the attribution ----------------------------------------------------------------------------
+
+
+def engine_with(containers: tuple[Container, ...] = ()) -> EngineSnapshot:
+    info = EngineInfo("docker", "x", "1.41", "testfs", "graphdriver", "/host/root")
+    return EngineSnapshot(info=info, images=(), containers=containers, volumes=(), image_usage=None)
+
+
+def results_for(layout: StoreLayout) -> dict[Key, Usage]:
+    plan = make_plan(layout, UsageCache(), {})
+    sizes = {job.key: u(i + 1) for i, job in enumerate(plan.jobs)}
+    return {**plan.known, **sizes, **{t.key: u(50) for t in plan.trees}}
+
+
+def test_attribution_puts_every_result_in_one_top_dir_and_one_owner(tmp_path: Path) -> None:
+    layout = layout_over(tmp_path)
+    r = results_for(layout)
+    ct = Container("c1", "web", "sha256:i1", "web:1", "exited", ())
+    snap = Attribution().snapshot(layout, "/host/root", engine_with((ct,)), r, {"layer": 4}, 4)
+
+    counted = [(layout.top_of(k), v) for k, v in r.items() if k.part is not Part.LOGS]
+    want = {top: sum((v for t, v in counted if t == top), EMPTY) for top in layout.top_dirs}
+    assert snap.root_dirs == want
+    # Logs lie inside their container's dir: a view, never added to the root's figures.
+    assert snap.root_dirs["c1"] == r[Key(Part.CONTAINER, "c1")]
+    assert sum(snap.root_dirs.values(), EMPTY) == sum((v for _, v in counted), EMPTY)
+
+    def dir_of(part: Part, rest: Part, name: str) -> Usage:
+        return r[Key(part, name)] + r[Key(rest, name)]
+
+    assert set(snap.owners) == {str(o) for o in OWNERS}
+    assert snap.owners["image"] == dir_of(Part.LAYER, Part.LAYER_REST, "L1") + dir_of(
+        Part.LAYER, Part.LAYER_REST, "L2"
+    )
+    assert snap.owners["container"] == dir_of(Part.WRITABLE, Part.WRITABLE_REST, "W")
+    assert snap.owners["init"] == r[Key(Part.AREA_DIR, "I")]
+    assert snap.owners["build_cache"] == snap.owners["links"] == EMPTY
+    # The area: its own inode, its owners, nothing else.
+    assert sum(snap.owners.values(), r[Key(Part.ENTRY, "area")]) == snap.root_dirs["area"]
+    (orphan,) = snap.orphans
+    assert (orphan.name, orphan.path, orphan.usage) == ("O", "/host/root/area/O", r[Key(Part.AREA_DIR, "O")])
+
+    layers = {x.chain_id: x for x in snap.layers}
+    assert {c: x.images for c, x in layers.items()} == {"sha256:c1": 2, "sha256:c2": 1, "sha256:c3": 0}
+    assert layers["sha256:c3"].total == EMPTY  # recorded, its dir gone
+    assert layers["sha256:c2"].size == 0  # no recorded size: 0 bytes said, the walk beside it
+    (c,) = snap.containers
+    assert (c.name, c.state, c.rw, c.logs) == (
+        "web",
+        "exited",
+        r[Key(Part.WRITABLE, "W")],
+        r[Key(Part.LOGS, "c1")],
+    )
+    (v,) = snap.volumes
+    assert v.total == r[Key(Part.VOLUME_DATA, "v1")] + r[Key(Part.VOLUME_REST, "v1")]
+
+
+def test_attribution_reuses_the_image_part_only_while_nothing_changed(tmp_path: Path) -> None:
+    layout = layout_over(tmp_path)
+    r = results_for(layout)
+    attr = Attribution()
+    first = attr.snapshot(layout, "/h", engine_with(), r, {"layer": 4}, 0)
+    bigger = {**r, Key(Part.LAYER, "L1"): u(99)}
+    # Same layout objects and no layer walked: the layers are last scan's (they are immutable).
+    assert attr.snapshot(layout, "/h", engine_with(), bigger, {}, 0).layers == first.layers
+    # A layer walked this scan, or another listing: computed anew.
+    fresh = attr.snapshot(layout, "/h", engine_with(), bigger, {"layer": 1}, 0)
+    assert fresh.layers != first.layers and fresh.layers[0].diff == u(99)
+    relisted = layout_over(tmp_path, layers=tuple(layout.layers))
+    assert attr.snapshot(relisted, "/h", engine_with(), r, {}, 0).layers == first.layers
+
+
+def test_unattributed_layout_has_no_owners_layers_or_writable_layers(tmp_path: Path) -> None:
+    layout = layout_over(
+        tmp_path, attribution=False, attribution_reason="why", layers=(), layer_dirs=frozenset(),
+        writable={}, area_dirs=(AreaDir("L1", None), AreaDir("O", None)),
+    )  # fmt: skip
+    snap = Attribution().snapshot(layout, "/h", engine_with(), results_for(layout), {}, 0)
+    assert (snap.attribution, snap.attribution_reason) == (False, "why")
+    assert snap.owners == {} and snap.layers == () and snap.orphans == ()
+    assert snap.containers[0].rw is None
+    assert snap.root_dirs["area"].files > 1  # the dirs still count where they lie
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+class _TestReader:
+    name: ClassVar[str] = "test"
+
+    @classmethod
+    def applies(cls, info: EngineInfo) -> bool:
+        return info.image_store == "test-store"
+
+    def read(self, root: str, info: EngineInfo) -> StoreLayout:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    READERS.insert(0, register(_TestReader))  # asked first, as a new layout's module would be
+    READERS.pop()  # register() appended it too
+    try:
+        yield
+    finally:
+        READERS.remove(_TestReader)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("registered")
+def test_the_first_reader_that_applies_reads_the_root() -> None:
+    info = EngineInfo("docker", "x", "1.41", "overlay2", "test-store", "/r")
+    assert reader_for(info) is _TestReader
+    assert reader_for(EngineInfo("docker", "x", "1.41", "overlay2", "graphdriver", "/r")) is Overlay2Reader
+    assert READERS[-1] is Overlay2Reader  # the catch-all stays last
