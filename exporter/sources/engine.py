@@ -43,7 +43,7 @@ class EngineClient:
     """GET-only access to one engine. One sampler uses it at a time; that sampler may have
     several requests in flight at once (requests' Session and urllib3's pool allow that)."""
 
-    concurrent = True  # see samplers._Listings
+    concurrent = True  # see exporter.samplers.engine._Listings
 
     def __init__(
         self,

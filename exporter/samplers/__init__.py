@@ -1,0 +1,21 @@
+"""Samplers: sources -> frozen snapshots, each with its own health.
+
+A sampler's `run()` never raises. On failure it keeps the last good snapshot and records
+the failure in its status, which the collector turns into `sampler_*` metrics. Odd single
+objects are skipped and counted inside the snapshot, never fatal.
+"""
+
+from exporter.samplers.base import NotDue, Sampler, Store, Unavailable
+from exporter.samplers.build_cache import BuildCacheSampler
+from exporter.samplers.engine import EngineSampler
+from exporter.samplers.filesystem import FilesystemSampler
+
+__all__ = [
+    "BuildCacheSampler",
+    "EngineSampler",
+    "FilesystemSampler",
+    "NotDue",
+    "Sampler",
+    "Store",
+    "Unavailable",
+]
