@@ -30,7 +30,8 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.model import SamplerStatus
-from exporter.webconfig import BasicAuth, TLSContextHolder, WebConfig
+from exporter.webaccess import BasicAuth, TLSContextHolder
+from exporter.webconfig import WebConfig
 
 REQUEST_TIMEOUT = 10.0  # default --web.read-header-timeout: handshake + request line + headers
 WRITE_TIMEOUT = 30.0  # seconds one response write may take (a client reading slowly)

@@ -25,7 +25,8 @@ from exporter.config import ConfigError, parse
 from exporter.model import Container, ContainerScan, SamplerStatus, ScanSnapshot, Volume, VolumeScan
 from exporter.samplers import Store
 from exporter.sources.du import Usage
-from exporter.webconfig import BasicAuth, WebConfigError, load
+from exporter.webaccess import BasicAuth
+from exporter.webconfig import WebConfigError, load
 
 # --- a throwaway PKI ----------------------------------------------------------------------
 
@@ -527,7 +528,7 @@ def test_hidden_is_stable_and_keeps_ids() -> None:
 
 
 def test_renewed_certificate_is_picked_up_and_a_broken_one_is_not(tmp_path: Path) -> None:
-    from exporter.webconfig import TLSContextHolder
+    from exporter.webaccess import TLSContextHolder
 
     old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
     cfg = load(str(write(old.dir, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")))
