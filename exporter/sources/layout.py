@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import re
-import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import NamedTuple
 
+from exporter.sources.rawfs import DIR_FLAGS, entry_is_dir, names_in, open_regular, read_short, scandir_sorted
 from exporter.sources.stamps import Stamp, settled_stamp
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -85,60 +85,6 @@ class Layout:
     problems: tuple[str, ...]  # what was skipped and why (first few), for the log
 
 
-# O_NONBLOCK: a fifo planted where a file should be must not hang the read; O_NOFOLLOW: no
-# link is ever followed out of the Docker root.
-_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-_DIR_FLAGS = _FILE_FLAGS | os.O_DIRECTORY
-
-
-def _read(path: str, limit: int = 4096, dir_fd: int | None = None) -> str | None:
-    """One short file, as ASCII text; None if it is missing, unreadable, huge or not text.
-    Raw os calls, relative to `dir_fd` if given: a host has tens of thousands of these."""
-    try:
-        fd = os.open(path, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, limit + 1)  # a regular file's read is short only at its end
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        return None  # these files are one short line; anything huge is not ours
-    try:
-        return data.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-
-
-def _open_file(path: str) -> BinaryIO:
-    """A regular file opened without following a link or waiting on a fifo (see _FILE_FLAGS)."""
-    fd = os.open(path, _FILE_FLAGS)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def names_in(path: str) -> list[str]:
-    """A dir's entries, sorted; none if it is gone or unreadable."""
-    try:
-        return sorted(os.listdir(path))
-    except OSError:
-        return []
-
-
 Listing = tuple[tuple[str, bool], ...]  # (name, is a directory) of each entry, by name
 Added = tuple[int, tuple[str, ...]]  # problems found by one part of the read: count, first few
 
@@ -164,6 +110,29 @@ class _Problems:
         self.count += count - len(first)
 
 
+class _Parsed(NamedTuple):
+    stamp: Stamp  # of the entry's dir when it was read
+    entry: LayerEntry
+
+
+class _Listed(NamedTuple):
+    stamp: Stamp  # the dir's settled stamp when it was listed
+    listing: Listing
+
+
+class _LayerSet(NamedTuple):
+    stamp: Stamp  # layerdb/sha256's settled stamp
+    layers: tuple[LayerEntry, ...]
+    stamps: dict[str, Stamp]  # each chain dir's
+    problems: Added
+
+
+class _ImageSet(NamedTuple):
+    stamp: Stamp  # imagedb/content/sha256's settled stamp
+    images: dict[str, tuple[str, ...]]
+    problems: Added
+
+
 class ReadCache:
     """Parsed layout entries that never change once complete: a layer's layerdb dir (named by
     its chain ID), an image's config (named by its ID) and a container's mount ids. Only good
@@ -172,28 +141,20 @@ class ReadCache:
     def __init__(self) -> None:
         # By chain ID, with the entry dir's (inode, mtime): a layer removed and pulled again
         # comes back under the same chain ID but in a new dir, with a new cache-id.
-        self.layers: dict[str, tuple[tuple[int, int], LayerEntry]] = {}
+        self.layers: dict[str, _Parsed] = {}
         self.images: dict[str, tuple[str, ...]] = {}
         self.mounts: dict[str, MountEntry] = {}
         # Whole listings, valid while their dir's settled stamp holds: what a rescan of an
         # unchanged root reuses without a stat per entry (the same objects, so callers can
         # tell "unchanged" by identity).
-        self.layer_set: tuple[Stamp, tuple[LayerEntry, ...], dict[str, Stamp], Added] | None = None
-        self.image_set: tuple[Stamp, dict[str, tuple[str, ...]], Added] | None = None
-        self.listings: dict[str, tuple[Stamp, Listing]] = {}  # a few fixed dirs: see _listing
+        self.layer_set: _LayerSet | None = None
+        self.image_set: _ImageSet | None = None
+        self.listings: dict[str, _Listed] = {}  # a few fixed dirs: see _listing
 
     def retain(self, layers: set[str], images: set[str], mounts: set[str]) -> None:
         for cache, live in ((self.layers, layers), (self.images, images), (self.mounts, mounts)):
             for gone in [k for k in cache if k not in live]:
                 del cache[gone]
-
-
-def _scandir(path: str) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(path) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError:
-        return []
 
 
 def _listing(path: str, cache: ReadCache | None) -> Listing:
@@ -203,11 +164,11 @@ def _listing(path: str, cache: ReadCache | None) -> Listing:
     stamp = settled_stamp(path) if cache is not None else None
     if stamp and cache is not None:
         hit = cache.listings.get(path)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-    out = tuple((sys.intern(e.name), _entry_is_dir(e)) for e in _scandir(path))  # see read_layers
+        if hit is not None and hit.stamp == stamp:
+            return hit.listing
+    out = tuple((sys.intern(e.name), entry_is_dir(e)) for e in scandir_sorted(path))  # see read_layers
     if stamp and cache is not None:
-        cache.listings[path] = (stamp, out)
+        cache.listings[path] = _Listed(stamp, out)
     return out
 
 
@@ -221,7 +182,7 @@ def read_layers(
     that is still the one read before from one made anew under the same chain ID."""
     out = []
     base = os.path.join(layerdb, "sha256")
-    for dent in _scandir(base):
+    for dent in scandir_sorted(base):
         if not HEX64.fullmatch(dent.name):
             continue  # e.g. "<id>-<random>-removing" while dockerd deletes a layer
         name = sys.intern(dent.name)  # one string per chain ID, whoever keys on it
@@ -233,18 +194,19 @@ def read_layers(
         stamp = (st.st_ino, st.st_mtime_ns)
         if stamps is not None:
             stamps[name] = stamp
-        if cache is not None and name in cache.layers and cache.layers[name][0] == stamp:
-            out.append(cache.layers[name][1])
+        hit = cache.layers.get(name) if cache is not None else None
+        if hit is not None and hit.stamp == stamp:
+            out.append(hit.entry)
             continue
         diff = size = cache_id = parent = None
         try:
-            dfd = os.open(d, _DIR_FLAGS)
+            dfd = os.open(d, DIR_FLAGS)
         except OSError:
             pass  # gone since the stat, or not a dir: malformed, below
         else:
             try:
                 diff, size, cache_id, parent = (
-                    _read(f, dir_fd=dfd) for f in ("diff", "size", "cache-id", "parent")
+                    read_short(f, dir_fd=dfd) for f in ("diff", "size", "cache-id", "parent")
                 )
             finally:
                 os.close(dfd)
@@ -268,7 +230,7 @@ def read_layers(
         chain, cache_id = sys.intern(f"sha256:{name}"), sys.intern(cache_id)
         entry = LayerEntry(chain, sys.intern(diff), max(0, size_n), cache_id, sys.intern(parent))
         if cache is not None:
-            cache.layers[name] = (stamp, entry)
+            cache.layers[name] = _Parsed(stamp, entry)
         out.append(entry)
     return out
 
@@ -281,8 +243,8 @@ def read_mounts(layerdb: str, problems: _Problems, cache: ReadCache | None = Non
             out.append(cache.mounts[cid])
             continue
         d = os.path.join(base, cid)
-        mount_id = _read(os.path.join(d, "mount-id"))
-        init_id = _read(os.path.join(d, "init-id")) or ""
+        mount_id = read_short(os.path.join(d, "mount-id"))
+        init_id = read_short(os.path.join(d, "init-id")) or ""
         if not mount_id or "/" in mount_id:
             problems.add(f"mount {cid[:12]}: mount-id missing or malformed")
             continue
@@ -308,7 +270,7 @@ def read_image_layers(
             out[f"sha256:{name}"] = cache.images[name]
             continue
         try:
-            with _open_file(os.path.join(base, name)) as f:
+            with open_regular(os.path.join(base, name)) as f:
                 config = json.loads(f.read(16 * 2**20))
             diff_ids = config["rootfs"]["diff_ids"]
             if diff_ids is None:  # Go's nil slice: an image with no layers
@@ -336,7 +298,7 @@ def buildkit_snapshot_names(root: str, candidates: list[str], chunk: int = 2**20
     found: set[str] = set()
     tail = b""
     try:
-        with _open_file(os.path.join(root, "buildkit", "snapshots.db")) as f:
+        with open_regular(os.path.join(root, "buildkit", "snapshots.db")) as f:
             while wanted and (block := f.read(chunk)):
                 data = tail + block
                 for raw in [w for w in wanted if w in data]:
@@ -366,26 +328,28 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
     image_dir = os.path.join(root, "image", driver)
     layerdb = os.path.join(image_dir, "layerdb")
     chains_stamp = settled_stamp(os.path.join(layerdb, "sha256"))
-    if cache is not None and chains_stamp and cache.layer_set and cache.layer_set[0] == chains_stamp:
-        _, layers, stamps, bad_layers = cache.layer_set
-        problems.replay(bad_layers)  # the malformed entries are still there: still counted
+    if cache is not None and chains_stamp and cache.layer_set and cache.layer_set.stamp == chains_stamp:
+        layers, stamps = cache.layer_set.layers, cache.layer_set.stamps
+        problems.replay(cache.layer_set.problems)  # the malformed entries are still there: still counted
     else:
         stamps = {}
         mark = (problems.count, len(problems.first))
         layers = tuple(read_layers(layerdb, problems, cache, stamps))
         if cache is not None:
-            cache.layer_set = (chains_stamp, layers, stamps, problems.since(mark)) if chains_stamp else None
+            cache.layer_set = (
+                _LayerSet(chains_stamp, layers, stamps, problems.since(mark)) if chains_stamp else None
+            )
     mounts = read_mounts(layerdb, problems, cache)
     imagedb = os.path.join(image_dir, "imagedb")
     images_stamp = settled_stamp(os.path.join(imagedb, "content", "sha256"))
-    if cache is not None and images_stamp and cache.image_set and cache.image_set[0] == images_stamp:
-        _, images, bad_images = cache.image_set
-        problems.replay(bad_images)
+    if cache is not None and images_stamp and cache.image_set and cache.image_set.stamp == images_stamp:
+        images = cache.image_set.images
+        problems.replay(cache.image_set.problems)
     else:
         mark = (problems.count, len(problems.first))
         images = read_image_layers(imagedb, problems, cache)
         if cache is not None:
-            cache.image_set = (images_stamp, images, problems.since(mark)) if images_stamp else None
+            cache.image_set = _ImageSet(images_stamp, images, problems.since(mark)) if images_stamp else None
     if cache is not None:
         cache.retain(
             {e.chain_id.split(":", 1)[1] for e in layers},
