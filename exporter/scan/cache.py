@@ -21,6 +21,8 @@ class UsageCache:
     def __init__(self) -> None:
         self._entries: dict[Key, _Entry] = {}
         self._used: dict[Key, _Entry] = {}  # read or written by the scan under way
+        self._groups: dict[Key, UsageCache] = {}
+        self._used_groups: dict[Key, UsageCache] = {}
 
     def get(self, key: Key, stamp: Stamp | None = None) -> Usage | None:
         hit = self._entries.get(key)
@@ -38,12 +40,25 @@ class UsageCache:
         if self.keeps(usage):
             self._used[key] = (stamp, usage)
 
+    def group(self, key: Key) -> UsageCache:
+        """The cache of a group's members (exporter.stores.inventory.MetaDir.members), kept as
+        one while the group is asked for: a scan that takes the group's figure whole does not
+        touch its tens of thousands of members, and they are still there when it changes. A
+        scan that asks for the members sweeps this cache itself."""
+        sub = self._groups.get(key)
+        if sub is None:
+            sub = UsageCache()
+        self._used_groups[key] = sub
+        return sub
+
     def sweep(self) -> None:
         """The scan is over: keep what it read or wrote, forget the rest."""
         self._entries, self._used = self._used, {}
+        self._groups, self._used_groups = self._used_groups, {}
 
     def count(self, part: Part) -> int:
         return sum(1 for key in self._entries if key.part is part)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Entries, a group's members included."""
+        return len(self._entries) + sum(len(sub) for sub in self._groups.values())

@@ -15,7 +15,7 @@ from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
 from exporter.sources.du import WalkJob, one_inode
 from exporter.sources.stamps import Stamp
-from exporter.stores.inventory import Key, Owner, Part, Reuse, StoreLayout
+from exporter.stores.inventory import Key, MetaDir, Owner, Part, Reuse, StoreLayout
 
 BYTES_PER_FILE = 4096  # a layer's guessed inodes from its recorded bytes: a rough median file
 
@@ -29,17 +29,44 @@ class TreeWalk:
     exclude: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class GroupWalk:
+    """A group taken apart this scan: its figure is the sum of `parts` once they are all in."""
+
+    key: Key
+    stamp: Stamp | None  # the figure is kept while this holds (None: not settled, not kept)
+    members: UsageCache  # where its members' walks are kept
+    parts: tuple[Key, ...]  # its own inode and its members
+
+
 @dataclass
 class Plan:
     jobs: list[WalkJob] = field(default_factory=list)
     known: dict[Key, Usage] = field(default_factory=dict)  # results needing no walk
     trees: list[TreeWalk] = field(default_factory=list)
-    reusable: dict[Key, Stamp | None] = field(default_factory=dict)  # jobs whose result the cache keeps
+    # Jobs whose result may be kept: in which cache, valid while which stamp holds.
+    reusable: dict[Key, tuple[UsageCache, Stamp | None]] = field(default_factory=dict)
+    groups: list[GroupWalk] = field(default_factory=list)
+
+    def keep(self, cache: UsageCache, walked: Mapping[Key, Usage], ok: bool) -> None:
+        """After the walk, finished (`ok`) or not: the cache keeps what may be reused and
+        forgets what this scan did not ask for (scans that keep failing must not grow it)."""
+        for key, (where, stamp) in self.reusable.items():
+            usage = walked.get(key)
+            if usage is not None:
+                where.put(key, usage, stamp)
+        for group in self.groups:
+            group.members.sweep()
+            if ok and group.stamp:  # every part is in: the group as one figure from now on
+                cache.put(group.key, total(walked.get(k) or self.known[k] for k in group.parts), group.stamp)
+        cache.sweep()
 
 
 class _Planner:
-    def __init__(self, cache: UsageCache, hints: Mapping[Key, int]) -> None:
-        self.cache, self.hints, self.plan = cache, hints, Plan()
+    def __init__(
+        self, cache: UsageCache, hints: Mapping[Key, int], plan: Plan | None = None, root: str = ""
+    ) -> None:
+        self.cache, self.hints, self.plan, self.root = cache, hints, plan or Plan(), root
 
     def walk(
         self,
@@ -58,13 +85,30 @@ class _Planner:
             if hit is not None:
                 plan.known[key] = hit
                 return
-            plan.reusable[key] = stamp
+            plan.reusable[key] = (self.cache, stamp)
         plan.jobs.append(WalkJob(key, path, exclude, self.hints.get(key, guess), isolate))
+
+
+def _plan_group(planner: _Planner, group: MetaDir) -> None:
+    """One figure for the whole group while its stamp holds, else its members one by one."""
+    plan, key = planner.plan, Key(Part.META, group.rel)
+    members = planner.cache.group(key)
+    hit = planner.cache.get(key, group.stamp) if group.stamp else None
+    if hit is not None:
+        plan.known[key] = hit
+        return
+    own = Key(Part.ENTRY, group.rel)
+    plan.known[own] = one_inode(f"{planner.root}/{group.rel}")
+    inner = _Planner(members, planner.hints, plan, planner.root)
+    for m in group.members:
+        inner.walk(Key(Part.META, m.rel), f"{planner.root}/{m.rel}", m.exclude, m.reuse, m.stamp)
+    parts = (own, *(Key(Part.META, m.rel) for m in group.members))
+    plan.groups.append(GroupWalk(key, group.stamp, members, parts))
 
 
 def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) -> Plan:
     """`hints`: inodes each dir walked every scan had last time (the Walker's balance)."""
-    planner = _Planner(cache, hints)
+    planner = _Planner(cache, hints, root=layout.root)
     plan, walk, root = planner.plan, planner.walk, layout.root
 
     for name in layout.top_dirs:
@@ -79,7 +123,9 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
         plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
     for meta in layout.meta:
         key = Key(Part.META, meta.rel)
-        if meta.reuse is Reuse.TREE:
+        if meta.group:
+            _plan_group(planner, meta)
+        elif meta.reuse is Reuse.TREE:
             plan.trees.append(TreeWalk(key, f"{root}/{meta.rel}", meta.exclude))
         else:
             walk(key, f"{root}/{meta.rel}", meta.exclude, reuse=meta.reuse, stamp=meta.stamp)

@@ -101,7 +101,7 @@ class ScanSampler(Sampler):
             plan.jobs, deadline, local_below=LOCAL_BELOW_FILES, alongside=walk_trees
         )
         walked.update(trees)
-        self._keep(plan, walked)
+        self._keep(plan, walked, ok=not any(u.partial for u in walked.values()))
         listed = sum(tree.listed for key, tree in self._trees.items() if key in trees)
         self.last_pass = ScanPass(len(plan.jobs), len(plan.known), listed)
         partial = [k for k, u in walked.items() if u.partial]
@@ -128,14 +128,10 @@ class ScanSampler(Sampler):
             self._reader = (which, which[0]())
         return self._reader[1]
 
-    def _keep(self, plan: Plan, walked: dict[Any, Usage]) -> None:
-        """After a walk, finished or not: cache what may be reused, forget what is gone, and
-        note each live dir's inodes as the next walk's hint."""
-        for key, stamp in plan.reusable.items():
-            usage = walked.get(key)
-            if usage is not None:
-                self.cache.put(key, usage, stamp)
-        self.cache.sweep()  # scans that keep failing must not grow the cache either
+    def _keep(self, plan: Plan, walked: dict[Any, Usage], ok: bool) -> None:
+        """After a walk, finished (`ok`) or not: cache what may be reused, forget what is gone,
+        and note each live dir's inodes as the next walk's hint."""
+        plan.keep(self.cache, walked, ok)
         self._hints = {k: u.files for k, u in walked.items() if not u.partial and k not in plan.reusable}
         live = {t.key for t in plan.trees}
         self._trees = {k: tree for k, tree in self._trees.items() if k in live}

@@ -126,12 +126,18 @@ class VolumeDir:
 
 @dataclass(frozen=True, slots=True)
 class MetaDir:
-    """A part of the store's own metadata, by its path relative to the root."""
+    """A part of the store's own metadata, by its path relative to the root.
+
+    A `group` is a dir whose entries are its `members` (layerdb's chain dirs): it is
+    all one figure while its own settled `stamp` holds (no member came, went or changed),
+    else its own inode plus each member as the member says."""
 
     rel: str
     reuse: Reuse = Reuse.NEVER
     stamp: Stamp | None = None
     exclude: frozenset[str] = frozenset()
+    group: bool = False
+    members: tuple[MetaDir, ...] = ()
 
 
 @dataclass(frozen=True)

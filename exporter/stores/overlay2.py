@@ -164,8 +164,11 @@ class Overlay2Reader:
             image = [MetaDir("image", Reuse.TREE, exclude=frozenset({chains, tmp}))]
             if os.path.isdir(os.path.join(root, "image", tmp)):
                 image.append(MetaDir(f"image/{tmp}"))  # a layer being pulled grows in place
-            entries.append(f"image/{chains}")
-            meta = (*image, *self._chain_dirs(layout, f"image/{chains}"))
+            rel = f"image/{chains}"
+            image.append(
+                MetaDir(rel, stamp=layout.chains_stamp, group=True, members=self._chain_dirs(layout, rel))
+            )
+            meta = tuple(image)
         return meta, tuple(entries), frozenset(itemised)
 
     def _chain_dirs(self, layout: Layout, rel: str) -> tuple[MetaDir, ...]:

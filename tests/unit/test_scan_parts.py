@@ -198,6 +198,37 @@ def test_plan_of_an_unattributed_layout_walks_every_area_dir_whole(tmp_path: Pat
     assert parts == {Key(Part.AREA_DIR, "L1"), Key(Part.AREA_DIR, "W")}
 
 
+def test_a_group_is_one_figure_while_its_stamp_holds_and_keeps_its_members(tmp_path: Path) -> None:
+    for m in ("g/a", "g/b", "g/c"):
+        (tmp_path / m).mkdir(parents=True)
+    members = tuple(MetaDir(f"g/{m}", Reuse.SETTLED, (i, 1)) for i, m in enumerate("abc"))
+
+    def layout(stamp: tuple[int, int] | None, ms: tuple[MetaDir, ...] = members) -> StoreLayout:
+        group = MetaDir("g", stamp=stamp, group=True, members=ms)
+        return layout_over(tmp_path, meta=(group,), itemised=frozenset({"area", "meta", "c1", "v1", "g"}))
+
+    def scan(lay: StoreLayout) -> tuple[set[str], dict[Key, Usage]]:
+        plan = make_plan(lay, cache, {})
+        walked = {j.key: u(2) for j in plan.jobs}
+        plan.keep(cache, walked, ok=True)
+        return {j.key.id for j in plan.jobs if j.key.id.startswith("g")}, {**plan.known, **walked}
+
+    cache = UsageCache()
+    walked, first = scan(layout((9, 9)))
+    assert walked == {"g/a", "g/b", "g/c"}
+    whole = first[Key(Part.ENTRY, "g")] + u(2) + u(2) + u(2)
+    for _ in range(3):  # no member is asked for: the group's figure, as one
+        walked, r = scan(layout((9, 9)))
+        assert walked == set() and r[Key(Part.META, "g")] == whole and Key(Part.META, "g/a") not in r
+    # A member comes: the group's stamp moved. The old members were kept all along.
+    (tmp_path / "g" / "d").mkdir()
+    walked, r = scan(layout(None, (*members, MetaDir("g/d", Reuse.SETTLED, (3, 1)))))
+    assert walked == {"g/d"} and r[Key(Part.META, "g/a")] == u(2)
+    assert Key(Part.META, "g") not in r  # unsettled: no figure for the whole, and none kept
+    walked, r = scan(layout(None, members[:1]))  # two go
+    assert walked == set() and set(k.id for k in r if k.id.startswith("g/")) == {"g/a"}
+
+
 # --- the attribution ----------------------------------------------------------------------------
 
 
