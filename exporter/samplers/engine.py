@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -74,6 +74,15 @@ class _Listings:
         self.close()
 
 
+class _SizeMath(NamedTuple):
+    """The 1.41 size math's inputs (compared whole, not hashed) and its results."""
+
+    inputs: tuple[Any, ...]
+    images: tuple[Image, ...]
+    usage: DiskUsage | None
+    unknown: int
+
+
 class EngineSampler(Sampler):
     """Engine facts from the API: info, images with sizes, containers, volumes.
 
@@ -92,9 +101,7 @@ class EngineSampler(Sampler):
         self.client = client
         self._chains: dict[str, imagesizes.LayerChain] = {}
         self._chains_version = 0  # bumped whenever _chains gains or loses an entry
-        # The inputs of the last 1.41 size math and its results.
-        self._last_key: tuple[Any, ...] | None = None
-        self._last: tuple[tuple[Image, ...], DiskUsage | None, int] | None = None
+        self._last: _SizeMath | None = None  # the last 1.41 size math
 
     def sample(self) -> EngineSnapshot:
         c = self.client
@@ -136,15 +143,15 @@ class EngineSampler(Sampler):
         else:
             self._refresh_chains(raw_images)
             key = (sorted(raw_images), per_image, self._chains_version)
-            if self._last is not None and key == self._last_key:
-                images, usage, unknown = self._last
+            if self._last is not None and key == self._last.inputs:
+                images, usage, unknown = self._last.images, self._last.usage, self._last.unknown
             else:
-                self._last_key = self._last = None  # the old results go before the new are made
+                self._last = None  # the old results go before the new are made
                 sizes = imagesizes.sizes_from_layers(raw_images, self._chains, per_image)
                 images = imagesizes.build_images(raw_images, sizes, per_image)
                 usage, unknown = sizes.usage, sizes.unknown
                 del sizes
-                self._last_key, self._last = key, (images, usage, unknown)
+                self._last = _SizeMath(key, images, usage, unknown)
         snapshot = EngineSnapshot(
             info=info,
             images=images,
