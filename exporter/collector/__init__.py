@@ -7,10 +7,7 @@ and counted in `docker_storage_collector_errors_total`, and the other groups sti
 
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
-import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -20,6 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.collector.folding import OTHER, Memo, fold_top
+from exporter.collector.labels import IMAGE_LABELS, encodable, hidden, image_labels
 from exporter.imagesizes import split_reference
 from exporter.model import (
     CONTAINER_STATES,
@@ -36,8 +35,8 @@ from exporter.samplers import Store
 from exporter.sources.du import WALK_IMPL
 
 P = "docker_storage_"
-OTHER = "__other__"
-IMAGE_LABELS = ["image_id", "repository", "tag"]
+
+__all__ = ["OTHER", "StorageCollector", "fold_top", "hidden", "image_labels"]
 
 log = structlog.get_logger("exporter.collector")
 
@@ -48,75 +47,6 @@ def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily
 
 def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
     return CounterMetricFamily(P + name, doc, labels=list(labels))
-
-
-def hidden(name: str) -> str:
-    """--metrics.hide-names: a stable stand-in for a name, 12 hex digits of its SHA-256.
-
-    Ids (hex) keep their short form. A hash of a well-known public name can be guessed; the
-    names it hides are the operator's own."""
-    if re.fullmatch(r"(?:sha256:)?[0-9a-f]{12,64}", name):
-        return name.split(":", 1)[-1][:12]
-    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-def _clean(value: str) -> str:
-    """A label value the exposition can encode: names from disk or the engine may carry text
-    that is not UTF-8 (surrogates); those characters become U+FFFD instead of failing every
-    scrape."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-
-
-def _encodable(sample: Any) -> Any:
-    labels = sample.labels
-    if all(v.isascii() for v in labels.values()):
-        return sample
-    return sample._replace(labels={k: _clean(v) for k, v in labels.items()})
-
-
-def image_labels(image: Image, hide: bool = False) -> list[str]:
-    if not image.tags:
-        return [image.short_id, "<none>", "<none>"]
-    repo, tag = split_reference(image.tags[0])
-    return [image.short_id, hidden(repo), hidden(tag)] if hide else [image.short_id, repo, tag]
-
-
-def fold_top(items: Sequence[Any], limit: int) -> tuple[list[Any], list[Any]]:
-    """Split items (already sorted biggest first) into the kept and the folded."""
-    if limit < 0 or len(items) <= limit:
-        return list(items), []
-    return list(items[:limit]), list(items[limit:])
-
-
-class _Memo:
-    """Figures derived from one snapshot, computed by the first scrape that sees it and kept
-    until the snapshot is replaced: a scrape then costs O(top-n), not O(images). Holds the
-    snapshot only weakly; anything that cannot be weakly referenced is not memoised."""
-
-    def __init__(self) -> None:
-        self._ref: weakref.ref[Any] | None = None
-        self._values: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def get(self, snap: Any, key: str, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            if self._ref is None or self._ref() is not snap:
-                try:
-                    self._ref = weakref.ref(snap)
-                except TypeError:
-                    return compute()
-                self._values = {}
-            if key in self._values:
-                return self._values[key]
-        value = compute()
-        with self._lock:
-            if self._ref is not None and self._ref() is snap:
-                self._values[key] = value
-        return value
 
 
 class StorageCollector(Collector):
@@ -133,8 +63,8 @@ class StorageCollector(Collector):
         self.request_counts = request_counts or dict
         self._errors = 0
         self._lock = threading.Lock()
-        self._engine_memo = _Memo()
-        self._scan_memo = _Memo()
+        self._engine_memo = Memo()
+        self._scan_memo = Memo()
 
     def describe(self) -> Iterable[Metric]:
         # Families depend on what the samplers have seen; let the registry not pre-describe.
@@ -168,7 +98,7 @@ class StorageCollector(Collector):
                 else:
                     merged[fam.name] = fam
         for fam in merged.values():
-            fam.samples[:] = [_encodable(sample) for sample in fam.samples]
+            fam.samples[:] = [encodable(sample) for sample in fam.samples]
         yield from merged.values()
         errors = _counter(
             "collector_errors",
