@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.collector.families import folded, skipped, usage
 from exporter.collector.folding import OTHER, Memo, fold_top
 from exporter.collector.labels import IMAGE_LABELS, encodable, hidden, image_labels
 from exporter.imagesizes import split_reference
@@ -172,13 +173,7 @@ class StorageCollector(Collector):
         )
         info.add_metric([i.engine, i.version, i.api_version, i.storage_driver, i.image_store, i.root_dir], 1)
         yield info
-        skipped = _gauge(
-            "sampler_skipped_items",
-            "Objects the sampler's last successful run could not read or size and left out (each is logged).",
-            ["sampler"],
-        )
-        skipped.add_metric(["engine"], snap.skipped)
-        yield skipped
+        yield skipped("engine", snap.skipped)
 
     def _images(self) -> Iterator[Metric]:
         snap = self.store.latest(EngineSnapshot)
@@ -269,10 +264,10 @@ class StorageCollector(Collector):
             ru.add_metric([reg], reg_unique[reg])
         yield from (ri, ru)
 
-        yield from self._folded([size, unique, containers, created], n_folded)
+        yield folded([size, unique, containers, created], n_folded)
 
         if snap.image_usage is not None:
-            yield from self._usage("images", snap.image_usage.used, snap.image_usage.reclaimable)
+            yield from usage("images", snap.image_usage.used, snap.image_usage.reclaimable)
 
     def _fold_images(self, snap: EngineSnapshot) -> tuple[list[Image], int, tuple[Any, ...] | None]:
         """The top images and the sums of the rest: (kept, how many folded, sums or None)."""
@@ -364,22 +359,7 @@ class StorageCollector(Collector):
         )
         size.add_metric([], bc.bytes)
         yield from (records, size)
-        yield from self._usage("build_cache", bc.bytes, bc.reclaimable)
-
-    def _usage(self, obj: str, used: int, reclaimable: int) -> Iterator[Metric]:
-        u = _gauge(
-            "used_bytes",
-            "Disk used by Docker objects of a type, as `docker system df` SIZE.",
-            ["object"],
-        )
-        u.add_metric([obj], used)
-        r = _gauge(
-            "reclaimable_bytes",
-            "Bytes a prune of that object type would free, as `docker system df` RECLAIMABLE.",
-            ["object"],
-        )
-        r.add_metric([obj], reclaimable)
-        yield from (u, r)
+        yield from usage("build_cache", bc.bytes, bc.reclaimable)
 
     def _scan(self) -> Iterator[Metric]:
         snap = self.store.latest(ScanSnapshot)
@@ -440,13 +420,7 @@ class StorageCollector(Collector):
             "Entries the last scan could not read (permission denied); their bytes are missing.",
         )
         errs.add_metric([], snap.errors)
-        skipped = _gauge(
-            "sampler_skipped_items",
-            "Objects the sampler's last successful run could not read or size and left out (each is logged).",
-            ["sampler"],
-        )
-        skipped.add_metric(["scan"], snap.skipped)
-        yield from (walks, cached, errs, skipped)
+        yield from (walks, cached, errs, skipped("scan", snap.skipped))
 
     def _layers(self, snap: ScanSnapshot) -> Iterator[Metric]:
         n_layers, size_sum, disk_sum, kept, n_folded, other = self._scan_memo.get(
@@ -475,7 +449,7 @@ class StorageCollector(Collector):
             for fam, v in zip(fams, other, strict=True):
                 fam.add_metric([OTHER], v)
         yield from fams
-        yield from self._folded(fams, n_folded)
+        yield folded(fams, n_folded)
 
     def _fold_layers(self, snap: ScanSnapshot) -> tuple[Any, ...]:
         size_sum = sum(x.size for x in snap.layers)
@@ -526,11 +500,11 @@ class StorageCollector(Collector):
                 rw.add_metric([OTHER, OTHER], folded_rw)
             logs.add_metric([OTHER, OTHER], folded_logs)
         yield from (rw, logs)
-        yield from self._folded([rw, logs], n_folded)
+        yield folded([rw, logs], n_folded)
         if snap.attribution:
             # `docker system df`: SIZE is the writable layers' apparent bytes, RECLAIMABLE
             # those of containers that are not active (running, paused or restarting).
-            yield from self._usage("containers", used, idle)
+            yield from usage("containers", used, idle)
 
     def _fold_containers(self, snap: ScanSnapshot) -> tuple[Any, ...]:
         kept, folded = fold_top(snap.containers, self.top_n)
@@ -564,7 +538,7 @@ class StorageCollector(Collector):
             for fam, value in zip((disk, files, users), other, strict=True):
                 fam.add_metric([OTHER, OTHER], value)
         yield from (disk, files, users)
-        yield from self._folded([disk, files, users], n_folded)
+        yield folded([disk, files, users], n_folded)
         by_state = _gauge(
             "volumes_disk_bytes",
             "Allocated bytes of volumes by state: in_use (mounted by a container) or unused.",
@@ -574,7 +548,7 @@ class StorageCollector(Collector):
             by_state.add_metric([state], disk_by_state[state])
         yield by_state
         # `docker system df`: SIZE is the volumes' apparent bytes, RECLAIMABLE the unused ones'.
-        yield from self._usage("volumes", used, unused)
+        yield from usage("volumes", used, unused)
 
     def _fold_volumes(self, snap: ScanSnapshot) -> tuple[Any, ...]:
         kept, folded = fold_top(snap.volumes, self.top_n)
@@ -596,13 +570,3 @@ class StorageCollector(Collector):
             sum(v.data.apparent_bytes for v in snap.volumes),
             sum(v.data.apparent_bytes for v in snap.volumes if v.containers == 0),
         )
-
-    def _folded(self, fams: list[Metric], n: int) -> Iterator[Metric]:
-        f = _gauge(
-            "series_folded",
-            "Items left out of a per-item family by --metrics.top-n and summed into its __other__ series.",
-            ["family"],
-        )
-        for fam in fams:
-            f.add_metric([fam.name], n)
-        yield f
