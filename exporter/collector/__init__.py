@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
-from exporter.collector.families import folded, skipped, usage
+from exporter.collector import build_cache, filesystem, health
+from exporter.collector.families import counter, folded, skipped, usage
 from exporter.collector.folding import OTHER, Memo, fold_top
 from exporter.collector.labels import IMAGE_LABELS, encodable, hidden, image_labels
 from exporter.imagesizes import split_reference
@@ -33,7 +33,6 @@ from exporter.model import (
     ScanSnapshot,
 )
 from exporter.samplers import Store
-from exporter.sources.du import WALK_IMPL
 
 P = "docker_storage_"
 
@@ -46,8 +45,19 @@ def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(P + name, doc, labels=list(labels))
 
 
-def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
-    return CounterMetricFamily(P + name, doc, labels=list(labels))
+ERRORS = counter(
+    "collector_errors",
+    "Failures of the exporter's own code while building metrics for a scrape "
+    "(each is logged); the families that did not fail were still served.",
+)
+
+Snap = TypeVar("Snap")
+Group = Callable[[], Iterable[Metric]]
+
+
+def _given(snap: Snap | None, build: Callable[[Snap], Iterable[Metric]]) -> Iterable[Metric]:
+    """A source's families, or none before its sampler has published a snapshot."""
+    return () if snap is None else build(snap)
 
 
 class StorageCollector(Collector):
@@ -71,26 +81,31 @@ class StorageCollector(Collector):
         # Families depend on what the samplers have seen; let the registry not pre-describe.
         return []
 
-    def collect(self) -> Iterator[Metric]:
-        groups: list[Callable[[], Iterable[Metric]]] = [
-            self._exporter,
-            self._samplers,
-            self._engine_up,
-            self._engine,
-            self._images,
-            self._objects,
-            self._filesystems,
-            self._build_cache,
-            self._scan,
+    def _groups(self) -> list[tuple[str, Group]]:
+        """The groups in exposition order. Each fails alone, so each fetches its snapshot (a
+        wrong type raises) itself."""
+        store = self.store
+        return [
+            ("exporter", lambda: health.exporter(self.request_counts())),
+            ("samplers", lambda: health.samplers(store.statuses())),
+            ("engine_up", lambda: health.engine_up(store.status("engine"))),
+            ("engine", self._engine),
+            ("images", self._images),
+            ("objects", self._objects),
+            ("filesystems", lambda: _given(store.latest(FilesystemSnapshot), filesystem.filesystems)),
+            ("build_cache", lambda: _given(store.latest(BuildCacheSnapshot), build_cache.build_cache)),
+            ("scan", self._scan),
         ]
+
+    def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
-        for group in groups:
+        for name, group in self._groups():
             try:
                 families = list(group())
             except Exception:
                 with self._lock:
                     self._errors += 1
-                log.exception("collector group failed", group=group.__name__)
+                log.exception("collector group failed", group=name)
                 continue
             for fam in families:
                 # Groups may each add samples to a shared family (used_bytes{object}).
@@ -101,65 +116,11 @@ class StorageCollector(Collector):
         for fam in merged.values():
             fam.samples[:] = [encodable(sample) for sample in fam.samples]
         yield from merged.values()
-        errors = _counter(
-            "collector_errors",
-            "Failures of the exporter's own code while building metrics for a scrape "
-            "(each is logged); the families that did not fail were still served.",
-        )
+        errors = ERRORS.new()
         errors.add_metric([], self._errors)
         yield errors
 
     # -- groups -----------------------------------------------------------------------
-
-    def _exporter(self) -> Iterator[Metric]:
-        build = _gauge(
-            "exporter_build_info",
-            "Always 1; the exporter's version, and the scan's walk: c (the compiled extension) or python.",
-            ["version", "walk"],
-        )
-        build.add_metric([__version__, WALK_IMPL], 1)
-        yield build
-        reqs = _counter(
-            "engine_requests",
-            "Engine API requests sent since start, by endpoint (all are GET).",
-            ["endpoint"],
-        )
-        for endpoint, n in sorted(self.request_counts().items()):
-            reqs.add_metric([endpoint], n)
-        yield reqs
-
-    def _samplers(self) -> Iterator[Metric]:
-        statuses = [s for s in self.store.statuses() if s.enabled]
-        ok = _gauge("sampler_success", "1 if the sampler's last run succeeded, else 0.", ["sampler"])
-        dur = _gauge("sampler_duration_seconds", "Wall time of the sampler's last run.", ["sampler"])
-        last = _gauge(
-            "sampler_last_success_timestamp_seconds",
-            "Unix time of the sampler's last successful run; its data is that old.",
-            ["sampler"],
-        )
-        fails = _counter("sampler_failures", "Failed runs of the sampler since start.", ["sampler"])
-        runs = _counter("sampler_runs", "Runs of the sampler since start.", ["sampler"])
-        available = _gauge(
-            "sampler_available",
-            "0 if the sampler cannot work in this setup (e.g. the Docker root is not visible "
-            "to the exporter); the reason is on the landing page and in the log.",
-            ["sampler"],
-        )
-        for s in statuses:
-            available.add_metric([s.name], 1 if s.available else 0)
-            ok.add_metric([s.name], 1 if s.success else 0)
-            dur.add_metric([s.name], s.duration_seconds)
-            if s.last_success is not None:
-                last.add_metric([s.name], s.last_success)
-            fails.add_metric([s.name], s.failures)
-            runs.add_metric([s.name], s.runs)
-        yield from (ok, dur, last, fails, runs, available)
-
-    def _engine_up(self) -> Iterator[Metric]:
-        status = self.store.status("engine")
-        up = _gauge("engine_up", "1 if the last Engine API sample succeeded, else 0.")
-        up.add_metric([], 1 if status and status.success else 0)
-        yield up
 
     def _engine(self) -> Iterator[Metric]:
         snap = self.store.latest(EngineSnapshot)
@@ -309,57 +270,6 @@ class StorageCollector(Collector):
         for state in VOLUME_STATES:
             volumes.add_metric([state], vcounts.get(state, 0))
         yield volumes
-
-    def _filesystems(self) -> Iterator[Metric]:
-        snap = self.store.latest(FilesystemSnapshot)
-        if snap is None:
-            return
-        labels = ["mountpoint", "path"]
-        fams = {
-            "size": _gauge(
-                "filesystem_size_bytes",
-                "Size of the filesystem holding the Docker area `path` (statvfs).",
-                labels,
-            ),
-            "avail": _gauge(
-                "filesystem_avail_bytes",
-                "Bytes available to unprivileged users on that filesystem (statvfs f_bavail).",
-                labels,
-            ),
-            "files": _gauge("filesystem_files", "Inodes on that filesystem (statvfs).", labels),
-            "files_free": _gauge(
-                "filesystem_files_free", "Free inodes on that filesystem (statvfs).", labels
-            ),
-            "readonly": _gauge(
-                "filesystem_readonly",
-                "1 if that filesystem is mounted read-only (its own mount options).",
-                labels,
-            ),
-        }
-        for f in snap.filesystems:
-            lv = [f.mountpoint, f.path]
-            fams["size"].add_metric(lv, f.size)
-            fams["avail"].add_metric(lv, f.avail)
-            fams["files"].add_metric(lv, f.files)
-            fams["files_free"].add_metric(lv, f.files_free)
-            fams["readonly"].add_metric(lv, 1 if f.readonly else 0)
-        yield from fams.values()
-
-    def _build_cache(self) -> Iterator[Metric]:
-        snap = self.store.latest(BuildCacheSnapshot)
-        if snap is None:
-            return
-        bc = snap.build_cache
-        records = _gauge("build_cache_records", "BuildKit build cache records.")
-        records.add_metric([], bc.records)
-        size = _gauge(
-            "build_cache_bytes",
-            "Bytes of BuildKit build cache, as `docker system df` Build Cache SIZE "
-            "(records shared with images not counted).",
-        )
-        size.add_metric([], bc.bytes)
-        yield from (records, size)
-        yield from usage("build_cache", bc.bytes, bc.reclaimable)
 
     def _scan(self) -> Iterator[Metric]:
         snap = self.store.latest(ScanSnapshot)
