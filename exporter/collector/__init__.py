@@ -8,28 +8,25 @@ and counted in `docker_storage_collector_errors_total`, and the other groups sti
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.collector import build_cache, filesystem, health
+from exporter.collector import build_cache, engine, filesystem, health
 from exporter.collector.families import counter, folded, skipped, usage
 from exporter.collector.folding import OTHER, Memo, fold_top
-from exporter.collector.labels import IMAGE_LABELS, encodable, hidden, image_labels
-from exporter.imagesizes import split_reference
+from exporter.collector.labels import encodable, hidden, image_labels
 from exporter.model import (
-    CONTAINER_STATES,
-    IMAGE_STATES,
     VOLUME_STATES,
     WALK_KINDS,
     BuildCacheSnapshot,
     EngineSnapshot,
     FilesystemSnapshot,
-    Image,
     ScanSnapshot,
 )
 from exporter.samplers import Store
@@ -84,14 +81,16 @@ class StorageCollector(Collector):
     def _groups(self) -> list[tuple[str, Group]]:
         """The groups in exposition order. Each fails alone, so each fetches its snapshot (a
         wrong type raises) itself."""
-        store = self.store
+        store, engine_memo = self.store, self._engine_memo
+        images = partial(engine.images, top_n=self.top_n, hide=self.hide_names, memo=engine_memo)
+        objects = partial(engine.objects, memo=engine_memo)
         return [
             ("exporter", lambda: health.exporter(self.request_counts())),
             ("samplers", lambda: health.samplers(store.statuses())),
             ("engine_up", lambda: health.engine_up(store.status("engine"))),
-            ("engine", self._engine),
-            ("images", self._images),
-            ("objects", self._objects),
+            ("engine", lambda: _given(store.latest(EngineSnapshot), engine.info)),
+            ("images", lambda: _given(store.latest(EngineSnapshot), images)),
+            ("objects", lambda: _given(store.latest(EngineSnapshot), objects)),
             ("filesystems", lambda: _given(store.latest(FilesystemSnapshot), filesystem.filesystems)),
             ("build_cache", lambda: _given(store.latest(BuildCacheSnapshot), build_cache.build_cache)),
             ("scan", self._scan),
@@ -121,155 +120,6 @@ class StorageCollector(Collector):
         yield errors
 
     # -- groups -----------------------------------------------------------------------
-
-    def _engine(self) -> Iterator[Metric]:
-        snap = self.store.latest(EngineSnapshot)
-        if snap is None:
-            return
-        i = snap.info
-        info = _gauge(
-            "engine_info",
-            "Always 1; the engine's identity from /version and /info (last successful sample).",
-            ["engine", "version", "api_version", "storage_driver", "image_store", "root_dir"],
-        )
-        info.add_metric([i.engine, i.version, i.api_version, i.storage_driver, i.image_store, i.root_dir], 1)
-        yield info
-        yield skipped("engine", snap.skipped)
-
-    def _images(self) -> Iterator[Metric]:
-        snap = self.store.latest(EngineSnapshot)
-        if snap is None:
-            return
-        counts = snap.image_states
-        images = _gauge(
-            "images",
-            "Images by state (exclusive): in_use = a container uses it; intermediate = "
-            "untagged with child images (docker images -a); dangling = untagged, no "
-            "children, no container (docker image prune removes these); unused = tagged, "
-            "no container (docker image prune -a).",
-            ["state"],
-        )
-        for state in IMAGE_STATES:
-            images.add_metric([state], counts.get(state, 0))
-        yield images
-
-        size = _gauge(
-            "image_size_bytes",
-            "Apparent bytes of all the image's layers, as Docker reports SIZE (shared layers "
-            "counted in every image). Top images by size; the rest summed in __other__.",
-            IMAGE_LABELS,
-        )
-        unique = _gauge(
-            "image_unique_bytes",
-            "Bytes only this image holds, as `docker system df -v` UNIQUE SIZE: removing "
-            "the image frees this much. Absent when a layer size could not be known.",
-            IMAGE_LABELS,
-        )
-        containers = _gauge(
-            "image_containers", "Containers (any state) created from the image.", IMAGE_LABELS
-        )
-        created = _gauge(
-            "image_created_timestamp_seconds",
-            "Unix time the image was created; for __other__ the oldest of the folded images.",
-            IMAGE_LABELS,
-        )
-        tags = _gauge(
-            "image_tag_info",
-            "Always 1; one series per tag of each listed image (image_size_bytes carries "
-            "only the first tag so that sizes are not counted twice).",
-            IMAGE_LABELS,
-        )
-        kept, n_folded, other_sums = self._engine_memo.get(snap, "images", lambda: self._fold_images(snap))
-        for img in kept:
-            labels = image_labels(img, self.hide_names)
-            size.add_metric(labels, img.size)
-            if img.unique_size is not None:
-                unique.add_metric(labels, img.unique_size)
-            containers.add_metric(labels, img.containers)
-            created.add_metric(labels, img.created)
-            for ref in img.tags:
-                repo, tag = split_reference(ref)
-                if self.hide_names:
-                    repo, tag = hidden(repo), hidden(tag)
-                tags.add_metric([img.short_id, repo, tag], 1)
-        if n_folded:
-            other = [OTHER] * 3
-            folded_size, folded_unique, folded_containers, oldest = other_sums
-            size.add_metric(other, folded_size)
-            if folded_unique is not None:
-                unique.add_metric(other, folded_unique)
-            containers.add_metric(other, folded_containers)
-            created.add_metric(other, oldest)
-        yield from (size, unique, containers, created, tags)
-
-        reg_images: dict[str, int] = defaultdict(int)
-        reg_unique: dict[str, int] = defaultdict(int)
-        for reg, (n, unique_bytes) in snap.registries.items():
-            if self.hide_names and reg not in ("docker.io", "none"):
-                reg = hidden(reg)  # a private registry's host (an ECR account id, a company name)
-            reg_images[reg] += n
-            reg_unique[reg] += unique_bytes
-        ri = _gauge(
-            "registry_images",
-            "Images by the registry of their first tag (none = untagged); each image counted once.",
-            ["registry"],
-        )
-        ru = _gauge(
-            "registry_unique_bytes",
-            "Sum of image_unique_bytes of the images counted in registry_images (images whose "
-            "unique size could not be known add nothing).",
-            ["registry"],
-        )
-        for reg in sorted(reg_images):
-            ri.add_metric([reg], reg_images[reg])
-            ru.add_metric([reg], reg_unique[reg])
-        yield from (ri, ru)
-
-        yield folded([size, unique, containers, created], n_folded)
-
-        if snap.image_usage is not None:
-            yield from usage("images", snap.image_usage.used, snap.image_usage.reclaimable)
-
-    def _fold_images(self, snap: EngineSnapshot) -> tuple[list[Image], int, tuple[Any, ...] | None]:
-        """The top images and the sums of the rest: (kept, how many folded, sums or None)."""
-        kept, folded = fold_top(snap.images, self.top_n)
-        if not folded:
-            return kept, 0, None
-        sums = (
-            sum(i.size for i in folded),
-            sum(i.unique_size for i in folded) if all(i.unique_size is not None for i in folded) else None,  # type: ignore[misc]
-            sum(i.containers for i in folded),
-            min(i.created for i in folded),
-        )
-        return kept, len(folded), sums
-
-    def _objects(self) -> Iterator[Metric]:
-        snap = self.store.latest(EngineSnapshot)
-        if snap is None:
-            return
-        counts, vcounts = self._engine_memo.get(
-            snap,
-            "objects",
-            lambda: (
-                Counter(c.state for c in snap.containers),
-                Counter("in_use" if v.containers else "unused" for v in snap.volumes),
-            ),
-        )
-        containers = _gauge(
-            "containers", "Containers by state, as /containers/json?all=1 reports them.", ["state"]
-        )
-        for state in CONTAINER_STATES:
-            containers.add_metric([state], counts.get(state, 0))
-        yield containers
-        volumes = _gauge(
-            "volumes",
-            "Volumes by state: in_use = mounted by at least one container (any state), as "
-            "`docker system df` ACTIVE; unused = `docker volume prune` candidates.",
-            ["state"],
-        )
-        for state in VOLUME_STATES:
-            volumes.add_metric([state], vcounts.get(state, 0))
-        yield volumes
 
     def _scan(self) -> Iterator[Metric]:
         snap = self.store.latest(ScanSnapshot)
