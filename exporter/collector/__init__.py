@@ -98,6 +98,9 @@ class StorageCollector(Collector):
         for name, group in self._groups():
             try:
                 families = list(group())
+                # Inside the guard: a label value that is not text fails its group, not the scrape.
+                for fam in families:
+                    fam.samples[:] = [encodable(sample) for sample in fam.samples]
             except Exception:
                 with self._lock:
                     self._errors += 1
@@ -109,8 +112,6 @@ class StorageCollector(Collector):
                     merged[fam.name].samples.extend(fam.samples)
                 else:
                     merged[fam.name] = fam
-        for fam in merged.values():
-            fam.samples[:] = [encodable(sample) for sample in fam.samples]
         yield from merged.values()
         errors = ERRORS.new()
         errors.add_metric([], self._errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -14,17 +15,22 @@ from exporter.model import (
     BuildCache,
     BuildCacheSnapshot,
     Container,
+    ContainerScan,
     DiskUsage,
     EngineInfo,
     EngineSnapshot,
     Filesystem,
     FilesystemSnapshot,
     Image,
+    LayerScan,
+    OrphanDir,
     SamplerStatus,
+    ScanSnapshot,
     Volume,
+    VolumeScan,
 )
 from exporter.samplers import Store
-from exporter.sources.du import WALK_IMPL
+from exporter.sources.du import WALK_IMPL, Usage
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
@@ -134,6 +140,66 @@ def full_store(images: tuple[Image, ...] = FIVE_IMAGES) -> Store:
         BuildCacheSnapshot(BuildCache(records=5, in_use=1, bytes=37_000, reclaimable=30_000)),
     )
     store.publish(SamplerStatus("scan", enabled=False))
+    return store
+
+
+def usage(disk: int, apparent: int | None = None, files: int = 1) -> Usage:
+    return Usage(disk, disk if apparent is None else apparent, files, 0, False)
+
+
+def scan_snapshot() -> ScanSnapshot:
+    """A scan with attribution: four layers (two chains share one diff), four containers (one
+    without a writable layer), three volumes and an orphan, each list biggest first."""
+    return ScanSnapshot(
+        root_dir="/var/lib/docker",
+        driver="overlay2",
+        attribution=True,
+        attribution_reason="",
+        root_dirs={"overlay2": usage(60_000, files=70), "volumes": usage(110_000, files=50)},
+        owners={
+            "image": usage(45_056, files=59),
+            "container": usage(14_336, files=9),
+            "init": usage(4096, files=3),
+            "build_cache": usage(0, files=0),
+            "links": usage(4096, files=8),
+            "orphan": usage(8192, files=2),
+        },
+        layers=(
+            LayerScan(sha("1"), sha("a"), "c1", 1000, usage(900), usage(12_288, files=30), 3),
+            LayerScan(sha("2"), sha("a"), "c2", 1000, usage(900), usage(8192, files=20), 1),
+            LayerScan(sha("3"), sha("b"), "c3", 500, usage(400), usage(20_480, files=7), 2),
+            LayerScan(sha("4"), sha("c"), "c4", 200, usage(100), usage(4096, files=2), 1),
+        ),
+        containers=(
+            ContainerScan(
+                "1" * 64, "api", "ghcr.io/acme/api:2.1", "running", usage(8192, 5000), usage(40_960)
+            ),
+            ContainerScan(
+                "2" * 64, "api-old", "ghcr.io/acme/api:2.1", "exited", usage(4096, 3000), usage(4096)
+            ),
+            ContainerScan("3" * 64, "tool", "localhost:5000/tool:dev", "paused", usage(2048, 100), usage(0)),
+            ContainerScan("4" * 64, "gone", "debian:12", "dead", None, usage(512)),
+        ),
+        volumes=(
+            VolumeScan("pgdata", "local", 2, usage(90_000, 88_000, 40), usage(94_096, 88_000, 41)),
+            VolumeScan("cache", "local", 0, usage(7000, 6000, 4), usage(11_096, 6000, 5)),
+            VolumeScan("tmp", "local", 0, usage(10, 1), usage(4106, 1, 2)),
+        ),
+        orphans=(OrphanDir("dead", "/var/lib/docker/overlay2/dead", usage(8192, files=2)),),
+        walks={"layer": 4, "container": 4, "volume": 3},
+        cached_layers=4,
+        skipped=1,
+        errors=2,
+    )
+
+
+def scan_store(scan: ScanSnapshot | None = None) -> Store:
+    """full_store() with a scan: every source, every family."""
+    store = full_store()
+    store.publish(
+        SamplerStatus("scan", success=True, duration_seconds=2.0, last_success=1_700_000_502.0, runs=1),
+        scan or scan_snapshot(),
+    )
     return store
 
 
@@ -493,3 +559,28 @@ def test_derived_figures_follow_the_snapshot() -> None:
     assert second == fresh != first
     gc.collect()
     assert old() is None  # the memo does not keep a replaced snapshot alive
+
+
+def test_scan_figures_follow_the_scan_snapshot() -> None:
+    store = scan_store()
+    collector = StorageCollector(store, top_n=1)
+    first = exposition(collector)
+    assert exposition(collector) == first
+    scan = store.latest(ScanSnapshot)
+    assert scan is not None
+    store.publish(
+        SamplerStatus("scan", success=True, runs=2), dataclasses.replace(scan, volumes=scan.volumes[:1])
+    )
+    assert exposition(collector) == exposition(StorageCollector(store, top_n=1)) != first
+
+
+def test_a_label_that_is_not_text_fails_its_group_not_the_scrape() -> None:
+    """collect() never raises: a label value the exposition cannot encode is caught inside
+    its group, which is counted and left out; the other groups are still served."""
+    bad = ContainerScan("9" * 64, None, "x", "running", usage(1), usage(1))  # type: ignore[arg-type]
+    collector = StorageCollector(scan_store(dataclasses.replace(scan_snapshot(), containers=(bad,))))
+    fams = {f.name: f for f in collector.collect()}  # must not raise
+    assert fams["docker_storage_collector_errors"].samples[0].value == 1  # the scan group
+    assert "docker_storage_container_rw_bytes" not in fams
+    assert "docker_storage_images" in fams
+    assert promtool_check(exposition(collector)).returncode == 0
