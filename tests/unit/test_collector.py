@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.collector import OTHER, StorageCollector
+from exporter.collector.engine import fold_images
+from exporter.collector.families import DEFINED, gauge
+from exporter.collector.folding import Fold
+from exporter.collector.scan import LayerSums, add_layers, fold_containers, fold_layers, fold_volumes
 from exporter.model import (
     BuildCache,
     BuildCacheSnapshot,
@@ -584,3 +591,96 @@ def test_a_label_that_is_not_text_fails_its_group_not_the_scrape() -> None:
     assert "docker_storage_container_rw_bytes" not in fams
     assert "docker_storage_images" in fams
     assert promtool_check(exposition(collector)).returncode == 0
+
+
+# --- one definition per family ----------------------------------------------------------
+
+
+def test_each_family_is_defined_once_and_served_as_defined() -> None:
+    """Every family comes from one definition (a second one raises at import), and what a
+    scrape serves matches it: one family per name, with its HELP, type and label names."""
+    with pytest.raises(ValueError, match="defined twice"):
+        gauge("used_bytes", "A second definition of a family several groups fill.")
+    for hide in (False, True):
+        collector = StorageCollector(scan_store(), top_n=1, hide_names=hide, request_counts=lambda: {"/x": 1})
+        collected = list(collector.collect())
+        names = [f.name for f in collected]
+        assert len(names) == len(set(names))
+        assert set(names) == set(DEFINED)  # this store serves every family
+        for fam in collected:
+            definition = DEFINED[fam.name]
+            assert (fam.documentation, fam.type) == (definition.doc, definition.kind), fam.name
+            for s in fam.samples:
+                assert set(s.labels) == set(definition.labels), s
+        helps = [line.split()[2] for line in exposition(collector).splitlines() if line.startswith("# HELP ")]
+        assert len(helps) == len(set(helps))
+
+
+# --- the fold records -------------------------------------------------------------------
+
+TOP_NS = [-1, 0, 1, 2, 3, 100]
+
+
+def assert_adds_up(
+    fold: Fold[Any, Any],
+    items: Sequence[Any],
+    figures: Callable[[Any], Sequence[int]],
+    summed: Callable[[Any], Sequence[int]] = tuple,
+) -> None:
+    """As Fold documents: kept and folded count the items, kept are the first ones, other is
+    None exactly when nothing folded, and for the summed fields (`summed(other)`, matching
+    `figures(item)`) kept's figures plus other's are the total of all."""
+    assert len(fold.kept) + fold.folded == len(items)
+    assert fold.kept == list(items[: len(fold.kept)])
+    assert (fold.other is None) == (fold.folded == 0)
+    width = len(figures(items[0]))
+    total = [sum(figures(i)[k] for i in items) for k in range(width)]
+    kept = [sum(figures(i)[k] for i in fold.kept) for k in range(width)]
+    other = list(summed(fold.other)) if fold.other is not None else [0] * width
+    assert [a + b for a, b in zip(kept, other, strict=True)] == total
+
+
+@pytest.mark.parametrize("top_n", TOP_NS)
+def test_fold_records_sum_as_documented(top_n: int) -> None:
+    snap = scan_snapshot()
+    layers = fold_layers(snap, top_n)
+    by_diff = fold_layers(snap, -1).kept
+    assert [key for key, _ in by_diff] == ["a" * 12, "b" * 12, "c" * 12]  # biggest on disk first
+    assert_adds_up(layers, by_diff, lambda kv: kv[1])
+    every_layer = add_layers(
+        LayerSums(x.size, x.total.disk_bytes, x.total.files, x.images) for x in snap.layers
+    )
+    assert add_layers([sums for _, sums in by_diff]) == every_layer  # one diff under two chains is summed
+    assert_adds_up(
+        fold_containers(snap, top_n),
+        snap.containers,
+        lambda c: (c.rw.disk_bytes if c.rw else 0, c.logs.disk_bytes),
+    )
+    assert_adds_up(
+        fold_volumes(snap, top_n), snap.volumes, lambda v: (v.total.disk_bytes, v.total.files, v.containers)
+    )
+    images = fold_images(FIVE_IMAGES, top_n)
+    # size and containers are sums; oldest is a minimum and unique unknown when any is.
+    assert_adds_up(images, FIVE_IMAGES, lambda i: (i.size, i.containers), lambda o: (o.size, o.containers))
+    if images.other is not None:
+        rest = FIVE_IMAGES[len(images.kept) :]
+        assert images.other.oldest == min(i.created for i in rest)
+        assert (images.other.unique is None) == any(i.unique_size is None for i in rest)
+
+
+def test_per_item_series_and_other_add_up_to_the_totals() -> None:
+    fams = families(StorageCollector(scan_store(), top_n=1))
+
+    def total(name: str) -> float:
+        return sum(s.value for s in fams[name].samples)
+
+    assert total("docker_storage_layer_size_bytes") == total("docker_storage_layers_size_bytes") == 2700
+    assert total("docker_storage_layer_disk_bytes") == total("docker_storage_layers_disk_bytes")
+    assert total("docker_storage_volume_disk_bytes") == total("docker_storage_volumes_disk_bytes")
+    assert total("docker_storage_container_log_bytes") == 40_960 + 4096 + 0 + 512
+    assert total("docker_storage_image_size_bytes") == sum(i.size for i in FIVE_IMAGES)
+    folded = samples(fams, "docker_storage_series_folded")
+    assert folded[(("family", "docker_storage_layer_size_bytes"),)] == 2  # three diff ids, one kept
+    assert folded[(("family", "docker_storage_container_rw_bytes"),)] == 3
+    assert folded[(("family", "docker_storage_volume_files"),)] == 2
+    assert folded[(("family", "docker_storage_image_size_bytes"),)] == 4
