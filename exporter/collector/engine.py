@@ -137,7 +137,7 @@ def fold_images(items: tuple[Image, ...], top_n: int) -> Fold[Image, ImageSums]:
 
 
 def _registries(snap: EngineSnapshot, hide: bool) -> Iterator[Metric]:
-    # Hidden names may coincide (two registries, one stand-in): counted together.
+    # Stand-ins may coincide (a hex name keeps only its first 12 digits): those are summed.
     n_images: dict[str, int] = defaultdict(int)
     unique_bytes: dict[str, int] = defaultdict(int)
     for reg, (n, unique) in snap.registries.items():

@@ -19,6 +19,7 @@ from exporter.model import (
     ContainerScan,
     DiskUsage,
     EngineSnapshot,
+    LayerScan,
     ScanSnapshot,
     VolumeScan,
 )
@@ -150,13 +151,7 @@ def _driver(snap: ScanSnapshot) -> Iterator[Metric]:
 
 
 def _layers(snap: ScanSnapshot, top_n: int, memo: Memo) -> Iterator[Metric]:
-    totals = memo.get(
-        snap,
-        "layer_totals",
-        lambda: add_layers(
-            LayerSums(x.size, x.total.disk_bytes, x.total.files, x.images) for x in snap.layers
-        ),
-    )
+    totals = memo.get(snap, "layer_totals", lambda: add_layers(map(layer_sums, snap.layers)))
     n, size, disk = LAYERS.new(), LAYERS_SIZE.new(), LAYERS_DISK.new()
     n.add_metric([], len(snap.layers))
     size.add_metric([], totals.size)
@@ -174,6 +169,10 @@ def _layers(snap: ScanSnapshot, top_n: int, memo: Memo) -> Iterator[Metric]:
     yield folded(fams, f.folded)
 
 
+def layer_sums(x: LayerScan) -> LayerSums:
+    return LayerSums(x.size, x.total.disk_bytes, x.total.files, x.images)
+
+
 def add_layers(rows: Iterable[LayerSums]) -> LayerSums:
     rows = list(rows)
     return LayerSums(
@@ -186,15 +185,11 @@ def add_layers(rows: Iterable[LayerSums]) -> LayerSums:
 
 def fold_layers(snap: ScanSnapshot, top_n: int) -> Fold[tuple[str, LayerSums], LayerSums]:
     """One item per diff ID (short form), biggest on disk first."""
-    by_diff: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    by_diff: dict[str, list[LayerSums]] = defaultdict(list)
     for x in snap.layers:
-        acc = by_diff[x.diff_id.split(":", 1)[-1][:12]]
-        acc[0] += x.size
-        acc[1] += x.total.disk_bytes
-        acc[2] += x.total.files
-        acc[3] += x.images
-    rows = sorted(((k, LayerSums(*v)) for k, v in by_diff.items()), key=lambda kv: (-kv[1].disk_bytes, kv[0]))
-    return fold(rows, top_n, lambda rest: add_layers([sums for _, sums in rest]))
+        by_diff[x.diff_id.split(":", 1)[-1][:12]].append(layer_sums(x))
+    rows = sorted(((k, add_layers(v)) for k, v in by_diff.items()), key=lambda kv: (-kv[1].disk_bytes, kv[0]))
+    return fold(rows, top_n, lambda rest: add_layers(sums for _, sums in rest))
 
 
 # -- containers ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from exporter.collector import OTHER, StorageCollector
 from exporter.collector.engine import fold_images
 from exporter.collector.families import DEFINED, gauge
 from exporter.collector.folding import Fold
-from exporter.collector.scan import LayerSums, add_layers, fold_containers, fold_layers, fold_volumes
+from exporter.collector.scan import add_layers, fold_containers, fold_layers, fold_volumes, layer_sums
 from exporter.model import (
     BuildCache,
     BuildCacheSnapshot,
@@ -647,10 +647,8 @@ def test_fold_records_sum_as_documented(top_n: int) -> None:
     by_diff = fold_layers(snap, -1).kept
     assert [key for key, _ in by_diff] == ["a" * 12, "b" * 12, "c" * 12]  # biggest on disk first
     assert_adds_up(layers, by_diff, lambda kv: kv[1])
-    every_layer = add_layers(
-        LayerSums(x.size, x.total.disk_bytes, x.total.files, x.images) for x in snap.layers
-    )
-    assert add_layers([sums for _, sums in by_diff]) == every_layer  # one diff under two chains is summed
+    every_layer = add_layers(map(layer_sums, snap.layers))
+    assert add_layers(sums for _, sums in by_diff) == every_layer  # one diff under two chains is summed
     assert_adds_up(
         fold_containers(snap, top_n),
         snap.containers,
