@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.collector import OTHER, StorageCollector
+from exporter.collector.engine import fold_images
+from exporter.collector.families import DEFINED, gauge
+from exporter.collector.folding import Fold
+from exporter.collector.scan import add_layers, fold_containers, fold_layers, fold_volumes, layer_sums
 from exporter.model import (
     BuildCache,
     BuildCacheSnapshot,
     Container,
+    ContainerScan,
     DiskUsage,
     EngineInfo,
     EngineSnapshot,
     Filesystem,
     FilesystemSnapshot,
     Image,
+    LayerScan,
+    OrphanDir,
     SamplerStatus,
+    ScanSnapshot,
     Volume,
+    VolumeScan,
 )
 from exporter.samplers import Store
-from exporter.sources.du import WALK_IMPL
+from exporter.sources.du import WALK_IMPL, Usage
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
@@ -134,6 +147,66 @@ def full_store(images: tuple[Image, ...] = FIVE_IMAGES) -> Store:
         BuildCacheSnapshot(BuildCache(records=5, in_use=1, bytes=37_000, reclaimable=30_000)),
     )
     store.publish(SamplerStatus("scan", enabled=False))
+    return store
+
+
+def usage(disk: int, apparent: int | None = None, files: int = 1) -> Usage:
+    return Usage(disk, disk if apparent is None else apparent, files, 0, False)
+
+
+def scan_snapshot() -> ScanSnapshot:
+    """A scan with attribution: four layers (two chains share one diff), four containers (one
+    without a writable layer), three volumes and an orphan, each list biggest first."""
+    return ScanSnapshot(
+        root_dir="/var/lib/docker",
+        driver="overlay2",
+        attribution=True,
+        attribution_reason="",
+        root_dirs={"overlay2": usage(60_000, files=70), "volumes": usage(110_000, files=50)},
+        owners={
+            "image": usage(45_056, files=59),
+            "container": usage(14_336, files=9),
+            "init": usage(4096, files=3),
+            "build_cache": usage(0, files=0),
+            "links": usage(4096, files=8),
+            "orphan": usage(8192, files=2),
+        },
+        layers=(
+            LayerScan(sha("1"), sha("a"), "c1", 1000, usage(900), usage(12_288, files=30), 3),
+            LayerScan(sha("2"), sha("a"), "c2", 1000, usage(900), usage(8192, files=20), 1),
+            LayerScan(sha("3"), sha("b"), "c3", 500, usage(400), usage(20_480, files=7), 2),
+            LayerScan(sha("4"), sha("c"), "c4", 200, usage(100), usage(4096, files=2), 1),
+        ),
+        containers=(
+            ContainerScan(
+                "1" * 64, "api", "ghcr.io/acme/api:2.1", "running", usage(8192, 5000), usage(40_960)
+            ),
+            ContainerScan(
+                "2" * 64, "api-old", "ghcr.io/acme/api:2.1", "exited", usage(4096, 3000), usage(4096)
+            ),
+            ContainerScan("3" * 64, "tool", "localhost:5000/tool:dev", "paused", usage(2048, 100), usage(0)),
+            ContainerScan("4" * 64, "gone", "debian:12", "dead", None, usage(512)),
+        ),
+        volumes=(
+            VolumeScan("pgdata", "local", 2, usage(90_000, 88_000, 40), usage(94_096, 88_000, 41)),
+            VolumeScan("cache", "local", 0, usage(7000, 6000, 4), usage(11_096, 6000, 5)),
+            VolumeScan("tmp", "local", 0, usage(10, 1), usage(4106, 1, 2)),
+        ),
+        orphans=(OrphanDir("dead", "/var/lib/docker/overlay2/dead", usage(8192, files=2)),),
+        walks={"layer": 4, "container": 4, "volume": 3},
+        cached_layers=4,
+        skipped=1,
+        errors=2,
+    )
+
+
+def scan_store(scan: ScanSnapshot | None = None) -> Store:
+    """full_store() with a scan: every source, every family."""
+    store = full_store()
+    store.publish(
+        SamplerStatus("scan", success=True, duration_seconds=2.0, last_success=1_700_000_502.0, runs=1),
+        scan or scan_snapshot(),
+    )
     return store
 
 
@@ -493,3 +566,119 @@ def test_derived_figures_follow_the_snapshot() -> None:
     assert second == fresh != first
     gc.collect()
     assert old() is None  # the memo does not keep a replaced snapshot alive
+
+
+def test_scan_figures_follow_the_scan_snapshot() -> None:
+    store = scan_store()
+    collector = StorageCollector(store, top_n=1)
+    first = exposition(collector)
+    assert exposition(collector) == first
+    scan = store.latest(ScanSnapshot)
+    assert scan is not None
+    store.publish(
+        SamplerStatus("scan", success=True, runs=2), dataclasses.replace(scan, volumes=scan.volumes[:1])
+    )
+    assert exposition(collector) == exposition(StorageCollector(store, top_n=1)) != first
+
+
+def test_a_label_that_is_not_text_fails_its_group_not_the_scrape() -> None:
+    """collect() never raises: a label value the exposition cannot encode is caught inside
+    its group, which is counted and left out; the other groups are still served."""
+    bad = ContainerScan("9" * 64, None, "x", "running", usage(1), usage(1))  # type: ignore[arg-type]
+    collector = StorageCollector(scan_store(dataclasses.replace(scan_snapshot(), containers=(bad,))))
+    fams = {f.name: f for f in collector.collect()}  # must not raise
+    assert fams["docker_storage_collector_errors"].samples[0].value == 1  # the scan group
+    assert "docker_storage_container_rw_bytes" not in fams
+    assert "docker_storage_images" in fams
+    assert promtool_check(exposition(collector)).returncode == 0
+
+
+# --- one definition per family ----------------------------------------------------------
+
+
+def test_each_family_is_defined_once_and_served_as_defined() -> None:
+    """Every family comes from one definition (a second one raises at import), and what a
+    scrape serves matches it: one family per name, with its HELP, type and label names."""
+    with pytest.raises(ValueError, match="defined twice"):
+        gauge("used_bytes", "A second definition of a family several groups fill.")
+    for hide in (False, True):
+        collector = StorageCollector(scan_store(), top_n=1, hide_names=hide, request_counts=lambda: {"/x": 1})
+        collected = list(collector.collect())
+        names = [f.name for f in collected]
+        assert len(names) == len(set(names))
+        assert set(names) == set(DEFINED)  # this store serves every family
+        for fam in collected:
+            definition = DEFINED[fam.name]
+            assert (fam.documentation, fam.type) == (definition.doc, definition.kind), fam.name
+            for s in fam.samples:
+                assert set(s.labels) == set(definition.labels), s
+        helps = [line.split()[2] for line in exposition(collector).splitlines() if line.startswith("# HELP ")]
+        assert len(helps) == len(set(helps))
+
+
+# --- the fold records -------------------------------------------------------------------
+
+TOP_NS = [-1, 0, 1, 2, 3, 100]
+
+
+def assert_adds_up(
+    fold: Fold[Any, Any],
+    items: Sequence[Any],
+    figures: Callable[[Any], Sequence[int]],
+    summed: Callable[[Any], Sequence[int]] = tuple,
+) -> None:
+    """As Fold documents: kept and folded count the items, kept are the first ones, other is
+    None exactly when nothing folded, and for the summed fields (`summed(other)`, matching
+    `figures(item)`) kept's figures plus other's are the total of all."""
+    assert len(fold.kept) + fold.folded == len(items)
+    assert fold.kept == list(items[: len(fold.kept)])
+    assert (fold.other is None) == (fold.folded == 0)
+    width = len(figures(items[0]))
+    total = [sum(figures(i)[k] for i in items) for k in range(width)]
+    kept = [sum(figures(i)[k] for i in fold.kept) for k in range(width)]
+    other = list(summed(fold.other)) if fold.other is not None else [0] * width
+    assert [a + b for a, b in zip(kept, other, strict=True)] == total
+
+
+@pytest.mark.parametrize("top_n", TOP_NS)
+def test_fold_records_sum_as_documented(top_n: int) -> None:
+    snap = scan_snapshot()
+    layers = fold_layers(snap, top_n)
+    by_diff = fold_layers(snap, -1).kept
+    assert [key for key, _ in by_diff] == ["a" * 12, "b" * 12, "c" * 12]  # biggest on disk first
+    assert_adds_up(layers, by_diff, lambda kv: kv[1])
+    every_layer = add_layers(map(layer_sums, snap.layers))
+    assert add_layers(sums for _, sums in by_diff) == every_layer  # one diff under two chains is summed
+    assert_adds_up(
+        fold_containers(snap, top_n),
+        snap.containers,
+        lambda c: (c.rw.disk_bytes if c.rw else 0, c.logs.disk_bytes),
+    )
+    assert_adds_up(
+        fold_volumes(snap, top_n), snap.volumes, lambda v: (v.total.disk_bytes, v.total.files, v.containers)
+    )
+    images = fold_images(FIVE_IMAGES, top_n)
+    # size and containers are sums; oldest is a minimum and unique unknown when any is.
+    assert_adds_up(images, FIVE_IMAGES, lambda i: (i.size, i.containers), lambda o: (o.size, o.containers))
+    if images.other is not None:
+        rest = FIVE_IMAGES[len(images.kept) :]
+        assert images.other.oldest == min(i.created for i in rest)
+        assert (images.other.unique is None) == any(i.unique_size is None for i in rest)
+
+
+def test_per_item_series_and_other_add_up_to_the_totals() -> None:
+    fams = families(StorageCollector(scan_store(), top_n=1))
+
+    def total(name: str) -> float:
+        return sum(s.value for s in fams[name].samples)
+
+    assert total("docker_storage_layer_size_bytes") == total("docker_storage_layers_size_bytes") == 2700
+    assert total("docker_storage_layer_disk_bytes") == total("docker_storage_layers_disk_bytes")
+    assert total("docker_storage_volume_disk_bytes") == total("docker_storage_volumes_disk_bytes")
+    assert total("docker_storage_container_log_bytes") == 40_960 + 4096 + 0 + 512
+    assert total("docker_storage_image_size_bytes") == sum(i.size for i in FIVE_IMAGES)
+    folded = samples(fams, "docker_storage_series_folded")
+    assert folded[(("family", "docker_storage_layer_size_bytes"),)] == 2  # three diff ids, one kept
+    assert folded[(("family", "docker_storage_container_rw_bytes"),)] == 3
+    assert folded[(("family", "docker_storage_volume_files"),)] == 2
+    assert folded[(("family", "docker_storage_image_size_bytes"),)] == 4
