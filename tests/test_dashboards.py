@@ -194,7 +194,9 @@ def test_check_compares_against_the_generated_dicts():
 
 
 def test_json_is_sorted_indented_with_trailing_newline():
-    for path in DASHBOARD_DIR.glob("*.json"):
+    paths = sorted(DASHBOARD_DIR.glob("*.json"))
+    assert paths
+    for path in paths:
         text = path.read_text()
         assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n", path.name
 
