@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import FLAGS, env_name, parse_listen_address
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -225,7 +227,9 @@ def test_dashboards_select_the_provisioned_datasource():
     """The dashboards pick their data source with a `datasource` variable of type prometheus:
     Grafana selects the default one of that type, the one provisioned here."""
     (ds,) = provisioning("datasources")["datasources"]
-    for path in sorted(DASHBOARDS.glob("*.json")):
+    dashboards = sorted(DASHBOARDS.glob("*.json"))
+    assert dashboards
+    for path in dashboards:
         variables = json.loads(path.read_text())["templating"]["list"]
         chooser = [v for v in variables if v["type"] == "datasource"]
         assert chooser, f"{path.name} has no datasource variable"
@@ -247,14 +251,98 @@ def test_grafana_dashboards_provider():
     assert bind_source_for(svc, home) == DASHBOARDS / "host.json"
 
 
+def listens_on(svc: dict[str, Any], flag_name: str, default: str) -> int:
+    """The port a service's process listens on in its container: its --<flag> or the default."""
+    given = [a.split("=", 1)[1] for a in svc.get("command", []) if a.startswith(f"--{flag_name}=")]
+    return parse_listen_address(given[-1] if given else default)[1]
+
+
+def exporter_default(name: str) -> str:
+    (default,) = [d for flag_name, d, _ in FLAGS if flag_name == name]
+    return default
+
+
+def check_prometheus_config(doc: dict[str, Any]) -> None:
+    # The exporter job scrapes the compose exporter service, and only it, where it serves
+    # metrics: its listen port and telemetry path (the compose file sets neither, nor do
+    # environment variables, so the exporter's defaults), published as is.
+    exporter = service("exporter")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in ("web.listen-address", "web.telemetry-path", "web.config.file"):
+        assert not [a for a in exporter["command"] if a.startswith(f"--{name}")], name
+        assert env_name(name) not in (exporter.get("environment") or {}), name
+        assert env_name(name) not in dockerfile, name
+    port = parse_listen_address(exporter_default("web.listen-address"))[1]
+    assert port == 9818 and f"{port}:{port}" in exporter["ports"]
+    jobs = {job["job_name"]: job for job in doc["scrape_configs"]}
+    assert set(jobs) == {"docker-storage", "prometheus"}
+    job = jobs["docker-storage"]
+    assert job.get("metrics_path", "/metrics") == exporter_default("web.telemetry-path")
+    assert job.get("scheme", "http") == "http"  # no --web.config.file: the exporter serves plain HTTP
+    (static,) = job["static_configs"]
+    assert static["targets"] == [f"exporter:{port}"]
+    # The dashboards' Host variable and the alerts name a host by `instance`.
+    assert static["labels"]["instance"]
+    # Prometheus scrapes itself where its container listens.
+    prom = service("prometheus")
+    prom_port = listens_on(prom, "web.listen-address", "0.0.0.0:9090")
+    assert jobs["prometheus"]["static_configs"] == [{"targets": [f"localhost:{prom_port}"]}]
+    # Every rule file it loads is mounted from a file of the repository that exists.
+    config_dir = posixpath.dirname(flag(prom["command"], "config.file"))
+    assert doc["rule_files"]
+    for rule_file in doc["rule_files"]:
+        source = bind_source_for(prom, posixpath.normpath(posixpath.join(config_dir, rule_file)))
+        assert source.is_file() and ROOT in source.parents, source
+
+
+def check_datasource(doc: dict[str, Any]) -> None:
+    (ds,) = doc["datasources"]
+    # The URL is the Prometheus service, on the port its process listens on in the container
+    # (not a published host port: Grafana reaches it over the compose network).
+    prom = service("prometheus")
+    assert prom["image"].startswith("prom/prometheus:")
+    assert ds["url"] == f"http://prometheus:{listens_on(prom, 'web.listen-address', '0.0.0.0:9090')}"
+    # The dashboards name no data source uid (test_dashboards.py): their `datasource`
+    # variable selects the default data source of its type, this one, as long as it pins no
+    # other one as its current value.
+    dashboards = sorted(DASHBOARDS.glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        variables = json.loads(path.read_text())["templating"]["list"]
+        (chooser,) = [v for v in variables if v["type"] == "datasource"]
+        assert chooser["current"] in ({}, {"value": ds["uid"]}), (path.name, chooser["current"])
+    # Grafana's minimum step is Prometheus's scrape interval, so that $__rate_interval holds
+    # enough samples.
+    config = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
+    assert ds["jsonData"]["timeInterval"] == config["global"]["scrape_interval"]
+
+
+def check_dashboards_provider(doc: dict[str, Any]) -> None:
+    (provider,) = doc["providers"]
+    svc = service("grafana")
+    (mount,) = [m for m in binds(svc) if m["target"].rstrip("/") == provider["options"]["path"].rstrip("/")]
+    # The folder is mounted read-only: the dashboards are the repository's files, never
+    # changed or deleted from the UI.
+    assert mount["read_only"] is True
+    assert provider["allowUiUpdates"] is False and provider["disableDeletion"] is True
+    # All in one named folder (with foldersFromFilesStructure Grafana would ignore `folder`).
+    assert provider["options"].get("foldersFromFilesStructure", False) is False
+    assert provider["folder"] and provider["name"]
+    assert provider["updateIntervalSeconds"] > 0
+
+
 @pytest.mark.parametrize(
-    "path",
+    ("path", "check"),
     [
-        "prometheus.yml",
-        "grafana/provisioning/datasources/prometheus.yml",
-        "grafana/provisioning/dashboards/dashboards.yml",
+        ("prometheus.yml", check_prometheus_config),
+        ("grafana/provisioning/datasources/prometheus.yml", check_datasource),
+        ("grafana/provisioning/dashboards/dashboards.yml", check_dashboards_provider),
     ],
+    ids=["prometheus", "datasource", "dashboards"],
 )
-def test_config_files_are_plain_yaml(path: str):
+def test_config_files_are_plain_yaml(path: str, check: Any):
+    """Each config file the compose demo mounts parses as plain YAML and says what the demo
+    needs (what the tests above do not already check)."""
     doc = yaml.safe_load((COMPOSE_DIR / path).read_text())
-    assert isinstance(doc, dict) and doc
+    assert isinstance(doc, dict)
+    check(doc)

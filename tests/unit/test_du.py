@@ -307,10 +307,17 @@ def test_files_changing_mid_walk(tmp_path: Path) -> None:
         stop.set()
         t.join()
     assert not failures
+    # The churn rewrites (truncate, then 3000 bytes) or unlinks only the files f{n % 25} of
+    # d{n % 40}; the others keep their 3000 bytes throughout. At most: every file whole, plus
+    # the three x*/g of 10 bytes.
+    touched = {(n % 40, n % 25) for n in range(30000)}
+    untouched = 40 * 25 - len(touched)
+    assert untouched > 0
     for u in results:
         assert u.errors == 0 and not u.partial
-        assert 1 + 40 <= u.files <= 1 + 40 + 40 * 25 + 6
-        assert u.disk_bytes > 0 and u.apparent_bytes >= 0
+        assert 1 + 40 + untouched <= u.files <= 1 + 40 + 40 * 25 + 6
+        assert untouched * 3000 <= u.apparent_bytes <= 40 * 25 * 3000 + 3 * 10, u
+        assert u.disk_bytes > 0
     assert_matches_du(root, walk(str(root)))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -285,6 +286,12 @@ def assert_promtool_accepts(text: str, openmetrics: bool = False) -> None:
     assert set(problems) <= allowed, [p for p in problems if p not in allowed][:20]
 
 
+def served_errors(text: str) -> float:
+    """collector_errors_total of an exposition: a group that raised is left out of the scrape
+    and only counted there, so an exposition that parses may still lack families."""
+    return next(s for f in parse_text(text) if f.name == P + "collector_errors" for s in f.samples).value
+
+
 def label_values(families: Any) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for fam in families:
@@ -384,6 +391,12 @@ def test_lone_surrogate_from_the_engine_does_not_break_the_scrape() -> None:
     text, om = expositions(store, [], 50)  # must not raise UnicodeEncodeError
     assert_promtool_accepts(text)
     assert_promtool_accepts(om, openmetrics=True)
+    # Served, not dropped: no group failed, and the image carries the tag with U+FFFD for
+    # the surrogate.
+    assert served_errors(text) == 0
+    for parsed in (label_values(parse_text(text)), label_values(parse_openmetrics(om))):
+        (size,) = parsed[P + "image_size_bytes"]
+        assert re.fullmatch("app\ufffd+", size["repository"]) and size["tag"] == "1", size
 
 
 def test_non_utf8_dir_names_in_the_docker_root_do_not_break_the_scrape() -> None:
@@ -405,3 +418,10 @@ def test_non_utf8_dir_names_in_the_docker_root_do_not_break_the_scrape() -> None
         text, om = expositions(store, [], 50)  # must not raise UnicodeEncodeError
         assert_promtool_accepts(text)
         assert_promtool_accepts(om, openmetrics=True)
+        # Served, not dropped: no group failed, and both dirs are there with U+FFFD in their name.
+        assert served_errors(text) == 0
+        for parsed in (label_values(parse_text(text)), label_values(parse_openmetrics(om))):
+            volumes = [v["volume"] for v in parsed[P + "volume_disk_bytes"]]
+            assert [v for v in volumes if re.fullmatch("caf\ufffd+", v)], volumes
+            containers = [c["container"] for c in parsed[P + "container_log_bytes"]]
+            assert [c for c in containers if re.fullmatch("\ufffd+", c)], containers

@@ -514,17 +514,35 @@ def exposition_of(store: Store) -> str:
     return generate_latest(registry).decode("utf-8")
 
 
+def served(store: Store) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The exposition of `store`, parsed: family -> {labels: value}. It must render (an
+    OverflowError in generate_latest fails every scrape) and every group must have rendered: the
+    collector swallows a group's exception and only counts it in collector_errors_total."""
+    text = exposition_of(store)
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert fams["docker_storage_collector_errors"].samples[0].value == 0, text[:2000]
+    return {
+        name: {tuple(sorted(s.labels.items())): s.value for s in fam.samples} for name, fam in fams.items()
+    }
+
+
 @pytest.mark.parametrize("api", ["1.41", "1.52"])
 @SAMPLER
 @given(data=st.data())
 def test_engine_sample_is_always_servable(api: str, data: st.DataObject) -> None:
     """Whatever a successful sample holds, /metrics renders it without a collector error."""
     store, _, ok = run_engine_sampler(api, data)
-    text = exposition_of(store)  # must not raise
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
-    errors = fams["docker_storage_collector_errors"].samples[0].value
-    assert errors == 0, text[:2000]
-    assert fams["docker_storage_engine_up"].samples[0].value == (1 if ok else 0)
+    fams = served(store)  # renders, and no group failed
+    assert fams["docker_storage_engine_up"] == {(): (1 if ok else 0)}
+    if not ok:
+        assert "docker_storage_images" not in fams
+        return
+    # The sample is what is served: every image counted in one state, and (top images plus
+    # __other__) their sizes summed.
+    snap = store.snapshot("engine")
+    assert sum(fams["docker_storage_images"].values()) == len(snap.images)
+    served_size = sum(fams.get("docker_storage_image_size_bytes", {}).values())
+    assert math.isclose(served_size, sum(i.size for i in snap.images), rel_tol=1e-9)
 
 
 @pytest.mark.parametrize("api", ["1.41", "1.52"])
@@ -539,9 +557,12 @@ def test_build_cache_sampler_survives_any_response(api: str, data: st.DataObject
     if ok:
         bc = store.snapshot("build_cache").build_cache
         assert_nonneg_int(bc.records, bc.in_use, bc.bytes, bc.reclaimable)
-        text = exposition_of(store)
-        fams = {f.name: f for f in text_string_to_metric_families(text)}
-        assert fams["docker_storage_collector_errors"].samples[0].value == 0
+        fams = served(store)
+        # What was sampled is what is served (as a float: within int64, float() never fails).
+        assert fams["docker_storage_build_cache_records"] == {(): float(bc.records)}
+        assert fams["docker_storage_build_cache_bytes"] == {(): float(bc.bytes)}
+        assert fams["docker_storage_used_bytes"][(("object", "build_cache"),)] == float(bc.bytes)
+        assert fams["docker_storage_reclaimable_bytes"][(("object", "build_cache"),)] == float(bc.reclaimable)
     else:
         assert store.snapshot("build_cache") is None
 
@@ -591,16 +612,29 @@ def test_engine_sample_with_a_huge_size_is_servable() -> None:
     images = [{"Id": "sha256:odd", "RepoTags": ["odd:1"], "Created": 1, "Size": 10**400}]
     store = Store()
     assert EngineSampler(store, fixed_client("1.52", images=images)).run()  # type: ignore[arg-type]
-    exposition_of(store)  # must not raise OverflowError
+    fams = served(store)  # renders (no OverflowError), and no group failed
+    # Beyond int64, Size is not a figure Docker can send: as_int's default, 0, and the image
+    # is still listed (its unique size unknown: counted as skipped).
+    odd = (("image_id", "odd"), ("repository", "odd"), ("tag", "1"))
+    assert fams["docker_storage_image_size_bytes"] == {odd: 0.0}
+    assert fams["docker_storage_image_created_timestamp_seconds"] == {odd: 1.0}
+    assert fams["docker_storage_images"][(("state", "unused"),)] == 1.0
+    assert fams["docker_storage_sampler_skipped_items"] == {(("sampler", "engine"),): 1.0}
 
 
 def test_huge_engine_figures_do_not_break_the_scrape() -> None:
     """A size beyond any real disk (and beyond float range) must not make /metrics fail."""
-    store = Store()
-    bc = parse_build_cache({"BuildCacheUsage": {"TotalCount": 1, "TotalSize": 10**400}})
-    store.publish(SamplerStatus("build_cache", success=True), BuildCacheSnapshot(bc))
-    assert isinstance(bc, BuildCache)
-    exposition_of(store)  # must not raise OverflowError
+    for size, want in ((10**400, 0), (2**63, 0), (INT64_MAX, INT64_MAX)):
+        store = Store()
+        bc = parse_build_cache({"BuildCacheUsage": {"TotalCount": 1, "TotalSize": size, "Reclaimable": size}})
+        # Beyond int64 a figure is not Docker's: as_int's default (0), never the huge value.
+        assert bc == BuildCache(records=1, in_use=0, bytes=want, reclaimable=want), size
+        store.publish(SamplerStatus("build_cache", success=True), BuildCacheSnapshot(bc))
+        fams = served(store)  # renders (no OverflowError), and no group failed
+        assert fams["docker_storage_build_cache_records"] == {(): 1.0}
+        assert fams["docker_storage_build_cache_bytes"] == {(): float(want)}, size
+        assert fams["docker_storage_used_bytes"] == {(("object", "build_cache"),): float(want)}, size
+        assert fams["docker_storage_reclaimable_bytes"] == {(("object", "build_cache"),): float(want)}, size
 
 
 # --- the layer store on disk ----------------------------------------------------------------
