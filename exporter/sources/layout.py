@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from exporter.memo import Derived
 from exporter.sources.rawfs import DIR_FLAGS, entry_is_dir, names_in, open_regular, read_short, scandir_sorted
 from exporter.sources.stamps import Stamp, settled_stamp
 
@@ -150,6 +151,7 @@ class ReadCache:
         self.layer_set: _LayerSet | None = None
         self.image_set: _ImageSet | None = None
         self.listings: dict[str, _Listed] = {}  # a few fixed dirs: see _listing
+        self.driver_split: Derived[tuple[tuple[str, ...], tuple[str, ...]]] = Derived()
 
     def retain(self, layers: set[str], images: set[str], mounts: set[str]) -> None:
         for cache, live in ((self.layers, layers), (self.images, images), (self.mounts, mounts)):
@@ -170,6 +172,11 @@ def _listing(path: str, cache: ReadCache | None) -> Listing:
     if stamp and cache is not None:
         cache.listings[path] = _Listed(stamp, out)
     return out
+
+
+def _split(entries: Listing) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A listing's dirs and its other entries."""
+    return tuple(n for n, is_dir in entries if is_dir), tuple(n for n, is_dir in entries if not is_dir)
 
 
 def read_layers(
@@ -358,8 +365,9 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         )
     # A host has thousands of driver dirs: d_type, no stat per entry, and reused unchanged.
     entries = _listing(os.path.join(root, driver), cache)
-    driver_dirs = tuple(name for name, is_dir in entries if is_dir)
-    driver_files = tuple(name for name, is_dir in entries if not is_dir)
+    # The same tuples while the listing is the same object: callers tell "unchanged" by identity.
+    split = cache.driver_split if cache is not None else Derived()
+    driver_dirs, driver_files = split.get(lambda: _split(entries), entries)
     known = {entry.cache_id for entry in layers} | {m.mount_id for m in mounts} | {m.init_id for m in mounts}
     unknown = [d for d in driver_dirs if d not in known and d != "l"]
     volumes = tuple(name for name, is_dir in _listing(os.path.join(root, "volumes"), cache) if is_dir)

@@ -340,6 +340,7 @@ def test_settled_root_rescan_walks_only_live_dirs_and_still_sees_new_layers(std:
     walked = rec.walked
     assert not [p for p in walked if p.startswith(chains) or p.removesuffix("/diff") in layer_dirs]
     assert (second.root_dirs, second.owners, second.layers) == (first.root_dirs, first.owners, first.layers)
+    assert second.layers is first.layers  # nothing changed: not even rebuilt (a host has 50k)
     matches_du(second)
 
     std.add_image("late", ["base", "late1"])
