@@ -96,7 +96,7 @@ class AtomicTree:
                 try:
                     sst = os.lstat(sub)
                 except OSError as e:
-                    parts.append(Usage(0, 0, 0, int(e.errno not in VANISHED), False))
+                    parts.append(EMPTY if e.errno in VANISHED else UNREADABLE)
                     continue
                 if stat.S_ISDIR(sst.st_mode) and sst.st_dev == dev and sst.st_ino not in dirs_seen:
                     dirs_seen.add(sst.st_ino)
