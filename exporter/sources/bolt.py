@@ -255,11 +255,11 @@ class _Walk:
         for flags, k0, k1, v1 in self._leaves(root, inline, depth):
             key = self._copy(k0, k1)
             if key <= last:  # bbolt keys are non-empty, unique and sorted (node.go put)
-                raise Corrupt(f"key {key!r} out of order after {last!r}")
+                raise Corrupt(f"key {key[:60]!r} out of order after {last[:60]!r}")
             last = key
             if flags == BUCKET_LEAF:  # bucket.go openBucket
                 if v1 - k1 < _INBUCKET.size:
-                    raise Corrupt(f"bucket {key!r}: value of {v1 - k1} bytes")
+                    raise Corrupt(f"bucket {key[:60]!r}: value of {v1 - k1} bytes")
                 sub, sub_seq = _INBUCKET.unpack_from(self.data, k1)
                 # root 0: an inline bucket, whose leaf page follows the header in the value
                 span = (k1 + _INBUCKET.size, v1) if sub == 0 else None

@@ -184,13 +184,13 @@ def snapshots(ctd: PrivateContainerd, ns: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def usage(ctd: PrivateContainerd, ns: str) -> dict[str, tuple[float, int]]:
-    """`ctr snapshots usage`: key -> (size in bytes, to its printed 0.1 unit; inodes)."""
+def usage(ctd: PrivateContainerd, ns: str) -> dict[str, tuple[float, int, int]]:
+    """`ctr snapshots usage`: key -> (size in bytes as printed, to 0.1 unit; the unit; inodes)."""
     units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
     out = {}
     for line in (ctd.ctr("snapshots", "usage", ns=ns) or "").splitlines()[1:]:
         key, size, unit, inodes = line.split()
-        out[key] = (float(size) * units[unit], int(inodes))
+        out[key] = (float(size) * units[unit], units[unit], int(inodes))
     return out
 
 
