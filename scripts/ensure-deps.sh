@@ -2,7 +2,8 @@
 # Install what the test suite needs, when it is missing: a Docker Engine (dockerd, its
 # containerd with ctr, and the Debian docker CLI that comes with it), busybox-static (test
 # images are built from it), promtool (Prometheus' own checker and server), debootstrap (the
-# image test's Debian base), and gcc with Python's headers (the scan's C walk, which the suite requires).
+# image test's Debian base), and gcc with Python's headers (the scan's C walk, which the
+# suite requires).
 # Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to get it.
 set -euo pipefail
 

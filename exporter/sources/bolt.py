@@ -93,13 +93,15 @@ def read_db(path: str | os.PathLike[str], *, pread: Pread = os.pread, max_bytes:
     """The whole tree at the newest committed txid. `pread` is replaceable for tests."""
     fd = _open(path)
     try:
-        for attempt in range(1, TRIES + 1):
+        for _ in range(TRIES - 1):
             try:
                 return _attempt(fd, pread, max_bytes)
-            except (Corrupt, Inconsistent) as e:  # a torn meta or page, or the writer moved on
-                if attempt == TRIES:
-                    raise type(e)(f"{path}: {e} (after {TRIES} tries)") from e
-        raise AssertionError("unreachable")
+            except (Corrupt, Inconsistent):  # a torn meta or page, or the writer moved on
+                pass
+        try:
+            return _attempt(fd, pread, max_bytes)
+        except (Corrupt, Inconsistent) as e:
+            raise type(e)(f"{path}: {e} (after {TRIES} tries)") from e
     finally:
         os.close(fd)
 
@@ -107,10 +109,10 @@ def read_db(path: str | os.PathLike[str], *, pread: Pread = os.pread, max_bytes:
 def _attempt(fd: int, pread: Pread, max_bytes: int) -> Snapshot:
     size, meta = _metas(fd, pread)
     need = meta.hwm * meta.page_size
-    if need > max_bytes:  # a real limit, not a race: BoltError, not retried
-        raise BoltError(f"{need} bytes in use, more than the {max_bytes} bytes cap")
     if need > size:
         raise Corrupt(f"meta txid {meta.txid} uses {need} bytes, the file has {size}")
+    if need > max_bytes:  # a real limit, not a race: BoltError, not retried
+        raise BoltError(f"{need} bytes in use, more than the {max_bytes} bytes cap")
     data = _pread(fd, pread, need, 0)
     walk_error = root = None
     try:

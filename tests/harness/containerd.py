@@ -9,6 +9,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -166,7 +167,16 @@ def populate(ctd: PrivateContainerd, ns: str, workdir: Path) -> None:
     ctd.ctr("images", "label", TAG, *(f"{k}={v}" for k, v in OVERFLOW_LABEL.items()), ns=ns)
     top = next(k for k, (parent, _) in snapshots(ctd, ns).items() if parent)
     ctd.ctr("snapshots", "prepare", "dse-work", top, ns=ns)
-    ctd.ctr("snapshots", "view", "dse-view", top, ns=ns)
+    # `ctr snapshots prepare` labels its snapshot as a GC root, `view` does not: the GC that
+    # the import's lease removal set off may take the view before the label is on. Until it
+    # holds, make it again.
+    for _ in range(5):
+        ctd.ctr("snapshots", "view", "dse-view", top, ns=ns, check=False)
+        ctd.ctr("snapshots", "label", "dse-view", "containerd.io/gc.root=dse", ns=ns, check=False)
+        time.sleep(0.2)
+        if "dse-view" in snapshots(ctd, ns):
+            return
+    raise RuntimeError("the View snapshot does not stay")
 
 
 def config_digest(ctd: PrivateContainerd, ns: str) -> str:
@@ -198,7 +208,7 @@ def content(ctd: PrivateContainerd, ns: str) -> dict[str, dict[str, str]]:
     """`ctr content ls`: digest -> labels."""
     out = {}
     for line in (ctd.ctr("content", "ls", ns=ns) or "").splitlines()[1:]:
-        digest, _size, _age, labels = line.split("\t")
+        digest, _size, _age, labels = re.split("\t+", line, maxsplit=3)  # tabwriter pads with tabs
         pairs = [kv.split("=", 1) for kv in labels.split(",") if kv and kv != "-"]
         out[digest] = {k: v for k, v in pairs}
     return out
