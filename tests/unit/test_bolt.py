@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.sources import bolt
@@ -97,8 +97,8 @@ def put(data: bytes, where: Path | None = None) -> Path:
     return path
 
 
-def read(data: bytes, **kw: object) -> bolt.Snapshot:
-    return read_db(put(data), **kw)  # type: ignore[arg-type]
+def read(data: bytes) -> bolt.Snapshot:
+    return read_db(put(data))
 
 
 class Spy:
@@ -244,7 +244,7 @@ def read_or_error(data: bytes) -> bolt.Snapshot | BoltError:
         assert time.monotonic() - started < 5
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 63), st.booleans(), st.integers(1, 255)),
                 min_size=1, max_size=8))  # fmt: skip
 def test_flipped_bytes(made: Made, flips: list[tuple[int, int, bool, int]]) -> None:
@@ -257,7 +257,7 @@ def test_flipped_bytes(made: Made, flips: list[tuple[int, int, bool, int]]) -> N
     assert isinstance(result, bolt.Snapshot | BoltError)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["root", "pgid", "page_size", "txid"]),
        st.one_of(st.integers(0, 70), st.sampled_from([1023, 1024, 65536, 1 << 24, 1 << 31]),
                  st.integers(0, (1 << 32) - 1)),
@@ -314,8 +314,8 @@ def struct_root(data: bytes, meta_offset: int) -> int:
 
 
 class Versions:
-    """A pread over one file version or another; `flip(n)` says whether to switch to the
-    next version after the n-th call."""
+    """A pread over one file version or another: after the n-th call, of `size` bytes,
+    it moves on to the next version if `flip(n, size)`."""
 
     def __init__(self, versions: list[bytes], flip: Callable[[int, int], bool]) -> None:
         self.versions, self.flip, self.current, self.calls = versions, flip, 0, 0
