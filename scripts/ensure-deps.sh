@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Install what the test suite needs, when it is missing: a Docker Engine (dockerd and the
-# Debian docker CLI that comes with it), busybox-static (test images are built from it),
-# promtool (Prometheus' own checker and server), debootstrap (the image test's Debian
-# base), and gcc with Python's headers (the scan's C walk, which the suite requires).
+# Install what the test suite needs, when it is missing: a Docker Engine (dockerd, its
+# containerd with ctr, and the Debian docker CLI that comes with it), busybox-static (test
+# images are built from it), promtool (Prometheus' own checker and server), debootstrap (the
+# image test's Debian base), and gcc with Python's headers (the scan's C walk, which the
+# suite requires).
 # Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to get it.
 set -euo pipefail
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /usr/bin/docker ] || need+=(docker.io)
+# docker.io pulls it in, but the bbolt reader's tests run a private containerd of their own.
+[ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || need+=(containerd)
 # Test images are FROM scratch + busybox, so it must be the static build.
 [ -f /usr/share/doc/busybox-static/copyright ] && [ -x /bin/busybox ] || need+=(busybox-static)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

@@ -1,0 +1,498 @@
+"""exporter.sources.bolt on bbolt files a real containerd wrote: what it reads matches what
+`ctr` says, and torn, truncated, fuzzed, looping or racing input gives a BoltError or an
+honest view, never another exception, a hang or an unbounded read. The files are made once
+per module by a private containerd (stopped before the tests run); tests/test_bolt_real.py
+reads them while containerd and dockerd hold them."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.sources import bolt
+from exporter.sources.bolt import BoltError, Corrupt, Inconsistent, Unreadable, read_db, uvarint, varint
+from tests.harness import boltbytes as bb
+from tests.harness import containerd as hc
+from tests.harness.engine import default_test_root
+
+TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT") or default_test_root())
+NS = "dse-bolt"
+KINDS = {1: "View", 2: "Active", 3: "Committed"}  # core/snapshots/snapshotter.go Kind
+
+
+@dataclass
+class Made:
+    before: bytes  # meta.db at txid T
+    after: bytes  # meta.db at T+1: one label more
+    snaps: bytes  # the overlayfs snapshotter's metadata.db
+    images: dict[str, str]  # what ctr said, at `after`
+    snapshots: dict[str, tuple[str, str]]
+    usage: dict[str, tuple[float, int, int]]
+    content: dict[str, dict[str, str]]
+    sizes: dict[str, int]  # blob digest -> its length, from `ctr content get`
+    dirs: set[str]  # the names under overlayfs/snapshots/
+    config: str  # the image config blob's digest
+
+
+def quiet_copy(path: Path) -> bytes:
+    """The file's bytes once containerd has been idle for a moment (its GC runs on its own);
+    judged by the copies' own metas, so a reader that blocked could not hang the fixture."""
+    for _ in range(50):
+        first = bb.newest(path.read_bytes()).txid
+        time.sleep(0.2)
+        data = path.read_bytes()
+        if bb.newest(data).txid == first:
+            return data
+    raise RuntimeError(f"{path} never quiet")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    ctd = hc.PrivateContainerd(TEST_ROOT / "bolt-unit")
+    try:
+        ctd.start()
+        hc.populate(ctd, NS, tmp_path_factory.mktemp("bolt"))
+        config = hc.config_digest(ctd, NS)
+        for attempt in range(3):  # one label is one write tx, unless the GC ran in between
+            before = quiet_copy(ctd.meta_db)
+            ctd.ctr("content", "label", config, f"dse.test/last={attempt}", ns=NS)
+            after = quiet_copy(ctd.meta_db)
+            if bb.newest(after).txid == bb.newest(before).txid + 1:
+                break
+        else:
+            raise RuntimeError("no single-tx label change in 3 tries")
+        blobs = hc.content(ctd, NS)
+        sizes = {d: len(subprocess.run([hc.CTR, "-a", str(ctd.address), "-n", NS, "content", "get", d],
+                                       capture_output=True, check=True).stdout) for d in blobs}  # fmt: skip
+        return Made(
+            before, after, quiet_copy(ctd.snapshots_db), hc.images(ctd, NS), hc.snapshots(ctd, NS),
+            hc.usage(ctd, NS), blobs, sizes,
+            set(os.listdir(ctd.root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots")), config,
+        )  # fmt: skip
+    finally:
+        ctd.stop()
+
+
+SCRATCH: list[Path] = []  # one dir for the module's throwaway files
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> None:
+    SCRATCH[:] = [tmp_path_factory.mktemp("bolt-files")]
+
+
+def put(data: bytes, where: Path | None = None) -> Path:
+    path = where or SCRATCH[0] / "x.db"
+    path.write_bytes(data)
+    return path
+
+
+def read(data: bytes) -> bolt.Snapshot:
+    return read_db(put(data))
+
+
+class Spy:
+    """os.pread, counting the calls: (size, offset) each."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, fd: int, size: int, offset: int) -> bytes:
+        self.calls.append((size, offset))
+        return os.pread(fd, size, offset)
+
+
+def text(b: bolt.Bucket) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in b.items()}
+
+
+# -- real files: what containerd wrote is what ctr reports ---------------------------------
+
+
+def test_meta_db_is_what_ctr_lists(made: Made) -> None:
+    snap = read(made.after)
+    assert snap.txid == bb.newest(made.after).txid and snap.page_size == os.sysconf("SC_PAGE_SIZE")
+    assert set(snap.root.buckets) == {b"v1"} and snap.bucket("v1", NS) is not None
+    ns = snap.bucket("v1", NS)
+    assert {k.decode() for k in ns.bucket("images").buckets} == set(made.images) == {hc.TAG}
+    for name, digest in made.images.items():
+        assert ns.bucket("images", name, "target").get("digest") == digest.encode()
+    blobs = ns.bucket("content", "blob")
+    assert {k.decode() for k in blobs.buckets} == set(made.content) and len(made.content) == 4
+    for digest, labels in made.content.items():
+        assert text(blobs.bucket(digest, "labels")) == labels
+        assert varint(blobs.bucket(digest).get("size"))[0] == made.sizes[digest]
+    assert text(blobs.bucket(made.config, "labels"))["dse.test/last"] in {"0", "1", "2"}
+    records = ns.bucket("snapshots", "overlayfs")
+    assert {k.decode() for k in records.buckets} == set(made.snapshots) and len(made.snapshots) == 4
+    for key, (parent, _) in made.snapshots.items():
+        assert (records.bucket(key).get("parent") or b"").decode() == parent
+
+
+def test_the_files_have_branch_overflow_and_inline_pages(made: Made) -> None:
+    """The tree is read through each kind of page: a branch page (the 30 big labels), a leaf
+    with an overflow page (the 4 KiB label), inline buckets (bucket.go: root 0)."""
+    snap = read(made.after)
+    ps = snap.page_size
+    ns = snap.bucket("v1", NS)
+    big = ns.bucket("content", "blob", made.config, "labels")
+    assert bb.page_header(made.after, big.root, ps)[1] == 0x01  # a branch page
+    assert {k: v for k, v in text(big).items() if k.startswith("dse.test/big.")} == hc.BIG_LABELS
+    labels = ns.bucket("images", hc.TAG, "labels")
+    assert bb.page_header(made.after, labels.root, ps)[3] >= 1  # overflow pages
+    assert text(labels) == hc.OVERFLOW_LABEL
+    assert ns.bucket("images", hc.TAG, "target").root == 0  # inline
+
+
+def test_snapshotter_db_is_what_ctr_lists(made: Made) -> None:
+    """v1/snapshots/<backend name>: id (uvarint) is the dir under snapshots/, kind, parent,
+    and for Committed ones size and inodes (varints) as `ctr snapshots usage` prints them."""
+    meta = read(made.after).bucket("v1", NS, "snapshots", "overlayfs")
+    key_of = {rec.get("name"): key.decode() for key, rec in meta.buckets.items()}
+    snaps = read(made.snaps).bucket("v1", "snapshots")
+    assert set(snaps.buckets) == set(key_of) and len(key_of) == 4
+    ids = set()
+    for name, rec in snaps.buckets.items():
+        key = key_of[name]
+        raw = rec.get("id")
+        sid, end = uvarint(raw)
+        assert end == len(raw)
+        ids.add(str(sid))
+        assert KINDS[rec.get("kind")[0]] == made.snapshots[key][1]
+        parent = made.snapshots[key][0]
+        assert key_of.get(rec.get("parent")) == (parent or None)
+        if made.snapshots[key][1] == "Committed":
+            printed, unit, inodes = made.usage[key]
+            assert abs(varint(rec.get("size"))[0] - printed) <= 0.05 * unit
+            assert varint(rec.get("inodes"))[0] == inodes
+    assert ids == made.dirs  # every dir is a record's id, and no record lacks its dir
+    assert snaps.sequence == max(int(i) for i in ids)  # NextSequence hands out the ids
+
+
+def test_txid_reads_the_two_metas_only(made: Made) -> None:
+    spy = Spy()
+    assert bolt.txid(put(made.after), pread=spy) == bb.newest(made.after).txid
+    assert len(spy.calls) == 2 and all(size <= 4096 for size, _ in spy.calls)
+
+
+def test_64k_pages(made: Made) -> None:
+    """Page size from the meta, not the machine: the same file laid out in 64 KiB pages, as
+    arm64 and ppc64le hosts write it. With meta 0 torn, meta 1 is found at 64 KiB."""
+    big = bb.relayout(made.after, 65536)
+    snap = read(big)
+    assert snap.page_size == 65536 and snap.txid == bb.newest(made.after).txid
+    assert snap.root == read(made.after).root
+    torn = read(bb.break_meta(big, 0))
+    assert torn.page_size == 65536 and torn.txid == bb.metas(made.after)[1].txid
+    assert torn.root == read(bb.break_meta(made.after, 0)).root
+
+
+# -- torn and truncated -----------------------------------------------------------------------
+
+
+def test_a_torn_newest_meta_falls_back_to_the_other(made: Made) -> None:
+    """The other meta's tree is intact (its pages are not reused before txid T+2 starts)."""
+    torn = bb.break_meta(made.after, bb.newest(made.after).index)
+    snap = read(torn)
+    older = read(made.before)
+    assert snap.txid == older.txid == bb.newest(made.after).txid - 1
+    assert snap.root == older.root and snap.root != read(made.after).root
+
+
+def test_both_metas_torn_is_corrupt(made: Made) -> None:
+    torn = bb.break_meta(bb.break_meta(made.after, 0), 1)
+    with pytest.raises(Corrupt):
+        read(torn)
+    with pytest.raises(Corrupt):
+        bolt.txid(put(torn))
+
+
+def test_truncated_anywhere(made: Made) -> None:
+    """Short of the pages the newest meta uses: Corrupt. Past them: the whole view."""
+    full = read(made.after)
+    need = bb.newest(made.after).pgid * full.page_size
+    cuts = sorted({*range(0, len(made.after), 509), 1, 15, 16, 79, 80, 4095, 4096, 4176, need - 1, need})
+    for cut in cuts:
+        path = put(made.after[:cut])
+        if cut < need:
+            with pytest.raises(Corrupt):
+                read_db(path)
+        else:
+            assert read_db(path).root == full.root
+
+
+# -- fuzzed: only a BoltError or a view, in bounded time --------------------------------------
+
+
+def read_or_error(data: bytes) -> bolt.Snapshot | BoltError:
+    started = time.monotonic()
+    try:
+        return read(data)
+    except BoltError as e:
+        return e
+    finally:
+        assert time.monotonic() - started < 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 63), st.booleans(), st.integers(1, 255)),
+                min_size=1, max_size=8))  # fmt: skip
+def test_flipped_bytes(made: Made, flips: list[tuple[int, int, bool, int]]) -> None:
+    """Random bytes xored anywhere, or in page headers and the element arrays after them."""
+    data = bytearray(made.after)
+    ps = bb.page_size(made.after)
+    for where, near, header, xor in flips:
+        data[(where % (len(data) // ps)) * ps + near if header else where % len(data)] ^= xor
+    result = read_or_error(bytes(data))
+    assert isinstance(result, bolt.Snapshot | BoltError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["root", "pgid", "page_size", "txid"]),
+       st.one_of(st.integers(0, 70), st.sampled_from([1023, 1024, 65536, 1 << 24, 1 << 31]),
+                 st.integers(0, (1 << 32) - 1)),
+       st.booleans())  # fmt: skip
+def test_fuzzed_meta_fields_that_pass_the_checksum(made: Made, name: str, value: int, newest: bool) -> None:
+    index = bb.newest(made.after).index if newest else 1 - bb.newest(made.after).index
+    result = read_or_error(bb.set_meta(made.after, index, **{name: value}))
+    assert isinstance(result, bolt.Snapshot | BoltError)
+
+
+def test_a_branch_page_pointing_back_is_corrupt_not_a_loop(made: Made) -> None:
+    snap = read(made.after)
+    ps = snap.page_size
+    branch = snap.bucket("v1", NS, "content", "blob", made.config, "labels").root
+    top = bb.newest(made.after)
+    first_child = int.from_bytes(made.after[branch * ps + 16 + 8 : branch * ps + 24 + 8], "little")
+    cases = [  # (element, child, why)
+        (0, branch, "reached twice"),  # itself
+        (0, struct_root(made.after, top.offset), "reached twice"),  # the root of the whole tree
+        (1, first_child, "reached twice"),  # a sibling's page: no loop, one page reached twice
+        (0, 0, "outside"), (0, 1, "outside"), (0, top.pgid, "outside"), (0, 1 << 40, "outside"),
+    ]  # fmt: skip
+    for element, child, why in cases:
+        spy = Spy()
+        started = time.monotonic()
+        with pytest.raises(Corrupt, match=why):
+            read_db(put(bb.set_branch_child(made.after, branch, ps, element, child)), pread=spy)
+        assert time.monotonic() - started < 2 and len(spy.calls) == 3 * 5  # 3 tries of 5 reads
+
+
+def test_a_page_naming_another_page_is_corrupt(made: Made) -> None:
+    """A page header whose id is not the pgid followed: a stale or half-written page."""
+    snap = read(made.after)
+    branch = snap.bucket("v1", NS, "content", "blob", made.config, "labels").root
+    data = bytearray(made.after)
+    data[branch * snap.page_size] ^= 0x40
+    with pytest.raises(Corrupt, match="header says id"):
+        read(bytes(data))
+
+
+def test_keys_out_of_order_are_corrupt(made: Made) -> None:
+    """bbolt keeps a bucket's keys sorted across its leaves; a torn leaf need not be."""
+    data = made.after.replace(b"dse.test/big.05", b"dse.test/big.95")
+    assert data != made.after
+    with pytest.raises(Corrupt, match="out of order"):
+        read(data)
+
+
+def struct_root(data: bytes, meta_offset: int) -> int:
+    return int.from_bytes(data[meta_offset + 16 + 16 : meta_offset + 16 + 24], "little")
+
+
+# -- the seqlock: retried while the writer commits, given up after 3 tries -------------------
+
+
+class Versions:
+    """A pread over one file version or another: after the n-th call, of `size` bytes,
+    it moves on to the next version if `flip(n, size)`."""
+
+    def __init__(self, versions: list[bytes], flip: Callable[[int, int], bool]) -> None:
+        self.versions, self.flip, self.current, self.calls = versions, flip, 0, 0
+
+    def __call__(self, fd: int, size: int, offset: int) -> bytes:
+        self.calls += 1
+        out = self.versions[self.current][offset : offset + size]
+        if self.flip(self.calls, size):
+            self.current = (self.current + 1) % len(self.versions)
+        return out
+
+
+def padded(made: Made) -> Path:
+    return put(made.after + b"\0" * max(0, len(made.before) - len(made.after)))
+
+
+def test_retries_when_the_txid_moves_while_reading(made: Made) -> None:
+    """Metas and pages of T, then the metas say T+1: read again, and return T+1's tree."""
+    pread = Versions([made.before, made.after], lambda n, _: n == 3)
+    snap = read_db(padded(made), pread=pread)
+    assert snap.txid == bb.newest(made.after).txid and snap.root == read(made.after).root
+    assert pread.calls == 10  # two tries of: meta 0, meta 1, the pages, meta 0, meta 1
+
+
+def test_retries_a_torn_page_then_reads_it_whole(made: Made) -> None:
+    """A page caught half-written (here: a branch child pointing back) is retried too."""
+    snap = read(made.after)
+    branch = snap.bucket("v1", NS, "content", "blob", made.config, "labels").root
+    torn = bb.set_branch_child(made.after, branch, snap.page_size, 0, branch)
+    pread = Versions([torn, made.after], lambda n, _: n == 5)
+    assert read_db(put(made.after), pread=pread).root == snap.root and pread.calls == 10
+
+
+def test_gives_up_with_inconsistent_after_three_moving_tries(made: Made) -> None:
+    pread = Versions([made.before, made.after], lambda _, size: size > 4096)  # after each page read
+    with pytest.raises(Inconsistent, match="after 3 tries") as e:
+        read_db(padded(made), pread=pread)
+    assert isinstance(e.value, BoltError) and pread.calls == 15
+
+
+def test_too_large_is_refused_without_retrying(made: Made) -> None:
+    spy = Spy()
+    with pytest.raises(BoltError, match="cap") as e:
+        read_db(put(made.after), pread=spy, max_bytes=3 * 4096)
+    assert type(e.value) is BoltError and [size for size, _ in spy.calls] == [4096, 80]
+
+
+# -- read-only, and bad paths -------------------------------------------------------------------
+
+
+def test_reading_changes_nothing_and_holds_no_lock(made: Made, tmp_path: Path) -> None:
+    """Bytes, mtime, ctime and the dir listing stay; every read is on an O_RDONLY |
+    O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC fd with no lock of ours in /proc/locks; no fd is
+    left open, after an error either."""
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "torn").mkdir()
+    path = put(made.after, tmp_path / "ok" / "meta.db")
+    torn = put(bb.break_meta(bb.break_meta(made.after, 0), 1), tmp_path / "torn" / "meta.db")
+    os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+
+    def state() -> tuple[object, ...]:
+        st = path.stat()
+        return path.read_bytes(), st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sorted(os.listdir(path.parent))
+
+    before = state()
+    fds = sorted(os.listdir("/proc/self/fd"))
+    seen = []
+
+    def spy(fd: int, size: int, offset: int) -> bytes:
+        info = dict(
+            line.split(":\t") for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()[:4]
+        )
+        locks = [line for line in Path("/proc/locks").read_text().splitlines() if f" {os.getpid()} " in line]
+        seen.append((int(info["flags"], 8), locks))
+        return os.pread(fd, size, offset)
+
+    for _ in range(3):
+        read_db(path, pread=spy)
+        bolt.txid(path, pread=spy)
+        with pytest.raises(Corrupt):
+            read_db(torn, pread=spy)
+    assert state() == before and before[4] == ["meta.db"]
+    assert sorted(os.listdir("/proc/self/fd")) == fds
+    # a torn meta 0 means probing for meta 1 at 1 KiB << i, as bbolt does: bounded, per try
+    probes = sum(1 for i in range(15) if (1024 << i) + 80 <= len(made.after))
+    assert len(seen) == 3 * (5 + 2 + 3 * (1 + probes))
+    want = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for flags, locks in seen:
+        assert flags & os.O_ACCMODE == os.O_RDONLY and flags & want == want and not locks
+
+
+def in_thread(fn: Callable[[], object], timeout: float = 10) -> object:
+    box: list[object] = []
+    t = threading.Thread(target=lambda: box.append(_catch(fn)), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked"
+    return box[0]
+
+
+def _catch(fn: Callable[[], object]) -> object:
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - the test looks at what it was
+        return e
+
+
+def test_bad_paths(made: Made, tmp_path: Path) -> None:
+    db = put(made.after, tmp_path / "ok.db")
+    (tmp_path / "empty.db").write_bytes(b"")
+    (tmp_path / "text.db").write_bytes(b"not a bolt file\n" * 1000)
+    (tmp_path / "dir.db").mkdir()
+    os.mkfifo(tmp_path / "fifo.db")
+    (tmp_path / "link.db").symlink_to(db)
+    cases = {"missing.db": Unreadable, "empty.db": Corrupt, "text.db": Corrupt, "dir.db": Unreadable,
+             "fifo.db": Unreadable, "link.db": Unreadable}  # fmt: skip
+    for name, error in cases.items():
+        for fn in (read_db, bolt.txid):
+            result = in_thread(lambda fn=fn, name=name: fn(tmp_path / name))  # a fifo must not hang
+            assert type(result) is error, (name, fn, result)
+
+
+def test_permission_denied_is_unreadable(made: Made, tmp_path: Path) -> None:
+    """As nobody (a forked child), on a root file of mode 0600: root itself reads anything."""
+    os.chmod(tmp_path, 0o755)
+    db = put(made.after, tmp_path / "meta.db")
+    os.chmod(db, 0o600)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            try:
+                bolt.read_db(db)
+                out = "read it"
+            except BaseException as e:  # noqa: BLE001 - the parent looks at what it was
+                out = f"{type(e).__name__}: {e}"
+            os.write(w, out.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    assert out.startswith("Unreadable: ") and "Permission denied" in out, out
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600 and db.read_bytes() == made.after
+
+
+# -- the helpers --------------------------------------------------------------------------------
+
+
+def test_varints_as_go_encodes_them() -> None:
+    """Go's binary.PutUvarint / PutVarint outputs (encoding/binary/varint.go)."""
+    assert uvarint(b"\x00") == (0, 1) and uvarint(b"\xac\x02") == (300, 2)
+    assert uvarint(b"\xff" * 9 + b"\x01") == ((1 << 64) - 1, 10)
+    assert varint(b"\x01") == (-1, 1) and varint(b"\x02") == (1, 1) and varint(b"\x81\x01") == (-65, 2)
+    assert varint(b"\xfe" + b"\xff" * 8 + b"\x01") == ((1 << 63) - 1, 10)
+    assert varint(b"\xff" * 9 + b"\x01") == (-(1 << 63), 10)
+    assert uvarint(b"\x01\x00\x02", 2) == (2, 3)  # the snapshotter's parents/ keys: id 0x00 id
+    for bad in (b"", b"\x80", b"\xff" * 9 + b"\x02", b"\xff" * 10):
+        with pytest.raises(Corrupt):
+            uvarint(bad)
+
+
+@given(st.integers(0, (1 << 64) - 1))
+def test_uvarint_round_trip(x: int) -> None:
+    out, v = bytearray(), x
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+    assert uvarint(bytes(out) + b"tail") == (x, len(out))
+
+
+def test_fnv1a64_vectors() -> None:
+    """meta.go Sum64 is hash/fnv New64a; the reference vectors for "" and "a"."""
+    for f in (bolt._fnv1a64, bb.fnv1a64):
+        assert f(b"") == 0xCBF29CE484222325 and f(b"a") == 0xAF63DC4C8601EC8C
