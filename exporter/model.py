@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar, NamedTuple
 
@@ -187,6 +187,9 @@ class ContainerScan:
     state: str
     rw: Usage | None  # the writable layer's content dir; None when not attributable
     logs: Usage  # json-file and local-driver logs, rotated ones included
+    size_rw: int | None = (
+        None  # the engine's SizeRw for it: rw's apparent or allocated bytes, as the store counts
+    )
 
     @property
     def prunable(self) -> bool:
@@ -229,6 +232,9 @@ class ScanSnapshot:
     cached_layers: int
     skipped: int  # malformed layout entries (logged)
     errors: int  # unreadable entries met by the walks
+    content: dict[str, Usage] = field(default_factory=dict)  # a content store's blobs, by kind
+    store: str = ""  # the store reader that read the layout
+    read_errors: dict[str, int] = field(default_factory=dict)  # failed metadata reads since start, by file
 
 
 @dataclass(frozen=True)

@@ -239,8 +239,8 @@ def container_usage(snap: ScanSnapshot) -> DiskUsage:
     """`docker system df`: SIZE is the writable layers' apparent bytes, RECLAIMABLE those of
     containers that are not active (running, paused or restarting)."""
     return DiskUsage(
-        used=sum(c.rw.apparent_bytes for c in snap.containers if c.rw),
-        reclaimable=sum(c.rw.apparent_bytes for c in snap.containers if c.rw and c.prunable),
+        used=sum(c.size_rw for c in snap.containers if c.size_rw is not None),
+        reclaimable=sum(c.size_rw for c in snap.containers if c.size_rw is not None and c.prunable),
     )
 
 

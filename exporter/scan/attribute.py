@@ -23,7 +23,7 @@ from exporter.model import (
     VolumeScan,
     total,
 )
-from exporter.stores.inventory import OWNERS, Key, Owner, Part, StoreLayout
+from exporter.stores.inventory import AreaDir, Key, Owner, Part, StoreLayout
 
 _ImagePart = tuple[tuple[LayerScan, ...], Usage]
 
@@ -58,12 +58,12 @@ class Attribution:
         orphans: list[OrphanDir] = []
         if layout.attribution and layout.area is not None:
             layers, image_total = self._image_part_of(layout, r, fresh=walks.get("layer", 0) > 0)
-            acc: dict[Owner, list[Usage]] = {owner: [] for owner in OWNERS}
+            acc: dict[Owner, list[Usage]] = {owner: [] for owner in layout.owners}
             acc[Owner.IMAGE].append(image_total)
             for d in layout.area_dirs:
                 if d.owner is None:
                     continue
-                u = _area_dir(r, d.name, d.owner)
+                u = _area_dir(r, d)
                 acc[d.owner].append(u)
                 if d.owner is Owner.ORPHAN:
                     orphans.append(OrphanDir(d.name, os.path.join(root_host, layout.area.rel, d.name), u))
@@ -74,14 +74,19 @@ class Attribution:
         for cdir in layout.containers:
             ct = known.get(cdir.id)
             store_id = layout.writable.get(cdir.id)
+            rw = r.get(Key(Part.WRITABLE, store_id)) if store_id is not None else None
             containers.append(
                 ContainerScan(
                     id=cdir.id,
                     name=ct.name if ct else cdir.id[:12],
                     image=ct.image if ct else "",
                     state=ct.state if ct else "unknown",
-                    rw=r.get(Key(Part.WRITABLE, store_id)) if store_id is not None else None,
+                    rw=rw,
                     logs=r.get(Key(Part.LOGS, cdir.id), EMPTY),
+                    # What the engine's SizeRw counts on this store (docker system df's figure).
+                    size_rw=None
+                    if rw is None
+                    else (rw.disk_bytes if layout.rw_allocated else rw.apparent_bytes),
                 )
             )
         vols = {v.name: v for v in engine.volumes}
@@ -98,6 +103,11 @@ class Attribution:
                     total=data + r.get(Key(Part.VOLUME_REST, vdir.name), EMPTY),
                 )
             )
+        content: dict[str, list[Usage]] = defaultdict(list)
+        for key, kind in layout.content.items():
+            usage = r.get(key)
+            if usage is not None:
+                content[kind].append(usage)
         return ScanSnapshot(
             root_dir=root_host,
             driver=layout.driver,
@@ -113,6 +123,9 @@ class Attribution:
             cached_layers=cached_layers,
             skipped=layout.skipped,
             errors=sum(u.errors for u in r.values()),
+            content={kind: total(us) for kind, us in sorted(content.items())},
+            store=layout.reader,
+            read_errors=dict(layout.read_errors),
         )
 
     def _image_part_of(self, layout: StoreLayout, r: Mapping[Key, Usage], fresh: bool) -> _ImagePart:
@@ -152,10 +165,11 @@ def _layer_dir(r: Mapping[Key, Usage], store_id: str) -> Usage:
     return r.get(Key(Part.LAYER, store_id), EMPTY) + r.get(Key(Part.LAYER_REST, store_id), EMPTY)
 
 
-def _area_dir(r: Mapping[Key, Usage], name: str, owner: Owner) -> Usage:
-    if owner is Owner.CONTAINER:  # a writable layer, walked in two parts
-        return r.get(Key(Part.WRITABLE, name), EMPTY) + r.get(Key(Part.WRITABLE_REST, name), EMPTY)
-    return r.get(Key(Part.AREA_DIR, name), EMPTY)
+def _area_dir(r: Mapping[Key, Usage], d: AreaDir) -> Usage:
+    parts = d.parts
+    if parts is None:
+        return r.get(Key(Part.AREA_DIR, d.name), EMPTY)
+    return r.get(Key(parts[0], d.name), EMPTY) + r.get(Key(parts[1], d.name), EMPTY)
 
 
 def _biggest_container(c: ContainerScan) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
 from exporter.sources.du import WalkJob, one_inode
 from exporter.sources.stamps import Stamp
-from exporter.stores.inventory import Key, MetaDir, Owner, Part, Reuse, StoreLayout
+from exporter.stores.inventory import Key, MetaDir, Part, Reuse, StoreLayout
 
 BYTES_PER_FILE = 4096  # a layer's guessed inodes from its recorded bytes: a rough median file
 
@@ -121,6 +121,7 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
             plan.known[Key(Part.ENTRY, name)] = one_inode(path)
     for rel in layout.entries:
         plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
+    plan.known.update(layout.measured)
     for meta in layout.meta:
         key = Key(Part.META, meta.rel)
         if meta.group:
@@ -143,17 +144,18 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
                 plan.known[content], plan.known[rest] = a, b
                 continue
             d = f"{area.path}/{sid}"  # not os.path.join: thousands of names a scan, all plain
-            # Never walked: its recorded bytes guess its inodes, so the first scan's batches are
-            # balanced by cost, not count (a few layers hold most of the files).
-            guess = (layer.size or 0) // BYTES_PER_FILE + 1
-            walk(content, f"{d}/{area.content}", reuse=Reuse.SETTLED, guess=guess)
+            if layer.recorded is not None:  # the store measured its content at commit
+                plan.known[content] = layer.recorded
+            else:
+                # Never walked: its recorded bytes guess its inodes, so the first scan's batches
+                # are balanced by cost, not count (a few layers hold most of the files).
+                guess = (layer.size or 0) // BYTES_PER_FILE + 1
+                walk(content, f"{d}/{area.content}", reuse=Reuse.SETTLED, guess=guess)
             walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
         for other in layout.area_dirs:
             d = f"{area.path}/{other.name}"
-            if other.owner is Owner.CONTAINER:  # a writable layer: its content apart (SizeRw)
-                walk(Key(Part.WRITABLE, other.name), f"{d}/{area.content}")
-                walk(Key(Part.WRITABLE_REST, other.name), d, area.rest_exclude)
-            else:
+            parts = other.parts
+            if parts is None:
                 walk(
                     Key(Part.AREA_DIR, other.name),
                     d,
@@ -161,6 +163,14 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
                     reuse=other.reuse,
                     stamp=other.stamp,
                 )
+                continue
+            content, rest = Key(parts[0], other.name), Key(parts[1], other.name)
+            if other.recorded is not None:  # committed: its content as recorded, the rest once
+                plan.known[content] = other.recorded
+                walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
+            else:  # a writable layer's content apart: the engine's SizeRw
+                walk(content, f"{d}/{area.content}", reuse=other.reuse, stamp=other.stamp)
+                walk(rest, d, area.rest_exclude, reuse=other.reuse, stamp=other.stamp)
 
     for c in layout.containers:
         walk(Key(Part.CONTAINER, c.id), c.path, c.exclude)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import ClassVar, NamedTuple, Protocol
 
-from exporter.model import EngineInfo
+from exporter.model import EngineInfo, Usage
 from exporter.sources.stamps import Stamp
 
 
@@ -26,6 +26,9 @@ class Owner(StrEnum):
     BUILD_CACHE = "build_cache"  # a BuildKit snapshot
     LINKS = "links"  # the driver's own bookkeeping (overlay2's l/ short links)
     ORPHAN = "orphan"  # a dir nothing names: leaked
+    UNPACKING = "unpacking"  # a layer being unpacked or a snapshot being made (extract-*, new-*)
+    OTHER_NAMESPACE = "other_namespace"  # another client's, on a shared containerd (k8s.io, default)
+    UNREFERENCED = "unreferenced"  # a record nothing holds any more: the store's GC will take it
 
 
 class Part(IntEnum):
@@ -37,12 +40,15 @@ class Part(IntEnum):
     WRITABLE = 3  # a container's writable layer, its content dir: Docker's SizeRw
     WRITABLE_REST = 4
     AREA_DIR = 5  # any other dir of the layer area, whole (init, build cache, links, orphan)
+    AREA_CONTENT = 12  # such a dir's content, where the store splits it (a snapshot's fs/)
+    AREA_REST = 13
     CONTAINER = 6  # an engine's per-container dir (config, json-file logs)
     LOGS = 7  # a container's log files: inside its CONTAINER dir, so never summed again
     VOLUME_DATA = 8  # a volume's data
     VOLUME_REST = 9  # the volume's dir beside its data
     META = 10  # anything else under the root, keyed by its path relative to the root
     ENTRY = 11  # one inode alone (a dir's own blocks, a loose file), by relative path
+    BLOB = 14  # one content-store blob, by relative path (measured by the reader: immutable)
 
     @property
     def kind(self) -> str:
@@ -84,7 +90,10 @@ class LayerDir:
     chain_id: str  # "sha256:…"
     diff_id: str
     parent: str  # the chain ID below it, "" for a base layer
-    size: int | None  # apparent bytes the store recorded, None where it keeps none
+    size: int | None  # bytes the store recorded (overlay2: apparent), None where it keeps none
+    # The content dir's usage as the store recorded it at commit (containerd's snapshotter):
+    # then it is never walked, only the rest of the dir, once.
+    recorded: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,17 @@ class AreaDir:
     owner: Owner | None  # None: the layout is not attributed (all dirs are just walked)
     reuse: Reuse = Reuse.NEVER
     stamp: Stamp | None = None  # with SETTLED: the result holds while the dir has this stamp
+    split: bool = False  # its content dir walked apart from the rest (a writable layer's SizeRw)
+    recorded: Usage | None = None  # the content's usage as the store recorded it: not walked
+
+    @property
+    def parts(self) -> tuple[Part, Part] | None:
+        """(content, rest) where the dir is measured in two parts, else None (whole)."""
+        if self.owner is Owner.CONTAINER:
+            return Part.WRITABLE, Part.WRITABLE_REST
+        if self.split or self.recorded is not None:
+            return Part.AREA_CONTENT, Part.AREA_REST
+        return None
 
 
 @dataclass(frozen=True)
@@ -162,16 +182,23 @@ class StoreLayout:
     entries: tuple[str, ...]  # single inodes, relative: itemised dirs' own, loose files
     itemised: frozenset[str]  # top-level entries given item by item above (not walked whole)
     top_dirs: tuple[str, ...]  # entries of the root
-    areas: Mapping[Part, str] = field(default_factory=dict)  # the top-level dir of each part's dirs
+    areas: Mapping[Part, str | None] = field(default_factory=dict)  # top-level dir of each part's
+    # dirs; None: outside the root (a system containerd's), counted in no root dir
+    owners: tuple[Owner, ...] = ()  # the owners this layout attributes (driver_disk_bytes{owner})
+    rw_allocated: bool = False  # the engine's SizeRw counts allocated bytes here (else apparent)
+    content: Mapping[Key, str] = field(default_factory=dict)  # content-store results, by kind
+    measured: Mapping[Key, Usage] = field(default_factory=dict)  # what the reader stat'ed itself
     skipped: int = 0  # malformed metadata entries left out
     problems: tuple[str, ...] = ()  # the first few, for the log
+    read_errors: Mapping[str, int] = field(default_factory=dict)  # metadata reads that failed, by file
 
     def top_of(self, key: Key) -> str | None:
         """The top-level entry of the root a result lies under; None for a view (LOGS)."""
         if key.part is Part.LOGS:
             return None
-        fixed = self.areas.get(key.part)
-        return fixed if fixed is not None else key.id.split("/", 1)[0]
+        if key.part in self.areas:
+            return self.areas[key.part]
+        return key.id.split("/", 1)[0]
 
 
 class StoreReader(Protocol):
@@ -189,4 +216,5 @@ class StoreReader(Protocol):
         ...
 
 
-OWNERS = tuple(Owner)  # every owner of an attributed layer area, in exposition order
+# overlay2's owners, in exposition order (a layout lists its own in StoreLayout.owners)
+OWNERS = (Owner.IMAGE, Owner.CONTAINER, Owner.INIT, Owner.BUILD_CACHE, Owner.LINKS, Owner.ORPHAN)

@@ -25,6 +25,7 @@ from exporter.sources.layout import Layout, ReadCache, names_in, read_layout
 from exporter.sources.stamps import settled_stamp
 from exporter.stores import register
 from exporter.stores.inventory import (
+    OWNERS,
     AreaDir,
     ContainerDir,
     LayerArea,
@@ -105,6 +106,7 @@ class Overlay2Reader:
                 Part.VOLUME_DATA: "volumes",
                 Part.VOLUME_REST: "volumes",
             },
+            owners=OWNERS,
             skipped=layout.skipped,
             problems=layout.problems,
         )
@@ -129,7 +131,7 @@ class Overlay2Reader:
             if name in layers:
                 continue
             if name in mounts:
-                out.append(AreaDir(name, Owner.CONTAINER))
+                out.append(AreaDir(name, Owner.CONTAINER, split=True))
             elif name in inits:
                 out.append(AreaDir(name, Owner.INIT, Reuse.SETTLED))  # written once, at create
             elif name == "l":

@@ -179,12 +179,14 @@ def scan_snapshot() -> ScanSnapshot:
         ),
         containers=(
             ContainerScan(
-                "1" * 64, "api", "ghcr.io/acme/api:2.1", "running", usage(8192, 5000), usage(40_960)
+                "1" * 64, "api", "ghcr.io/acme/api:2.1", "running", usage(8192, 5000), usage(40_960), 5000
             ),
             ContainerScan(
-                "2" * 64, "api-old", "ghcr.io/acme/api:2.1", "exited", usage(4096, 3000), usage(4096)
+                "2" * 64, "api-old", "ghcr.io/acme/api:2.1", "exited", usage(4096, 3000), usage(4096), 3000
             ),
-            ContainerScan("3" * 64, "tool", "localhost:5000/tool:dev", "paused", usage(2048, 100), usage(0)),
+            ContainerScan(
+                "3" * 64, "tool", "localhost:5000/tool:dev", "paused", usage(2048, 100), usage(0), 100
+            ),
             ContainerScan("4" * 64, "gone", "debian:12", "dead", None, usage(512)),
         ),
         volumes=(
@@ -566,6 +568,26 @@ def test_derived_figures_follow_the_snapshot() -> None:
     assert second == fresh != first
     gc.collect()
     assert old() is None  # the memo does not keep a replaced snapshot alive
+
+
+def test_containers_used_and_reclaimable_are_the_engines_size_rw() -> None:
+    """`docker system df` Containers: SIZE sums SizeRw (as the store counts it, which the
+    scan says per container), RECLAIMABLE that of the containers a prune removes."""
+    scan = scan_snapshot()
+    fams = {f.name: f for f in StorageCollector(scan_store(scan)).collect()}
+    used = {s.labels["object"]: s.value for s in fams["docker_storage_used_bytes"].samples}
+    reclaimable = {s.labels["object"]: s.value for s in fams["docker_storage_reclaimable_bytes"].samples}
+    assert used["containers"] == 5000 + 3000 + 100 and reclaimable["containers"] == 3000
+    # A store that counts allocated bytes: the same containers, other SizeRw.
+    allocated = tuple(
+        dataclasses.replace(c, size_rw=c.rw.disk_bytes if c.rw else None) for c in scan.containers
+    )
+    fams = {
+        f.name: f
+        for f in StorageCollector(scan_store(dataclasses.replace(scan, containers=allocated))).collect()
+    }
+    used = {s.labels["object"]: s.value for s in fams["docker_storage_used_bytes"].samples}
+    assert used["containers"] == 8192 + 4096 + 2048
 
 
 def test_scan_figures_follow_the_scan_snapshot() -> None:

@@ -111,6 +111,7 @@ def layout_over(root: Path, **over: Any) -> StoreLayout:
         entries=("area", "loose"),
         itemised=frozenset({"area", "meta", "c1", "v1"}),
         top_dirs=tuple(sorted(os.listdir(root))),
+        owners=OWNERS,
         areas={
             Part.LAYER: "area",
             Part.LAYER_REST: "area",
