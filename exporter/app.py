@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 from exporter.collector import StorageCollector
 from exporter.config import Config
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
-from exporter.scan import ScanSampler
+from exporter.scan import ScanSampler, store_options
 from exporter.scheduler import Job, create, run_soon, start
 from exporter.server import HttpServer
 from exporter.sources.du import WALK_IMPL, Walker
@@ -75,7 +75,13 @@ class App:
         self.scan: ScanSampler | None = None
         if config.scan_interval > 0:
             self.walker = Walker(config.scan_workers or None)
-            self.scan = ScanSampler(self.store, self.walker, rootfs=config.rootfs, budget=config.scan_budget)
+            self.scan = ScanSampler(
+                self.store,
+                self.walker,
+                rootfs=config.rootfs,
+                budget=config.scan_budget,
+                options=store_options(config),
+            )
         self.registry = CollectorRegistry(auto_describe=False)
         for c in (
             process_collector.ProcessCollector,

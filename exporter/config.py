@@ -51,6 +51,8 @@ class Config:
     max_requests: int = 64  # concurrent requests served; 0 = unlimited
     read_header_timeout: float = 10.0  # seconds for a client's TLS handshake and request headers
     hide_names: bool = False  # image, container and volume names left out of labels
+    containerd_root: str = ""  # host path; "" = found from the engine
+    containerd_namespace: str = ""
 
 
 # name, default, help. The name is the flag without "--"; the env var derives from it.
@@ -92,6 +94,17 @@ FLAGS: list[tuple[str, str, str]] = [
     ),
     ("docker.timeout", "10s", "Timeout of each Engine API request."),
     ("path.rootfs", "/", "Where the host's / is mounted, when running in a container."),
+    (
+        "containerd.root",
+        "",
+        "containerd's root dir (host path) for the containerd image store; default: Docker's own "
+        "(<DockerRootDir>/containerd/daemon), else /var/lib/containerd.",
+    ),
+    (
+        "containerd.namespace",
+        "",
+        "Docker's namespace in containerd; default: what the engine says (API 1.46+), else moby.",
+    ),
     ("sampler.engine.interval", "30s", "How often to sample the Engine API."),
     ("sampler.filesystem.interval", "15s", "How often to statvfs the Docker root's filesystem."),
     (
@@ -248,6 +261,13 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     if not os.path.isabs(rootfs) or not os.path.isdir(rootfs):
         raise bad(src, rootfs, "use an existing absolute directory where the host's / is mounted")
 
+    containerd_root, src = value("containerd.root")
+    if containerd_root and not os.path.isabs(containerd_root):
+        raise bad(src, containerd_root, "use an absolute path, e.g. /var/lib/containerd")
+    containerd_ns, src = value("containerd.namespace")
+    if containerd_ns and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", containerd_ns):
+        raise bad(src, containerd_ns, "use a containerd namespace name, e.g. moby")
+
     def whole(name: str, fix: str) -> int:
         raw, src = value(name)
         try:
@@ -284,6 +304,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         docker_host=docker_host,
         docker_timeout=duration("docker.timeout"),
         rootfs=os.path.normpath(rootfs),
+        containerd_root=os.path.normpath(containerd_root) if containerd_root else "",
+        containerd_namespace=containerd_ns,
         engine_interval=duration("sampler.engine.interval"),
         filesystem_interval=duration("sampler.filesystem.interval"),
         build_cache_interval=duration("sampler.build-cache.interval", allow_zero=True),

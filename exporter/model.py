@@ -59,6 +59,8 @@ class EngineInfo:
     storage_driver: str
     image_store: str  # "graphdriver", "containerd" or "unknown"
     root_dir: str
+    containerd_address: str = ""  # /info Containerd.Address (API 1.46+): its socket
+    containerd_namespace: str = ""  # /info Containerd.Namespaces.Containers (API 1.46+)
 
 
 @dataclass(frozen=True, slots=True)  # slots: a host may hold tens of thousands

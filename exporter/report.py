@@ -15,7 +15,7 @@ from exporter.config import Config
 from exporter.imagesizes import split_reference
 from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot, ScanSnapshot
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Store
-from exporter.scan import ScanSampler
+from exporter.scan import ScanSampler, store_options
 from exporter.sources.du import WALK_IMPL, Usage, Walker
 from exporter.sources.engine import EngineClient
 
@@ -288,7 +288,13 @@ def run(config: Config, as_json: bool, out: IO[str] = sys.stdout, err: IO[str] =
                 BuildCacheSampler(store, client, legacy_interval=legacy).run()
         if config.scan_interval > 0:
             with progress(err, "walking the Docker root"):
-                ScanSampler(store, walker, rootfs=config.rootfs, budget=config.scan_budget).run()
+                ScanSampler(
+                    store,
+                    walker,
+                    rootfs=config.rootfs,
+                    budget=config.scan_budget,
+                    options=store_options(config),
+                ).run()
     finally:
         walker.close()
         client.close()

@@ -66,7 +66,8 @@ class Attribution:
                 u = _area_dir(r, d)
                 acc[d.owner].append(u)
                 if d.owner is Owner.ORPHAN:
-                    orphans.append(OrphanDir(d.name, os.path.join(root_host, layout.area.rel, d.name), u))
+                    where = layout.area.host or os.path.join(root_host, layout.area.rel)
+                    orphans.append(OrphanDir(d.name, os.path.join(where, d.name), u))
             owners = {str(owner): total(us) for owner, us in acc.items()}
 
         known = {c.id: c for c in engine.containers}

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from exporter.model import EngineSnapshot, ScanSnapshot, Usage
+from exporter.model import EngineInfo, EngineSnapshot, ScanSnapshot, Usage
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
@@ -27,7 +27,7 @@ from exporter.sources.du import Walker
 from exporter.sources.fs import host_to_local
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
-from exporter.stores.inventory import Key, Part, StoreReader
+from exporter.stores.inventory import Key, Part, StoreOptions, StoreReader
 
 log = structlog.get_logger("exporter.scan")
 
@@ -52,12 +52,14 @@ class ScanSampler(Sampler):
         walker: Walker,
         rootfs: str = "/",
         budget: float = 600.0,
+        options: StoreOptions | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(store, **kw)
         self.walker = walker
         self.rootfs = rootfs
         self.budget = budget
+        self.options = options or StoreOptions(rootfs=rootfs)
         self.cache = UsageCache()
         self._reader: tuple[tuple[type[StoreReader], str], StoreReader] | None = None
         self._trees: dict[Key, AtomicTree] = {}  # one per rename-only tree: each keeps its dirs' stamps
@@ -120,12 +122,12 @@ class ScanSampler(Sampler):
             cached_layers=self.cache.count(Part.LAYER),
         )
 
-    def _reader_of(self, info: Any, root: str) -> StoreReader:
+    def _reader_of(self, info: EngineInfo, root: str) -> StoreReader:
         """The reader for this engine's layout, kept while the layout and root stay the same
         (it holds what it parsed and cannot change)."""
         which = (reader_for(info), root)
         if self._reader is None or self._reader[0] != which:
-            self._reader = (which, which[0]())
+            self._reader = (which, which[0](self.options))
         return self._reader[1]
 
     def _keep(self, plan: Plan, walked: dict[Any, Usage], ok: bool) -> None:

@@ -183,6 +183,7 @@ def parse_engine_info(version: Any, info: Any) -> EngineInfo:
         if len(pair) == 2 and as_str(pair[0]).lower() == "driver-type":
             if CONTAINERD_SNAPSHOTTER in as_str(pair[1]):
                 image_store = "containerd"
+    containerd = as_dict(info.get("Containerd"))  # API 1.46+
     return EngineInfo(
         engine=engine,
         version=as_str(version.get("Version")) or as_str(info.get("ServerVersion")),
@@ -190,6 +191,8 @@ def parse_engine_info(version: Any, info: Any) -> EngineInfo:
         storage_driver=as_str(info.get("Driver")),
         image_store=image_store,
         root_dir=as_str(info.get("DockerRootDir")),
+        containerd_address=as_str(containerd.get("Address")),
+        containerd_namespace=as_str(as_dict(containerd.get("Namespaces")).get("Containers")),
     )
 
 

@@ -19,12 +19,17 @@ def register(reader: type[StoreReader]) -> type[StoreReader]:
 
 
 def reader_for(info: EngineInfo) -> type[StoreReader]:
-    """The reader for an engine's layout (the last registered one is the catch-all)."""
+    """The reader for an engine's layout: the first that applies, else the catch-all."""
     for reader in READERS:
-        if reader.applies(info):
+        if reader.applies(info) and reader.name != CATCH_ALL:
             return reader
-    return READERS[-1]
+    return next(r for r in READERS if r.name == CATCH_ALL)
 
 
-# Registration happens at import; the order here is the order readers are asked in.
-from exporter.stores import overlay2  # noqa: E402, F401
+CATCH_ALL = "overlay2"  # reads any Docker root (attributed on overlay2 only)
+
+
+# Registration happens at import; the order here is the order readers are asked in (the
+# catch-all, overlay2, last; containerd imports it for Docker's own dirs, so it registers first).
+from exporter.stores import overlay2  # noqa: E402, F401, I001
+from exporter.stores import containerd  # noqa: E402, F401

@@ -126,6 +126,16 @@ class LayerArea:
     content: str  # a layer dir's content subdir ("diff"): walked apart from the rest
     rest_exclude: frozenset[str]  # walking the rest of a layer dir: its content and live mount
     whole_exclude: frozenset[str]  # walking any other dir whole: its live mount
+    host: str = ""  # the area as the host names it (orphans' paths in `report`)
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What an operator may say about where a store is (flags), for every reader."""
+
+    rootfs: str = "/"  # where the host's / is visible here (--path.rootfs)
+    containerd_root: str = ""  # --containerd.root, as the host names it: found from the engine if ""
+    containerd_namespace: str = ""  # Docker's namespace in containerd: from the engine, else "moby"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +216,8 @@ class StoreReader(Protocol):
     registered reader that applies to an engine's info reads its root."""
 
     name: ClassVar[str]
+
+    def __init__(self, options: StoreOptions | None = None) -> None: ...
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool: ...

@@ -35,6 +35,7 @@ from exporter.stores.inventory import (
     Part,
     Reuse,
     StoreLayout,
+    StoreOptions,
     VolumeDir,
 )
 
@@ -53,7 +54,8 @@ class Overlay2Reader:
 
     name: ClassVar[str] = "overlay2"
 
-    def __init__(self) -> None:
+    def __init__(self, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
         self.reads = ReadCache()  # parsed layerdb entries and image configs
         # Records derived from what read_layout hands back unchanged while nothing changed.
         self._layers: Derived[tuple[LayerDir, ...]] = Derived()
@@ -80,7 +82,14 @@ class Overlay2Reader:
             driver=driver,
             attribution=attribution,
             attribution_reason=why,
-            area=LayerArea(driver, os.path.join(root, driver), "diff", BESIDE_DIFF, NOT_MERGED),
+            area=LayerArea(
+                driver,
+                os.path.join(root, driver),
+                "diff",
+                BESIDE_DIFF,
+                NOT_MERGED,
+                host=os.path.join(info.root_dir, driver) if info.root_dir else "",
+            ),
             layers=layers,
             layer_dirs=present,
             image_layers=layout.image_layers,

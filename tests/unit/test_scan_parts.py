@@ -16,6 +16,7 @@ from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
 from exporter.scan.plan import BYTES_PER_FILE, make_plan
 from exporter.stores import READERS, reader_for, register
+from exporter.stores.containerd import ContainerdReader
 from exporter.stores.inventory import (
     OWNERS,
     AreaDir,
@@ -344,4 +345,6 @@ def test_the_first_reader_that_applies_reads_the_root() -> None:
     info = EngineInfo("docker", "x", "1.41", "overlay2", "test-store", "/r")
     assert reader_for(info) is _TestReader
     assert reader_for(EngineInfo("docker", "x", "1.41", "overlay2", "graphdriver", "/r")) is Overlay2Reader
-    assert READERS[-1] is Overlay2Reader  # the catch-all stays last
+    containerd = EngineInfo("docker", "x", "1.45", "overlayfs", "containerd", "/r")
+    assert reader_for(containerd) is ContainerdReader
+    assert reader_for(EngineInfo("docker", "x", "1.41", "vfs", "graphdriver", "/r")) is Overlay2Reader
