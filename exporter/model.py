@@ -16,6 +16,7 @@ IMAGE_STATES = ("in_use", "unused", "dangling", "intermediate")
 CONTAINER_STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
 VOLUME_STATES = ("in_use", "unused")
 WALK_KINDS = ("layer", "container", "volume", "other")  # scan_walks{kind}
+CONTENT_KINDS = ("layer", "config", "manifest", "partial", "unreferenced", "other")  # content_*{kind}
 
 
 class Usage(NamedTuple):

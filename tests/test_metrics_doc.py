@@ -10,11 +10,19 @@ from prometheus_client.parser import text_string_to_metric_families
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
 
-def documented() -> dict[str, tuple[str, frozenset[str]]]:
+CONTAINERD_ONLY = "on the containerd image store only"  # the heading of those families
+
+
+def documented(containerd: bool | None = False) -> dict[str, tuple[str, frozenset[str]]]:
+    """The families the doc lists: all but the containerd store's own (False), only those
+    (True), or all (None)."""
     rows = {}
+    section = ""
     for line in DOC.read_text().splitlines():
+        if line.startswith("#"):
+            section = line.lower()
         m = re.match(r"\| `(docker_storage_\w+)` \| (\w+) \|([^|]*)\|", line)
-        if m:
+        if m and (containerd is None or (CONTAINERD_ONLY in section) == containerd):
             labels = frozenset(x.strip() for x in m.group(3).split(",") if x.strip())
             rows[m.group(1)] = (m.group(2), labels)
     return rows

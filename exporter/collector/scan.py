@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from prometheus_client.core import Metric
 
-from exporter.collector.families import folded, gauge, skipped, usage
+from exporter.collector.families import counter, folded, gauge, skipped, usage
 from exporter.collector.folding import OTHER, Fold, Memo, fold
 from exporter.collector.labels import hidden, shown
 from exporter.model import (
@@ -27,7 +27,8 @@ from exporter.model import (
 ATTRIBUTION = gauge(
     "layer_attribution_available",
     "1 if image layers and storage-driver dirs can be attributed (overlay2 with the "
-    "graphdriver image store); 0 means layer and driver families are absent, not zero.",
+    "graphdriver image store, or the containerd image store); 0 means layer and driver "
+    "families are absent, not zero.",
 )
 ROOT_DISK = gauge(
     "root_disk_bytes",
@@ -37,13 +38,29 @@ ROOT_DISK = gauge(
 ROOT_FILES = gauge("root_files", "Inodes under each top-level entry of the Docker root.", ["dir"])
 DRIVER_DISK = gauge(
     "driver_disk_bytes",
-    "Allocated bytes of the storage driver's dir by owner: image (layers), container "
-    "(writable layers), init, build_cache (BuildKit snapshots), links (overlay2 l/), "
-    "orphan (no layer, container or snapshot owns it).",
+    "Allocated bytes of the store's layer dirs (overlay2/, or containerd's snapshots/) by "
+    "owner: image (layers), container (writable layers), init, build_cache (BuildKit "
+    "snapshots), links (overlay2 l/), orphan (no record names it); on the containerd store "
+    "also unpacking (extract-*, new-*), other_namespace (k8s.io, default...) and "
+    "unreferenced (a record nothing holds: containerd's GC will take it).",
     ["owner"],
 )
+CONTENT_DISK = gauge(
+    "content_disk_bytes",
+    "Allocated bytes of the containerd content store (compressed blobs, kept beside the "
+    "unpacked layers) by kind: layer, config, manifest (manifests and indexes), partial "
+    "(downloads in progress), unreferenced (no namespace records the blob), other.",
+    ["kind"],
+)
+CONTENT_FILES = gauge("content_files", "Inodes of the containerd content store by kind.", ["kind"])
+READ_ERRORS = counter(
+    "store_read_errors",
+    "Reads of a store's metadata files (containerd's meta.db, metadata.db) that failed even "
+    "after retries since start; the scan kept the last good figures.",
+    ["file"],
+)
 DRIVER_FILES = gauge("driver_files", "Inodes of the storage driver's dir by owner.", ["owner"])
-ORPHANS = gauge("orphan_dirs", "Storage-driver dirs that no layer, container or build-cache snapshot owns.")
+ORPHANS = gauge("orphan_dirs", "Dirs of the store's layer area that no record names (leaked).")
 LAYERS = gauge("layers", "Image layers in the layer store (layerdb).")
 LAYERS_SIZE = gauge(
     "layers_size_bytes", "Sum of the layer sizes Docker recorded at pull or build (apparent bytes)."
@@ -135,6 +152,17 @@ def scan(
     errs = UNREADABLE.new()
     errs.add_metric([], snap.errors)
     yield from (walks, cached, errs, skipped("scan", snap.skipped))
+    if snap.content:
+        cd, cf = CONTENT_DISK.new(), CONTENT_FILES.new()
+        for kind, u in snap.content.items():
+            cd.add_metric([kind], u.disk_bytes)
+            cf.add_metric([kind], u.files)
+        yield from (cd, cf)
+    if snap.read_errors:  # the metadata files the store reads, each with its count (0 too)
+        errors = READ_ERRORS.new()
+        for name, n in sorted(snap.read_errors.items()):
+            errors.add_metric([name], n)
+        yield errors
 
 
 def _driver(snap: ScanSnapshot) -> Iterator[Metric]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from exporter.memo import Derived
 from exporter.model import (
+    CONTENT_KINDS,
     EMPTY,
     ContainerScan,
     EngineSnapshot,
@@ -124,7 +125,7 @@ class Attribution:
             cached_layers=cached_layers,
             skipped=layout.skipped,
             errors=sum(u.errors for u in r.values()),
-            content={kind: total(us) for kind, us in sorted(content.items())},
+            content={kind: total(content.get(kind, ())) for kind in CONTENT_KINDS} if layout.content else {},
             store=layout.reader,
             read_errors=dict(layout.read_errors),
         )

@@ -18,12 +18,11 @@ Facts, with sources: ../shared/notes/containerd-store.md. What it tells the scan
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import structlog
 
@@ -31,15 +30,12 @@ from exporter.memo import Derived
 from exporter.model import EngineInfo, Usage
 from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
-from exporter.sources.du import one_inode, walk
 from exporter.sources.fs import host_to_local
-from exporter.sources.layout import chain_ids, names_in
-from exporter.sources.rawfs import open_regular
-from exporter.sources.stamps import settled_stamp
+from exporter.sources.layout import names_in
 from exporter.stores import register
+from exporter.stores.content import CONTENT, ContentStore, within
 from exporter.stores.inventory import (
     AreaDir,
-    Key,
     LayerArea,
     LayerDir,
     MetaDir,
@@ -53,9 +49,9 @@ from exporter.stores.overlay2 import Overlay2Reader
 log = structlog.get_logger("exporter.stores.containerd")
 
 SNAPSHOTTER = "io.containerd.snapshotter.v1.overlayfs"
-CONTENT = "io.containerd.content.v1.content"
 META_DB = "io.containerd.metadata.v1.bolt/meta.db"
 SYSTEM_ROOT = "/var/lib/containerd"
+BOLT_FILES = ("meta.db", "metadata.db")
 OWNERS = (
     Owner.IMAGE,
     Owner.CONTAINER,
@@ -67,7 +63,6 @@ OWNERS = (
     Owner.ORPHAN,
 )
 NEW_DIR_GRACE = 3600.0  # a `new-*` dir younger than this is a snapshot being made, not a leak
-MAX_JSON = 4 << 20  # a manifest or config blob; anything bigger is not one
 GC_FLAT = "containerd.io/gc.flat"  # BuildKit's leases (moby/buildkit cache/manager.go)
 
 
@@ -89,11 +84,8 @@ class ContainerdReader:
         self._parsed: _Parsed | None = None
         self._errors: dict[str, int] = {}
         self._failing: set[str] = set()
-        self._docs: dict[str, Any] = {}  # parsed manifest/config blobs by digest (immutable)
-        self._blobs: dict[str, Usage] = {}  # blob file name -> its stat (immutable content)
-        self._blob_list: Derived[tuple[str, ...]] = Derived()
+        self.content = ContentStore()
         self._classified: Derived[_Classified] = Derived()
-        self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage]]] = Derived()
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
@@ -113,7 +105,7 @@ class ContainerdReader:
             )
         parsed = self._read_bolt(croot)
         area_path = os.path.join(croot, SNAPSHOTTER, "snapshots")
-        top = _top(root, croot)
+        top = within(root, croot)
         cids = {c.id for c in base.containers}
         ns = self.options.containerd_namespace or info.containerd_namespace or "moby"
         listing = tuple(names_in(area_path))
@@ -122,7 +114,7 @@ class ContainerdReader:
             parsed,
             key=(listing, frozenset(cids)),
         )
-        content, measured = self._content(croot, root, parsed.meta, c.doc_kinds)
+        content, measured = self.content.measure(croot, root, parsed.meta, c.doc_kinds)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
         if top is not None:  # Docker's own containerd: under its root, given item by item
@@ -164,7 +156,7 @@ class ContainerdReader:
             rw_allocated=True,  # SizeRw here is containerd's Usage: continuity's du, st_blocks
             content=content,
             measured=measured,
-            read_errors=dict(self._errors),
+            read_errors={name: self._errors.get(name, 0) for name in BOLT_FILES},
         )
 
     # -- where containerd keeps its files ---------------------------------------------------
@@ -226,7 +218,7 @@ class ContainerdReader:
         meta, snaps = parsed.meta, parsed.snaps
         ns = meta.namespaces.get(ns_name)
         named = {s.backend for n in meta.namespaces.values() for s in n.snapshots.values()}
-        images, diffs, doc_kinds = self._images(croot, ns)
+        images, diffs, doc_kinds = self.content.images(croot, ns)
         chains = {c for chain in images.values() for c in chain}
         leased: dict[str, bool] = {}  # key -> held by a BuildKit (gc.flat) lease
         for lease in ns.leases.values() if ns else ():
@@ -278,117 +270,6 @@ class ContainerdReader:
             doc_kinds=doc_kinds,
         )
 
-    def _images(
-        self, croot: str, ns: containerd_meta.Namespace | None
-    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str], dict[str, str]]:
-        """Image (its target digest, Docker's image ID here) -> the chain IDs of its unpacked
-        platforms; chain ID -> diff ID; and the kind of each blob the images reach. From the
-        manifests and configs themselves (OCI image spec): an index lists manifests, a
-        manifest its config and layers, a config its rootfs.diff_ids."""
-        images: dict[str, tuple[str, ...]] = {}
-        diffs: dict[str, str] = {}
-        kinds: dict[str, str] = {}
-        keys = set(ns.snapshots) if ns else set()
-        for target in sorted(set(ns.images.values()) if ns else ()):
-            chain: list[str] = []
-            for manifest in self._manifests(croot, target, kinds):
-                config = self._doc(croot, _digest(manifest.get("config")))
-                kinds[_digest(manifest.get("config"))] = "config"
-                for layer in manifest.get("layers") or ():
-                    kinds[_digest(layer)] = "layer"
-                diff_ids = _diff_ids(config)
-                ids = chain_ids(diff_ids) if diff_ids else ()
-                if ids and ids[-1] in keys:  # this platform is unpacked
-                    diffs.update(zip(ids, diff_ids, strict=True))
-                    chain += [c for c in ids if c not in chain]
-            images[target] = tuple(chain)
-        return images, diffs, kinds
-
-    def _manifests(
-        self, croot: str, digest: str, kinds: dict[str, str], depth: int = 0
-    ) -> Iterable[dict[str, Any]]:
-        doc = self._doc(croot, digest)
-        if not isinstance(doc, dict) or depth > 4:
-            return
-        kinds[digest] = "manifest"
-        if isinstance(doc.get("manifests"), list):  # an index or a manifest list
-            for m in doc["manifests"]:
-                yield from self._manifests(croot, _digest(m), kinds, depth + 1)
-        elif "config" in doc:
-            yield doc
-
-    def _doc(self, croot: str, digest: str) -> Any:
-        """A JSON blob of the content store, parsed once (blobs never change)."""
-        if not digest.startswith("sha256:") or len(digest) != 71:
-            return None
-        if digest in self._docs:
-            return self._docs[digest]
-        path = os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:])
-        try:
-            with open_regular(path) as f:
-                raw = f.read(MAX_JSON + 1)
-            doc = json.loads(raw) if len(raw) <= MAX_JSON else None
-        except (OSError, ValueError, RecursionError):
-            return None  # not there (another platform's), or not JSON: not a manifest of ours
-        self._docs[digest] = doc
-        return doc
-
-    # -- the content store ----------------------------------------------------------------
-
-    def _blob_records(
-        self, sha: str, rel: str, names: tuple[str, ...], meta: Metadata, doc_kinds: Mapping[str, str]
-    ) -> tuple[dict[Key, str], dict[Key, Usage]]:
-        """Each blob's stat (kept by name: a blob's bytes never change) and kind."""
-        labels = _labels_by_digest(meta)
-        kinds: dict[Key, str] = {}
-        measured: dict[Key, Usage] = {}
-        live = {}
-        for name in names:
-            usage = self._blobs.get(name) or one_inode(os.path.join(sha, name))
-            live[name] = usage
-            key = Key(Part.BLOB, f"{rel}/blobs/sha256/{name}")
-            measured[key] = usage
-            kinds[key] = _blob_kind(f"sha256:{name}", labels, doc_kinds)
-        self._blobs = live
-        return kinds, measured
-
-    def _content(
-        self, croot: str, root: str, meta: Metadata, doc_kinds: Mapping[str, str]
-    ) -> tuple[dict[Key, str], dict[Key, Usage]]:
-        """Each blob stat'ed once (content-addressed: immutable), by kind; downloads in
-        progress walked every scan; the store's own dirs. Keys relative to the Docker root when
-        the store lies in it, else absolute."""
-        base = os.path.join(croot, CONTENT)
-        rel = _rel(root, base) if _top(root, base) else base
-        sha = os.path.join(base, "blobs", "sha256")
-        names = self._blob_list.get(lambda: tuple(names_in(sha)), key=settled_stamp(sha))
-        kinds, measured = self._blob_part.get(
-            lambda: self._blob_records(sha, rel, names, meta, doc_kinds), names, meta, doc_kinds
-        )
-        kinds, measured = dict(kinds), dict(measured)
-        for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
-            key = Key(Part.BLOB, d)
-            measured[key] = one_inode(os.path.join(root, d) if not os.path.isabs(d) else d)
-            kinds[key] = "other"
-        for name in names_in(os.path.join(base, "ingest")):
-            key = Key(Part.BLOB, f"{rel}/ingest/{name}")
-            measured[key] = _walk_small(os.path.join(base, "ingest", name))
-            kinds[key] = "partial"
-        for name in names_in(base):
-            if name not in ("blobs", "ingest"):
-                key = Key(Part.BLOB, f"{rel}/{name}")
-                measured[key] = _walk_small(os.path.join(base, name))
-                kinds[key] = "other"
-        return kinds, measured
-
-
-def _labels_by_digest(meta: Metadata) -> dict[str, list[Mapping[str, str]]]:
-    out: dict[str, list[Mapping[str, str]]] = {}
-    for ns in meta.namespaces.values():
-        for digest, blob in ns.blobs.items():
-            out.setdefault(digest, []).append(blob.labels)
-    return out
-
 
 @dataclass(frozen=True)
 class _Classified:
@@ -400,44 +281,6 @@ class _Classified:
     doc_kinds: Mapping[str, str]
 
 
-def _blob_kind(
-    digest: str, labels: Mapping[str, list[Mapping[str, str]]], doc_kinds: Mapping[str, str]
-) -> str:
-    """What a blob is: as the images' manifests say, else as containerd's GC labels say (the
-    unpacker's `uncompressed` on layers, gc.ref.snapshot on configs, gc.ref.content on
-    manifests and indexes); a blob no namespace records is unreferenced."""
-    records = labels.get(digest)
-    if not records:
-        return "unreferenced"
-    if digest in doc_kinds:
-        return doc_kinds[digest]
-    keys = {k for ls in records for k in ls}
-    if "containerd.io/uncompressed" in keys:
-        return "layer"
-    if any(k.startswith("containerd.io/gc.ref.snapshot.") for k in keys):
-        return "config"
-    if any(k.startswith("containerd.io/gc.ref.content.") for k in keys):
-        return "manifest"
-    return "other"
-
-
-def _walk_small(path: str) -> Usage:
-    """A download in progress or a small dir of the store: walked here, every scan."""
-    return walk(path)
-
-
-def _digest(desc: Any) -> str:
-    return desc.get("digest", "") if isinstance(desc, dict) and isinstance(desc.get("digest"), str) else ""
-
-
-def _diff_ids(config: Any) -> list[str]:
-    rootfs = config.get("rootfs") if isinstance(config, dict) else None
-    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(d, str) and d.startswith("sha256:") for d in ids):
-        return []
-    return ids
-
-
 def _hex64(key: str) -> bool:
     return len(key) == 64 and all(c in "0123456789abcdef" for c in key)
 
@@ -447,12 +290,6 @@ def _age(path: str, now: float) -> float:
         return now - os.lstat(path).st_mtime
     except OSError:
         return 0.0
-
-
-def _top(root: str, path: str) -> str | None:
-    """`path` relative to `root` when it lies in it, else None."""
-    rel = os.path.relpath(path, root)
-    return None if rel == ".." or rel.startswith("../") else rel
 
 
 def _rel(root: str, *parts: str) -> str:

@@ -1,0 +1,187 @@
+"""A containerd content store, read-only: its blobs by kind, and the images' layers as their
+own manifests and configs name them (OCI image spec: an index lists manifests, a manifest its
+config and layers, a config its rootfs.diff_ids). Blobs are content-addressed and never
+change: each is stat'ed and parsed once."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from exporter.memo import Derived
+from exporter.model import Usage
+from exporter.sources import containerd_meta
+from exporter.sources.containerd_meta import Metadata
+from exporter.sources.du import one_inode, walk
+from exporter.sources.layout import chain_ids, names_in
+from exporter.sources.rawfs import open_regular
+from exporter.sources.stamps import settled_stamp
+from exporter.stores.inventory import Key, Part
+
+CONTENT = "io.containerd.content.v1.content"
+MAX_JSON = 4 << 20  # a manifest or config blob; anything bigger is not one
+
+
+class ContentStore:
+    """One containerd root's content store. Keeps what it parsed and stat'ed."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, Any] = {}  # parsed manifest/config blobs by digest
+        self._blobs: dict[str, Usage] = {}  # blob file name -> its stat
+        self._blob_list: Derived[tuple[str, ...]] = Derived()
+        self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage]]] = Derived()
+
+    def images(
+        self, croot: str, ns: containerd_meta.Namespace | None
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str], dict[str, str]]:
+        """Image (its target digest, Docker's image ID here) -> the chain IDs of its unpacked
+        platforms; chain ID -> diff ID; and the kind of each blob the images reach. From the
+        manifests and configs themselves (OCI image spec): an index lists manifests, a
+        manifest its config and layers, a config its rootfs.diff_ids."""
+        images: dict[str, tuple[str, ...]] = {}
+        diffs: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        keys = set(ns.snapshots) if ns else set()
+        for target in sorted(set(ns.images.values()) if ns else ()):
+            chain: list[str] = []
+            for manifest in self._manifests(croot, target, kinds):
+                config = self._doc(croot, _digest(manifest.get("config")))
+                kinds[_digest(manifest.get("config"))] = "config"
+                for layer in manifest.get("layers") or ():
+                    kinds[_digest(layer)] = "layer"
+                diff_ids = _diff_ids(config)
+                ids = chain_ids(diff_ids) if diff_ids else ()
+                if ids and ids[-1] in keys:  # this platform is unpacked
+                    diffs.update(zip(ids, diff_ids, strict=True))
+                    chain += [c for c in ids if c not in chain]
+            images[target] = tuple(chain)
+        return images, diffs, kinds
+
+    def _manifests(
+        self, croot: str, digest: str, kinds: dict[str, str], depth: int = 0
+    ) -> Iterable[dict[str, Any]]:
+        doc = self._doc(croot, digest)
+        if not isinstance(doc, dict) or depth > 4:
+            return
+        kinds[digest] = "manifest"
+        if isinstance(doc.get("manifests"), list):  # an index or a manifest list
+            for m in doc["manifests"]:
+                yield from self._manifests(croot, _digest(m), kinds, depth + 1)
+        elif "config" in doc:
+            yield doc
+
+    def _doc(self, croot: str, digest: str) -> Any:
+        """A JSON blob of the content store, parsed once (blobs never change)."""
+        if not digest.startswith("sha256:") or len(digest) != 71:
+            return None
+        if digest in self._docs:
+            return self._docs[digest]
+        path = os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:])
+        try:
+            with open_regular(path) as f:
+                raw = f.read(MAX_JSON + 1)
+            doc = json.loads(raw) if len(raw) <= MAX_JSON else None
+        except (OSError, ValueError, RecursionError):
+            return None  # not there (another platform's), or not JSON: not a manifest of ours
+        self._docs[digest] = doc
+        return doc
+
+    def _blob_records(
+        self, sha: str, rel: str, names: tuple[str, ...], meta: Metadata, doc_kinds: Mapping[str, str]
+    ) -> tuple[dict[Key, str], dict[Key, Usage]]:
+        """Each blob's stat (kept by name: a blob's bytes never change) and kind."""
+        labels = _labels_by_digest(meta)
+        kinds: dict[Key, str] = {}
+        measured: dict[Key, Usage] = {}
+        live = {}
+        for name in names:
+            usage = self._blobs.get(name) or one_inode(os.path.join(sha, name))
+            live[name] = usage
+            key = Key(Part.BLOB, f"{rel}/blobs/sha256/{name}")
+            measured[key] = usage
+            kinds[key] = _blob_kind(f"sha256:{name}", labels, doc_kinds)
+        self._blobs = live
+        return kinds, measured
+
+    def measure(
+        self, croot: str, root: str, meta: Metadata, doc_kinds: Mapping[str, str]
+    ) -> tuple[dict[Key, str], dict[Key, Usage]]:
+        """Each blob stat'ed once (content-addressed: immutable), by kind; downloads in
+        progress walked every scan; the store's own dirs. Keys relative to the Docker root when
+        the store lies in it, else absolute."""
+        base = os.path.join(croot, CONTENT)
+        rel = within(root, base) or base
+        sha = os.path.join(base, "blobs", "sha256")
+        names = self._blob_list.get(lambda: tuple(names_in(sha)), key=settled_stamp(sha))
+        kinds, measured = self._blob_part.get(
+            lambda: self._blob_records(sha, rel, names, meta, doc_kinds), names, meta, doc_kinds
+        )
+        kinds, measured = dict(kinds), dict(measured)
+        for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
+            key = Key(Part.BLOB, d)
+            measured[key] = one_inode(os.path.join(root, d) if not os.path.isabs(d) else d)
+            kinds[key] = "other"
+        for name in names_in(os.path.join(base, "ingest")):
+            key = Key(Part.BLOB, f"{rel}/ingest/{name}")
+            measured[key] = _walk_small(os.path.join(base, "ingest", name))
+            kinds[key] = "partial"
+        for name in names_in(base):
+            if name not in ("blobs", "ingest"):
+                key = Key(Part.BLOB, f"{rel}/{name}")
+                measured[key] = _walk_small(os.path.join(base, name))
+                kinds[key] = "other"
+        return kinds, measured
+
+
+def _labels_by_digest(meta: Metadata) -> dict[str, list[Mapping[str, str]]]:
+    out: dict[str, list[Mapping[str, str]]] = {}
+    for ns in meta.namespaces.values():
+        for digest, blob in ns.blobs.items():
+            out.setdefault(digest, []).append(blob.labels)
+    return out
+
+
+def _blob_kind(
+    digest: str, labels: Mapping[str, list[Mapping[str, str]]], doc_kinds: Mapping[str, str]
+) -> str:
+    """What a blob is: as the images' manifests say, else as containerd's GC labels say (the
+    unpacker's `uncompressed` on layers, gc.ref.snapshot on configs, gc.ref.content on
+    manifests and indexes); a blob no namespace records is unreferenced."""
+    records = labels.get(digest)
+    if not records:
+        return "unreferenced"
+    if digest in doc_kinds:
+        return doc_kinds[digest]
+    keys = {k for ls in records for k in ls}
+    if "containerd.io/uncompressed" in keys:
+        return "layer"
+    if any(k.startswith("containerd.io/gc.ref.snapshot.") for k in keys):
+        return "config"
+    if any(k.startswith("containerd.io/gc.ref.content.") for k in keys):
+        return "manifest"
+    return "other"
+
+
+def _walk_small(path: str) -> Usage:
+    """A download in progress or a small dir of the store: walked here, every scan."""
+    return walk(path)
+
+
+def _digest(desc: Any) -> str:
+    return desc.get("digest", "") if isinstance(desc, dict) and isinstance(desc.get("digest"), str) else ""
+
+
+def _diff_ids(config: Any) -> list[str]:
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(d, str) and d.startswith("sha256:") for d in ids):
+        return []
+    return ids
+
+
+def within(root: str, path: str) -> str | None:
+    """`path` relative to `root` when it lies in it, else None."""
+    rel = os.path.relpath(path, root)
+    return None if rel == ".." or rel.startswith("../") else rel
