@@ -199,6 +199,8 @@ def scan_snapshot() -> ScanSnapshot:
         cached_layers=4,
         skipped=1,
         errors=2,
+        content={"layer": usage(1_000_000, files=4), "config": usage(8192, files=2), "partial": usage(0)},
+        read_errors={"meta.db": 0, "metadata.db": 3},
     )
 
 
@@ -588,6 +590,20 @@ def test_containers_used_and_reclaimable_are_the_engines_size_rw() -> None:
     }
     used = {s.labels["object"]: s.value for s in fams["docker_storage_used_bytes"].samples}
     assert used["containers"] == 8192 + 4096 + 2048
+
+
+def test_content_store_and_read_errors_are_served_as_the_scan_says() -> None:
+    fams = {f.name: f for f in StorageCollector(scan_store()).collect()}
+    disk = {s.labels["kind"]: s.value for s in fams["docker_storage_content_disk_bytes"].samples}
+    files = {s.labels["kind"]: s.value for s in fams["docker_storage_content_files"].samples}
+    assert disk == {"layer": 1_000_000, "config": 8192, "partial": 0}
+    assert files == {"layer": 4, "config": 2, "partial": 1}
+    errors = {s.labels["file"]: s.value for s in fams["docker_storage_store_read_errors"].samples}
+    assert errors == {"meta.db": 0, "metadata.db": 3}
+    # overlay2: no content store, no metadata files of that kind: the families are absent.
+    bare = dataclasses.replace(scan_snapshot(), content={}, read_errors={})
+    fams = {f.name for f in StorageCollector(scan_store(bare)).collect()}
+    assert not {"docker_storage_content_disk_bytes", "docker_storage_store_read_errors"} & fams
 
 
 def test_scan_figures_follow_the_scan_snapshot() -> None:
