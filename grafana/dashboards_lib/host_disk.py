@@ -105,6 +105,7 @@ def where_the_space_went_row() -> list[dict]:
     """Docker's objects, the Docker root's dirs and the storage driver's dir by owner."""
     s = HOST
     orphan = orphaned(s)
+    unpacked = s("docker_storage_driver_disk_bytes", 'owner="image"')
     return [
         row("Where the space went"),
         timeseries(
@@ -151,9 +152,10 @@ def where_the_space_went_row() -> list[dict]:
         ),
         timeseries(
             "Storage driver dir by owner",
-            "Allocated bytes of the storage driver's dir (overlay2/) attributed to image layers, container "
-            "writable layers, init layers, BuildKit snapshots, links, and orphan (owned by nothing). "
-            "Stacked: the owners are exclusive.",
+            "Allocated bytes of the store's layer dirs (overlay2/, or containerd's snapshots/) attributed to "
+            "image layers, container writable layers, init layers, BuildKit snapshots, links, and orphan "
+            "(owned by nothing); on the containerd store also unpacking, other_namespace and unreferenced "
+            "(garbage containerd's GC will take). Stacked: the owners are exclusive.",
             targets((f"sum by (owner) ({s('docker_storage_driver_disk_bytes')})", "{{owner}}")),
             "bytes",
             w=10,
@@ -167,6 +169,20 @@ def where_the_space_went_row() -> list[dict]:
             "bytes",
             w=6,
             h=9,
+        ),
+        timeseries(
+            "Layers kept twice (containerd image store)",
+            "On the containerd image store every layer is on disk twice: unpacked in containerd's "
+            "snapshots/ (image layers, by the scan) and as its compressed blob in the content store, "
+            "which Docker never discards. The blobs by kind: layer, config, manifest, partial "
+            "(downloads in progress), unreferenced (recorded by no namespace). Empty on overlay2.",
+            targets(
+                (f"sum({unpacked})", "unpacked layers"),
+                (f"sum by (kind) ({s('docker_storage_content_disk_bytes')})", "{{kind}} blobs"),
+            ),
+            "bytes",
+            w=24,
+            h=8,
         ),
     ]
 
