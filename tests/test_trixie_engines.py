@@ -5,6 +5,7 @@ skips them."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tests.harness.trixie import API_VERSION, chrooted, mounts_under
 from tests.harness.trixie_seed import LEAKED_BYTES, LOG_LINES, SeededTrixie, snapshot_ids
 
 SNAPSHOTTER = "io.containerd.snapshotter.v1.overlayfs"
+# The first test here may debootstrap the trixie rootfs (about 40 s, longer on a slow mirror).
+pytestmark = pytest.mark.timeout(900)
 
 
 def _info(t: SeededTrixie) -> tuple[dict, dict]:
@@ -56,6 +59,11 @@ def test_private_namespace_and_own_containerd(flavour: str, request: pytest.Fixt
     assert [c for c in ours if c[0].endswith(b"containerd")] == [[b"containerd", b"--config", config, b""]]
     assert t.engine.containerd_sock.is_socket()
     assert not (t.rootfs / "run" / "containerd" / "containerd.sock").exists()
+    # The running containers' overlay rootfs are mounted in there, under R as here.
+    findmnt = t.engine.in_namespace(["findmnt", "-rno", "TARGET,FSTYPE"])
+    inside = subprocess.run(findmnt, capture_output=True, text=True, check=True).stdout.splitlines()
+    overlays = [mp for mp, fstype in (line.split() for line in inside) if fstype == "overlay"]
+    assert len([mp for mp in overlays if mp.startswith(f"{t.data_root}/")]) >= 2, inside
 
 
 @pytest.mark.parametrize("flavour", ["trixie_cstore", "trixie_overlay2"])

@@ -54,10 +54,11 @@ def _build_id(root: Path) -> str | None:
         return None
 
 
-def rootfs_cache(timeout: float = 1500) -> Path:
+def rootfs_cache(timeout: float = 780) -> Path:
     """The trixie rootfs, debootstrapped once per machine (well under a minute on a good
     link). Built under a temporary name and renamed into place, so a run that dies half-way,
-    or two runs at once, never leave a half-made cache that looks whole."""
+    or two runs at once, never leave a half-made cache that looks whole. The timeout stays
+    under the 900 s that tests asking for these engines allow, so it fails with its log."""
     if _build_id(ROOTFS_CACHE):
         return ROOTFS_CACHE
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -346,14 +347,20 @@ class ChrootEngine:
                 self._command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={"PATH": PATH, "HOME": "/root"}, start_new_session=True,
             )  # fmt: skip
+        try:
+            self._wait_ready(self.proc, timeout)
+        except BaseException:
+            self.stop()  # its containerd too, which may outlive a dockerd that gave up
+            raise
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         client = docker.APIClient(base_url=self.host, version=API_VERSION, timeout=2)
         try:
             while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"dockerd {self.name} exited {self.proc.returncode}: {self.log_tail()}"
-                    )
+                if proc.poll() is not None:
+                    raise RuntimeError(f"dockerd {self.name} exited {proc.returncode}: {self.log_tail()}")
                 try:
                     if self.sock.exists() and client.ping():
                         break
@@ -361,14 +368,11 @@ class ChrootEngine:
                     pass
                 time.sleep(0.2)
             else:
-                self.stop()
                 raise RuntimeError(f"dockerd {self.name} not ready in {timeout}s: {self.log_tail()}")
         finally:
             client.close()
         if not self.containerd_sock.exists():
-            self.stop()
             raise RuntimeError(f"dockerd {self.name} runs no managed containerd at {self.containerd_sock}")
-        return self
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -405,6 +409,14 @@ class ChrootEngine:
                 pass
             self.proc = None
         unmount_under(self.rootfs)
+
+    def in_namespace(self, cmd: list[str]) -> list[str]:
+        """cmd run in the engine's mount namespace, where its mounts are (containers' rootfs
+        and merged dirs, shm): from the host's they are plain empty dirs. R and the socket
+        are at the same paths in there."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"dockerd {self.name} is not running")
+        return ["nsenter", f"--mount=/proc/{self.proc.pid}/ns/mnt", "--", *cmd]
 
     # -- clients ------------------------------------------------------------------------
 
