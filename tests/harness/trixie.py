@@ -214,19 +214,29 @@ def _zombie(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
-def _thaw(pid: int) -> None:
-    """A paused container's processes are frozen, and a frozen process does not die of
-    SIGKILL until thawed: thaw its freezer cgroup (v1), or its cgroup.freeze (v2)."""
+def _cgroups(pid: int) -> list[tuple[str, str]]:
+    """(controllers, path) of each hierarchy the process is in."""
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
-        return
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+        return []
+    return [(c, path) for _, c, path in (line.split(":", 2) for line in lines)]
+
+
+def _cgroup_dirs(controllers: str, path: str) -> list[str]:
+    if controllers == "":  # v2: the unified hierarchy, mounted beside v1 on hybrid hosts
+        return [f"/sys/fs/cgroup/unified{path}", f"/sys/fs/cgroup{path}"]
+    return [f"/sys/fs/cgroup/{c.removeprefix('name=')}{path}" for c in controllers.split(",")]
+
+
+def _thaw(cgroups: list[tuple[str, str]]) -> None:
+    """A paused container's processes are frozen, and a frozen process does not die of
+    SIGKILL until thawed: thaw its freezer cgroup (v1), or its cgroup.freeze (v2)."""
+    for controllers, path in cgroups:
         if "freezer" in controllers.split(","):
             targets = [(f"/sys/fs/cgroup/freezer{path}/freezer.state", "THAWED")]
         elif controllers == "":
-            targets = [(f"/sys/fs/cgroup{sub}{path}/cgroup.freeze", "0") for sub in ("/unified", "")]
+            targets = [(f"{d}/cgroup.freeze", "0") for d in _cgroup_dirs(controllers, path)]
         else:
             continue
         for target, value in targets:
@@ -236,21 +246,41 @@ def _thaw(pid: int) -> None:
                 pass  # not this hierarchy, or not frozen
 
 
+def _remove_container_cgroups(cgroups: set[tuple[str, str]]) -> None:
+    """The cgroups runc made for killed containers (…/<64-hex id>), which runc would have
+    removed on a clean stop; rmdir fails harmlessly on one that still has tasks."""
+    for controllers, path in cgroups:
+        leaf = path.rsplit("/", 1)[-1]
+        if len(leaf) != 64 or any(ch not in "0123456789abcdef" for ch in leaf):
+            continue
+        for d in _cgroup_dirs(controllers, path):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
 def kill_chrooted(rootfs: Path, name: str | None = None, timeout: float = 10) -> None:
     """SIGKILL what chrooted() finds, repeatedly (a dying dockerd may still fork), bounded."""
     deadline = time.monotonic() + timeout
-    while pids := chrooted(rootfs, name):
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _thaw(pid)
-        left = _wait_gone(pids, max(0.1, deadline - time.monotonic()))
-        if time.monotonic() >= deadline:
-            if left:
-                raise RuntimeError(f"processes in {rootfs} ({name}) survive SIGKILL: {sorted(left)}")
-            return
+    cgroups: set[tuple[str, str]] = set()
+    try:
+        while pids := chrooted(rootfs, name):
+            for pid in pids:
+                groups = _cgroups(pid)
+                cgroups.update(groups)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _thaw(groups)
+            left = _wait_gone(pids, max(0.1, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                if left:
+                    raise RuntimeError(f"processes in {rootfs} ({name}) survive SIGKILL: {sorted(left)}")
+                return
+    finally:
+        _remove_container_cgroups(cgroups)
 
 
 # -- the engine ---------------------------------------------------------------------------
