@@ -103,13 +103,13 @@ def rootfs_copy(test_root: Path) -> Path:
     tmp = test_root / f"tx.tmp-{os.getpid()}"
     remove_tree(tmp)
     test_root.mkdir(parents=True, exist_ok=True)
+    _check_overlay_capable(test_root)
     try:
         # The marker is copied with the tree, but the rename below is what publishes it.
         subprocess.run(["cp", "-a", f"{cache}/.", str(tmp)], check=True, capture_output=True, timeout=300)
         tmp.rename(root)
     finally:
         remove_tree(tmp)
-    _check_overlay_capable(root)
     return root
 
 
