@@ -2,8 +2,8 @@
 # Install what the test suite needs, when it is missing: a Docker Engine (dockerd, its
 # containerd with ctr, and the Debian docker CLI that comes with it), busybox-static (test
 # images are built from it), promtool (Prometheus' own checker and server), debootstrap (the
-# image test's Debian base), and gcc with Python's headers (the scan's C walk, which the
-# suite requires).
+# image test's Debian base, and the trixie rootfs its Docker 26 engines run in), and gcc with
+# Python's headers (the scan's C walk, which the suite requires).
 # Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to get it.
 set -euo pipefail
 
@@ -18,6 +18,12 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # the image test's Debian base
+# debootstrap only recommends these: without them it would not check the Release signatures
+# (the trixie build passes --keyring, so a missing keyring fails instead of skipping the check).
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+command -v gpgv >/dev/null 2>&1 || need+=(gpgv)
+# The trixie engines run in `unshare -m` + chroot (tests/harness/trixie.py).
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # `make` builds a venv with this python3; Debian's needs python3-venv for that.
 "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # The C walk (exporter/sources/_walk.c) compiles at `pip install`; Debian's own python3 keeps

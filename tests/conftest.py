@@ -16,6 +16,8 @@ from tests.harness.engine import PrivateEngine, default_test_root
 from tests.harness.exporter import ExporterProcess, sampled_after
 from tests.harness.proxy import RecordingProxy
 from tests.harness.seed import Seed, seed
+from tests.harness.trixie import CSTORE, OVERLAY2, ChrootEngine, name_for, rootfs_copy
+from tests.harness.trixie_seed import SeededTrixie, seed_trixie
 
 # Short paths: containerd's socket under the exec root must fit in a sun_path. One root per
 # checkout, so two checkouts' runs never stop each other's daemons.
@@ -69,6 +71,36 @@ def exporter(
         yield exp
     finally:
         exp.stop()
+
+
+@pytest.fixture(scope="session")
+def trixie_rootfs() -> Path:
+    """R: this checkout's copy of the cached trixie rootfs (debootstrapped on first use)."""
+    return rootfs_copy(TEST_ROOT)
+
+
+def _trixie(rootfs: Path, flavour: str) -> Iterator[SeededTrixie]:
+    engine = ChrootEngine(rootfs, name_for(TEST_ROOT, flavour), flavour)
+    started = time.monotonic()
+    try:
+        engine.start()
+        seeded = SeededTrixie(engine, seed_trixie(engine), time.monotonic() - started)
+        SUMMARY.append(f"trixie {flavour}: Docker 26 started and seeded in {seeded.started_seconds:.1f}s")
+        yield seeded
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def trixie_cstore(trixie_rootfs: Path) -> Iterator[SeededTrixie]:
+    """trixie's Docker 26.1 with the containerd image store, seeded (and a leaked snapshot dir)."""
+    yield from _trixie(trixie_rootfs, CSTORE)
+
+
+@pytest.fixture(scope="session")
+def trixie_overlay2(trixie_rootfs: Path) -> Iterator[SeededTrixie]:
+    """trixie's Docker 26.1 with the overlay2 graphdriver, seeded the same way."""
+    yield from _trixie(trixie_rootfs, OVERLAY2)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
