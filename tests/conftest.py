@@ -103,6 +103,26 @@ def trixie_overlay2(trixie_rootfs: Path) -> Iterator[SeededTrixie]:
     yield from _trixie(trixie_rootfs, OVERLAY2)
 
 
+@pytest.fixture(scope="session")
+def cstore_exporter(
+    trixie_cstore: SeededTrixie, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExporterProcess]:
+    """The real exporter on the containerd-store engine, reading its files through
+    --path.rootfs as in a container, after every sampler has seen the seed."""
+    trixie_cstore.ensure_leaked()
+    started = time.time()
+    log = tmp_path_factory.mktemp("cstore-exporter") / "log"
+    exp = ExporterProcess(trixie_cstore.docker_host, log, [*FAST, "--path.rootfs", str(trixie_cstore.rootfs)])
+    exp.start()
+    try:
+        exp.wait_until(
+            sampled_after(started, "engine", "filesystem", "scan"), timeout=60, what="cstore samples"
+        )
+        yield exp
+    finally:
+        exp.stop()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in SUMMARY:
         terminalreporter.write_line(line)

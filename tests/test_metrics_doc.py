@@ -52,3 +52,14 @@ def test_every_family_has_help(exporter):
     for fam in text_string_to_metric_families(exporter.scrape_text()):
         if fam.name.startswith("docker_storage_"):
             assert len(fam.documentation) > 20, fam.name
+
+
+def test_doc_lists_the_containerd_stores_families_as_exported(cstore_exporter):
+    """On the containerd image store: every family served is documented, and the families the
+    doc lists for that store alone are served, with their types and labels."""
+    everything, own, live = documented(None), documented(True), exported(cstore_exporter.scrape_text())
+    assert own, "no families under the containerd store's own heading"
+    assert sorted(set(live) - set(everything)) == [], "exported but not in docs/metrics.md"
+    assert sorted(set(own) - set(live)) == [], "documented for the containerd store but not exported"
+    for name, (kind, labels) in live.items():
+        assert everything[name] == (kind, labels), name

@@ -16,15 +16,17 @@ JOB = "docker-storage-exporter"
 
 
 @pytest.fixture(scope="module")
-def prometheus(exporter, tmp_path_factory):
-    prom = PrometheusServer(
-        tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{exporter.port}"], [RULES], JOB
-    ).start()
+def prometheus(exporter, cstore_exporter, tmp_path_factory):
+    """Two hosts: the 20.10 engine on overlay2 and Docker 26 on the containerd image store,
+    so that each store's own families and panels are evaluated on real data."""
+    targets = [f"127.0.0.1:{exporter.port}", f"127.0.0.1:{cstore_exporter.port}"]
+    prom = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets, [RULES], JOB).start()
     try:
         prom.wait_for(f'up{{job="{JOB}"}} == 1')
         # Rate-like rules need a few samples; the scan family arrives with the first scan.
         prom.wait_for(f'count_over_time(docker_storage_engine_up{{job="{JOB}"}}[1m]) >= 5')
         prom.wait_for("docker_storage_root_disk_bytes")
+        prom.wait_for("docker_storage_content_disk_bytes")
         yield prom
     finally:
         prom.stop()

@@ -131,10 +131,15 @@ def _attempt(fd: int, pread: Pread, max_bytes: int) -> Snapshot:
 
 
 def txid(path: str | os.PathLike[str], *, pread: Pread = os.pread) -> int:
-    """The newest committed txid, from the two meta pages alone (a cheap cache check)."""
+    """The newest committed txid, from the two meta pages alone (a cheap cache check). A file
+    shorter than the pages that meta uses is Corrupt here already, as read_db would find."""
     fd = _open(path)
     try:
-        return _metas(fd, pread)[1].txid
+        size, meta = _metas(fd, pread)
+        need = meta.hwm * meta.page_size
+        if need > size:
+            raise Corrupt(f"meta txid {meta.txid} uses {need} bytes, the file has {size}")
+        return meta.txid
     finally:
         os.close(fd)
 
