@@ -202,6 +202,15 @@ class ContainerScan:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageScan:
+    """An image's two copies on a store that keeps both (the containerd image store)."""
+
+    id: str  # the engine's image ID
+    content: Usage  # its blobs in the content store: compressed layers, config, manifests
+    unpacked: Usage  # its unpacked layers' dirs (shared layers counted in every image)
+
+
+@dataclass(frozen=True, slots=True)
 class VolumeScan:
     name: str
     driver: str
@@ -236,6 +245,7 @@ class ScanSnapshot:
     skipped: int  # malformed layout entries (logged)
     errors: int  # unreadable entries met by the walks
     content: dict[str, Usage] = field(default_factory=dict)  # a content store's blobs, by kind
+    images: tuple[ImageScan, ...] = ()  # where a store keeps images twice, biggest first
     store: str = ""  # the store reader that read the layout
     read_errors: dict[str, int] = field(default_factory=dict)  # failed metadata reads since start, by file
 

@@ -230,3 +230,45 @@ def test_torn_bolt_files_keep_the_last_good_figures(trixie_cstore: SeededTrixie,
         assert status is not None and "Corrupt" in status.last_error
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_each_images_two_copies_match_du_of_its_blobs_and_snapshot_chain(
+    cstore_exporter: ExporterProcess, trixie_cstore: SeededTrixie, snapshots: Path
+) -> None:
+    """The running container's image: its blobs as its own manifest names them (parsed here,
+    OCI image spec), and its unpacked chain as containerd mounts it under the container
+    (`ctr snapshots mounts` lowerdir: the container's init layer, then the image's chain)."""
+    assert trixie_cstore.containerd_root is not None
+    t, seed = trixie_cstore, trixie_cstore.seed
+    api = t.engine.api()
+    ctr = api.inspect_container(seed.rw_container)
+    image_id = ctr["Image"]  # on this store, the target digest of the image
+    blobs = trixie_cstore.containerd_root / CONTENT / "blobs" / "sha256"
+    target = json.loads((blobs / image_id.split(":")[1]).read_text())
+    manifests = [target] if "config" in target else []
+    for m in target.get("manifests", []):
+        path = blobs / m["digest"].split(":")[1]
+        if path.exists():
+            manifests.append(json.loads(path.read_text()))
+    digests = {image_id} | {m["digest"] for m in target.get("manifests", [])}
+    for m in manifests:
+        digests |= {m["config"]["digest"], *(layer["digest"] for layer in m["layers"])}
+    present = [blobs / d.split(":")[1] for d in digests if (blobs / d.split(":")[1]).exists()]
+    want_content = sum(du(p)[0] for p in present)
+
+    sock = "/" + str(t.engine.containerd_sock.relative_to(t.rootfs))
+    out = subprocess.run(
+        ["chroot", str(t.rootfs), "ctr", "-a", sock, "-n", "moby", "snapshots", "mounts", "/x", ctr["Id"]],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    lower = out.split("lowerdir=", 1)[1].split()[0].split(",")[0].split(":")
+    chain = [Path(d).parent.name for d in lower][1:]  # the first is the container's init layer
+    want_unpacked = sum(du(snapshots / n)[0] for n in chain)
+
+    s = fresh(cstore_exporter)
+    short = image_id.split(":")[1][:12]
+    assert value(s, P + "image_content_disk_bytes", image_id=short) == want_content
+    assert value(s, P + "image_unpacked_disk_bytes", image_id=short) == want_unpacked
+    SUMMARY.append(
+        f"containerd store: {short} blobs {want_content}, unpacked {want_unpacked} ({len(chain)} dirs)"
+    )

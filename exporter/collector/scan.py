@@ -12,13 +12,15 @@ from prometheus_client.core import Metric
 
 from exporter.collector.families import counter, folded, gauge, skipped, usage
 from exporter.collector.folding import OTHER, Fold, Memo, fold
-from exporter.collector.labels import hidden, shown
+from exporter.collector.labels import IMAGE_LABELS, hidden, image_labels, shown
 from exporter.model import (
     VOLUME_STATES,
     WALK_KINDS,
     ContainerScan,
     DiskUsage,
     EngineSnapshot,
+    Image,
+    ImageScan,
     LayerScan,
     ScanSnapshot,
     VolumeScan,
@@ -53,6 +55,19 @@ CONTENT_DISK = gauge(
     ["kind"],
 )
 CONTENT_FILES = gauge("content_files", "Inodes of the containerd content store by kind.", ["kind"])
+IMAGE_CONTENT = gauge(
+    "image_content_disk_bytes",
+    "Allocated bytes of the image's blobs in the containerd content store (its compressed "
+    "layers, config and manifests), kept beside its unpacked layers. Top images by both; the "
+    "rest summed in __other__.",
+    IMAGE_LABELS,
+)
+IMAGE_UNPACKED = gauge(
+    "image_unpacked_disk_bytes",
+    "Allocated bytes of the image's unpacked layer dirs in containerd's snapshots/ (a layer "
+    "shared by several images counted in each).",
+    IMAGE_LABELS,
+)
 READ_ERRORS = counter(
     "store_read_errors",
     "Reads of a store's metadata files (containerd's meta.db, metadata.db) that failed even "
@@ -158,6 +173,8 @@ def scan(
             cd.add_metric([kind], u.disk_bytes)
             cf.add_metric([kind], u.files)
         yield from (cd, cf)
+    if snap.images:
+        yield from _images(snap, engine, top_n, hide, memo, engine_memo)
     if snap.read_errors:  # the metadata files the store reads, each with its count (0 too)
         errors = READ_ERRORS.new()
         for name, n in sorted(snap.read_errors.items()):
@@ -221,6 +238,31 @@ def fold_layers(snap: ScanSnapshot, top_n: int) -> Fold[tuple[str, LayerSums], L
 
 
 # -- containers ----------------------------------------------------------------------------
+
+
+def _images(
+    snap: ScanSnapshot, engine: EngineSnapshot | None, top_n: int, hide: bool, memo: Memo, engine_memo: Memo
+) -> Iterator[Metric]:
+    """Each image's two copies, labelled as the engine's image families are."""
+    known: Mapping[str, Image] = (
+        engine_memo.get(engine, "images_by_id", lambda: {i.id: i for i in engine.images}) if engine else {}
+    )
+    content, unpacked = IMAGE_CONTENT.new(), IMAGE_UNPACKED.new()
+    f = memo.get(snap, "images", lambda: fold(snap.images, top_n, _image_sums))
+    for x in f.kept:
+        img = known.get(x.id)
+        lv = image_labels(img, hide) if img else [x.id.split(":", 1)[-1][:12], "<none>", "<none>"]
+        content.add_metric(lv, x.content.disk_bytes)
+        unpacked.add_metric(lv, x.unpacked.disk_bytes)
+    if f.other is not None:
+        content.add_metric([OTHER] * 3, f.other[0])
+        unpacked.add_metric([OTHER] * 3, f.other[1])
+    yield from (content, unpacked)
+    yield folded([content, unpacked], f.folded)
+
+
+def _image_sums(rest: list[ImageScan]) -> tuple[int, int]:
+    return sum(i.content.disk_bytes for i in rest), sum(i.unpacked.disk_bytes for i in rest)
 
 
 def _image_ids(engine: EngineSnapshot | None, engine_memo: Memo) -> Mapping[str, str]:

@@ -17,6 +17,7 @@ from exporter.model import (
     EMPTY,
     ContainerScan,
     EngineSnapshot,
+    ImageScan,
     LayerScan,
     OrphanDir,
     ScanSnapshot,
@@ -110,6 +111,15 @@ class Attribution:
             usage = r.get(key)
             if usage is not None:
                 content[kind].append(usage)
+        images = []
+        if layout.image_content:  # a store that keeps images twice: each image's two copies
+            others = {d.name: d for d in layout.area_dirs}
+            for image, keys in layout.image_content.items():
+                dirs = [n for n in layout.image_dirs.get(image, ()) if n in layout.layer_dirs or n in others]
+                unpacked = total(
+                    _layer_dir(r, n) if n in layout.layer_dirs else _area_dir(r, others[n]) for n in dirs
+                )
+                images.append(ImageScan(image, total(r[k] for k in keys if k in r), unpacked))
         return ScanSnapshot(
             root_dir=root_host,
             driver=layout.driver,
@@ -128,6 +138,9 @@ class Attribution:
             content={kind: total(content.get(kind, ())) for kind in CONTENT_KINDS} if layout.content else {},
             store=layout.reader,
             read_errors=dict(layout.read_errors),
+            images=tuple(
+                sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id))
+            ),
         )
 
     def _image_part_of(self, layout: StoreLayout, r: Mapping[Key, Usage], fresh: bool) -> _ImagePart:

@@ -115,6 +115,11 @@ class ContainerdReader:
             key=(listing, frozenset(cids)),
         )
         content, measured = self.content.measure(croot, root, parsed.meta, c.doc_kinds)
+        blob_key = {k.id.rsplit("/", 1)[-1]: k for k in measured if "/blobs/sha256/" in k.id}
+        image_content = {
+            image: tuple(blob_key[d[7:]] for d in sorted(digests) if d[7:] in blob_key)
+            for image, digests in c.image_blobs.items()
+        }
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
         if top is not None:  # Docker's own containerd: under its root, given item by item
@@ -156,6 +161,8 @@ class ContainerdReader:
             rw_allocated=True,  # SizeRw here is containerd's Usage: continuity's du, st_blocks
             content=content,
             measured=measured,
+            image_content=image_content,
+            image_dirs=c.image_dirs,
             read_errors={name: self._errors.get(name, 0) for name in BOLT_FILES},
         )
 
@@ -218,13 +225,27 @@ class ContainerdReader:
         meta, snaps = parsed.meta, parsed.snaps
         ns = meta.namespaces.get(ns_name)
         named = {s.backend for n in meta.namespaces.values() for s in n.snapshots.values()}
-        images, diffs, doc_kinds = self.content.images(croot, ns)
+        images, diffs, doc_kinds, image_blobs = self.content.images(croot, ns)
         chains = {c for chain in images.values() for c in chain}
         leased: dict[str, bool] = {}  # key -> held by a BuildKit (gc.flat) lease
         for lease in ns.leases.values() if ns else ():
             for key in lease.snapshots:
                 leased[key] = leased.get(key, False) or GC_FLAT in lease.labels
         area = os.path.join(croot, SNAPSHOTTER, "snapshots")
+        # Each image's snapshots: its top layer's parent chain, as the snapshotter records it.
+        # Docker sizes an image by that chain (image_snapshot.go calculateSnapshotTotalUsage),
+        # which on a classic build also holds the build containers' committed init layers.
+        image_dirs: dict[str, tuple[str, ...]] = {}
+        held: set[str] = set()  # backend names in some image's chain
+        by_key = {s.key: s.backend for s in ns.snapshots.values()} if ns else {}
+        for image, chain in images.items():
+            names: list[str] = []
+            rec = snaps.by_backend.get(by_key.get(chain[-1], "")) if chain else None
+            while rec is not None and len(names) < 1000:
+                names.append(str(rec.id))
+                held.add(rec.backend)
+                rec = snaps.by_backend.get(rec.parent) if rec.parent else None
+            image_dirs[image] = tuple(names)
         layers, dirs, writable = [], [], {}
         now = time.time()
         for name in listing:
@@ -249,6 +270,8 @@ class ContainerdReader:
                     LayerDir(name, key, diffs.get(key, key), parent.key if parent else "", rec.size, recorded)
                 )
                 continue
+            elif rec.backend in held and rec.kind == COMMITTED:  # below an image's layer
+                owner = Owner.IMAGE
             elif key in cids or (_hex64(key) and key in leased):
                 owner = Owner.CONTAINER
                 writable[key] = name
@@ -268,6 +291,8 @@ class ContainerdReader:
             area_dirs=tuple(dirs),
             writable=writable,
             doc_kinds=doc_kinds,
+            image_blobs=image_blobs,
+            image_dirs=image_dirs,
         )
 
 
@@ -279,6 +304,8 @@ class _Classified:
     area_dirs: tuple[AreaDir, ...]
     writable: Mapping[str, str]
     doc_kinds: Mapping[str, str]
+    image_blobs: Mapping[str, frozenset[str]]  # image -> the digests of its blobs
+    image_dirs: Mapping[str, tuple[str, ...]]  # image -> its snapshots' dirs, top first
 
 
 def _hex64(key: str) -> bool:

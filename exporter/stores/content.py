@@ -35,40 +35,48 @@ class ContentStore:
 
     def images(
         self, croot: str, ns: containerd_meta.Namespace | None
-    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str], dict[str, str], dict[str, frozenset[str]]]:
         """Image (its target digest, Docker's image ID here) -> the chain IDs of its unpacked
-        platforms; chain ID -> diff ID; and the kind of each blob the images reach. From the
-        manifests and configs themselves (OCI image spec): an index lists manifests, a
-        manifest its config and layers, a config its rootfs.diff_ids."""
+        platforms; chain ID -> diff ID; the kind of each blob the images reach; and each
+        image's blobs (its index, manifests, configs and layers). From the manifests and
+        configs themselves (OCI image spec): an index lists manifests, a manifest its config
+        and layers, a config its rootfs.diff_ids."""
         images: dict[str, tuple[str, ...]] = {}
         diffs: dict[str, str] = {}
         kinds: dict[str, str] = {}
+        blobs: dict[str, frozenset[str]] = {}
         keys = set(ns.snapshots) if ns else set()
         for target in sorted(set(ns.images.values()) if ns else ()):
             chain: list[str] = []
-            for manifest in self._manifests(croot, target, kinds):
+            mine = {target}
+            for manifest in self._manifests(croot, target, kinds, reached=mine):
                 config = self._doc(croot, _digest(manifest.get("config")))
                 kinds[_digest(manifest.get("config"))] = "config"
+                mine.add(_digest(manifest.get("config")))
                 for layer in manifest.get("layers") or ():
                     kinds[_digest(layer)] = "layer"
+                    mine.add(_digest(layer))
                 diff_ids = _diff_ids(config)
                 ids = chain_ids(diff_ids) if diff_ids else ()
                 if ids and ids[-1] in keys:  # this platform is unpacked
                     diffs.update(zip(ids, diff_ids, strict=True))
                     chain += [c for c in ids if c not in chain]
             images[target] = tuple(chain)
-        return images, diffs, kinds
+            blobs[target] = frozenset(d for d in mine if d)
+        return images, diffs, kinds, blobs
 
     def _manifests(
-        self, croot: str, digest: str, kinds: dict[str, str], depth: int = 0
+        self, croot: str, digest: str, kinds: dict[str, str], depth: int = 0, reached: set[str] | None = None
     ) -> Iterable[dict[str, Any]]:
         doc = self._doc(croot, digest)
         if not isinstance(doc, dict) or depth > 4:
             return
         kinds[digest] = "manifest"
+        if reached is not None:
+            reached.add(digest)
         if isinstance(doc.get("manifests"), list):  # an index or a manifest list
             for m in doc["manifests"]:
-                yield from self._manifests(croot, _digest(m), kinds, depth + 1)
+                yield from self._manifests(croot, _digest(m), kinds, depth + 1, reached)
         elif "config" in doc:
             yield doc
 

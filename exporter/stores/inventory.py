@@ -198,6 +198,8 @@ class StoreLayout:
     rw_allocated: bool = False  # the engine's SizeRw counts allocated bytes here (else apparent)
     content: Mapping[Key, str] = field(default_factory=dict)  # content-store results, by kind
     measured: Mapping[Key, Usage] = field(default_factory=dict)  # what the reader stat'ed itself
+    image_content: Mapping[str, tuple[Key, ...]] = field(default_factory=dict)  # image -> its blobs' keys
+    image_dirs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # image -> its unpacked dirs
     skipped: int = 0  # malformed metadata entries left out
     problems: tuple[str, ...] = ()  # the first few, for the log
     read_errors: Mapping[str, int] = field(default_factory=dict)  # metadata reads that failed, by file

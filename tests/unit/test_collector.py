@@ -29,6 +29,7 @@ from exporter.model import (
     Filesystem,
     FilesystemSnapshot,
     Image,
+    ImageScan,
     LayerScan,
     OrphanDir,
     SamplerStatus,
@@ -200,6 +201,10 @@ def scan_snapshot() -> ScanSnapshot:
         skipped=1,
         errors=2,
         content={"layer": usage(1_000_000, files=4), "config": usage(8192, files=2), "partial": usage(0)},
+        images=(
+            ImageScan("sha256:" + "a" * 64, usage(900_000, files=5), usage(2_000_000, files=40)),
+            ImageScan("sha256:" + "9" * 64, usage(100, files=1), usage(4096, files=1)),
+        ),
         read_errors={"meta.db": 0, "metadata.db": 3},
     )
 
@@ -604,6 +609,21 @@ def test_content_store_and_read_errors_are_served_as_the_scan_says() -> None:
     bare = dataclasses.replace(scan_snapshot(), content={}, read_errors={})
     fams = {f.name for f in StorageCollector(scan_store(bare)).collect()}
     assert not {"docker_storage_content_disk_bytes", "docker_storage_store_read_errors"} & fams
+
+
+def test_each_images_two_copies_labelled_as_the_engine_names_it() -> None:
+    fams = {f.name: f for f in StorageCollector(scan_store(), top_n=1).collect()}
+    content = {
+        tuple(s.labels.values()): s.value for s in fams["docker_storage_image_content_disk_bytes"].samples
+    }
+    unpacked = {
+        s.labels["image_id"]: s.value for s in fams["docker_storage_image_unpacked_disk_bytes"].samples
+    }
+    (kept,) = [k for k in content if k[0] != OTHER]
+    assert kept[0] == "a" * 12 and content[kept] == 900_000  # the engine's tags for it
+    assert unpacked == {"a" * 12: 2_000_000, OTHER: 4096}  # the other one (unknown to the engine) folded
+    folded = {s.labels["family"]: s.value for s in fams["docker_storage_series_folded"].samples}
+    assert folded["docker_storage_image_content_disk_bytes"] == 1
 
 
 def test_scan_figures_follow_the_scan_snapshot() -> None:
