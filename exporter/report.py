@@ -133,6 +133,12 @@ def collect(store: Store) -> dict[str, Any]:
             for v in scan.volumes
         ]  # fmt: skip
         out["orphans"] = [{"name": o.name, "path": o.path, **_usage(o.usage)} for o in scan.orphans]
+        if scan.content:  # a store that keeps each layer twice: compressed beside unpacked
+            out["content"] = {k: _usage(v) for k, v in scan.content.items()}
+            out["images_twice"] = [
+                {"id": i.id, "content": _usage(i.content), "unpacked": _usage(i.unpacked)}
+                for i in scan.images
+            ]
         out["scan"] = {"errors": scan.errors, "skipped": scan.skipped, "walks": scan.walks, "walk": WALK_IMPL}
     out["reclaim"] = reclaim(engine, bc, scan)
     return out
@@ -255,6 +261,21 @@ def render(data: dict[str, Any]) -> str:
         b = data["build_cache"]
         section("Build cache")
         lines.append(f"{b['records']} records ({b['in_use']} in use), {human(b['bytes'])}")
+    if data.get("content"):
+        section("Content store: every layer is kept twice, compressed here and unpacked above")
+        rows = [
+            [k, human(v["disk_bytes"]), f"{v['files']:,}"] for k, v in data["content"].items() if v["files"]
+        ]
+        lines += _table(rows, ["KIND", "DISK", "FILES"])
+        rows = [
+            [
+                i["id"].split(":")[-1][:12],
+                human(i["content"]["disk_bytes"]),
+                human(i["unpacked"]["disk_bytes"]),
+            ]
+            for i in data["images_twice"][:TOP]
+        ]
+        lines += _table(rows, ["IMAGE ID", "BLOBS", "UNPACKED"])
     if data.get("orphans"):
         section("Orphaned storage-driver dirs (no layer, container or build cache owns them)")
         lines += _table([[o["path"], human(o["disk_bytes"]), f"{o['files']:,}"] for o in data["orphans"]],

@@ -101,6 +101,9 @@ def test_the_leaked_dir_is_an_orphan_in_metrics_and_report(
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     assert host_path in text
+    # The double storage, in both forms.
+    assert "kept twice" in text and set(data["content"]) >= {"layer", "config", "manifest"}
+    assert data["images_twice"] and all(i["content"]["disk_bytes"] > 0 for i in data["images_twice"])
 
 
 def test_container_rw_is_du_of_its_snapshot_and_the_engines_size_rw(
