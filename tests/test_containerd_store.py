@@ -213,9 +213,12 @@ def test_torn_bolt_files_keep_the_last_good_figures(trixie_cstore: SeededTrixie,
         assert EngineSampler(store, EngineClient(trixie_cstore.docker_host)).run()
         opts = StoreOptions(str(trixie_cstore.rootfs), "/" + str(copy.relative_to(trixie_cstore.rootfs)))
         sampler = ScanSampler(store, Walker(workers=1), rootfs=str(trixie_cstore.rootfs), options=opts)
+        bolt_files = [copy / SNAPSHOTTER / "metadata.db", copy / "io.containerd.metadata.v1.bolt" / "meta.db"]
+        before = [(p.read_bytes(), p.stat().st_mtime_ns) for p in bolt_files]
         assert sampler.run(), store.status("scan")
         good = store.latest(ScanSnapshot)
         assert good is not None and good.attribution and good.layers
+        assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in bolt_files] == before  # read, never written
         meta = copy / SNAPSHOTTER / "metadata.db"
         meta.write_bytes(meta.read_bytes()[:100])  # torn: no valid meta page left
         assert sampler.run(), store.status("scan")
@@ -231,6 +234,19 @@ def test_torn_bolt_files_keep_the_last_good_figures(trixie_cstore: SeededTrixie,
         assert fresh_sampler.run() is False
         status = fresh_store.status("scan")
         assert status is not None and "Corrupt" in status.last_error
+        # A meta.db of a schema this reader does not know (v1/version 5): refused, not guessed.
+        meta.write_bytes(before[0][0])
+        db = bolt_files[1]
+        raw = db.read_bytes()
+        assert b"version\x06" in raw  # the key and its varint value (3), in its leaf (and freed pages)
+        db.write_bytes(raw.replace(b"version\x06", b"version\x0a"))
+        third = ScanSampler(Store(), Walker(workers=1), rootfs=str(trixie_cstore.rootfs), options=opts)
+        third.store.publish(SamplerStatus("engine", success=True), store.latest(EngineSnapshot))
+        assert third.run() is False
+        status = third.store.status("scan")
+        assert (
+            status is not None and "UnknownSchema" in status.last_error and "version 5" in status.last_error
+        )
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
