@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tests.harness.engine import unmount_all
+from tests.harness.procs import end
 
 CONTAINERD = "/usr/bin/containerd"  # Debian's, which docker.io depends on
 CTR = "/usr/bin/ctr"
@@ -96,20 +97,7 @@ class PrivateContainerd:
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        end(self.proc, timeout)
         self.proc = None
         unmount_all(self.base)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import docker
 
+from tests.harness.procs import end
+
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 CLI: its classic and BuildKit builds work alone
 
 
@@ -125,20 +127,7 @@ class PrivateEngine:
         """SIGTERM, then SIGKILL of the whole process group (containerd and shims too)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        end(self.proc, timeout)
         self.proc = None
         unmount_all(self.base)
 

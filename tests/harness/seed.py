@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tests.harness.engine import PrivateEngine
 
@@ -61,7 +62,12 @@ USED_VOLUME_BYTES = 54_321
 UNUSED_VOLUME_BYTES = 77_777
 
 
-def _wait_for_log(engine: PrivateEngine, container: str, text: str, timeout: float = 30) -> None:
+class _Docker(Protocol):
+    def docker(self, *args: str) -> str: ...
+
+
+def wait_for_log(engine: _Docker, container: str, text: str, timeout: float = 30) -> None:
+    """Until the container has logged `text` (it is then where the seed needs it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in engine.docker("logs", container):
@@ -109,12 +115,12 @@ def seed(engine: PrivateEngine) -> Seed:
       "dse-app:v1", "sh", "-c",
       f"head -c {RW_BYTES} /dev/urandom > /rw.bin && head -c {USED_VOLUME_BYTES} /dev/urandom"
       " > /data/y && echo seeded && sleep 3600")  # fmt: skip
-    _wait_for_log(engine, "dse-running", "seeded")
+    wait_for_log(engine, "dse-running", "seeded")
     # A paused container: active for `docker system df`, so its writable layer is not
     # reclaimable although it is not running.
     d("run", "-d", "--name", "dse-paused", "--network", "none", "dse-base:latest", "sh", "-c",
       f"head -c {PAUSED_RW_BYTES} /dev/urandom > /p.bin && echo ready && sleep 3600")  # fmt: skip
-    _wait_for_log(engine, "dse-paused", "ready")
+    wait_for_log(engine, "dse-paused", "ready")
     d("pause", "dse-paused")
     d("run", "--name", "dse-exited", "--network", "none", "dse-base:latest", "true")
     d("create", "--name", "dse-created", "--network", "none", "dse-old:v1", "true")

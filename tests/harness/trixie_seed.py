@@ -5,7 +5,6 @@ archives. The same commands on both flavours, so the two stores can be compared.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tests.harness.seed import (
     UNUSED_VOLUME_BYTES,
     USED_VOLUME_BYTES,
     busybox_tar,
+    wait_for_log,
 )
 from tests.harness.trixie import CSTORE, ChrootEngine
 
@@ -50,15 +50,6 @@ class TrixieSeed:
     df: dict[str, Any] = field(repr=False)  # /system/df (API 1.45) right after the seed
     leaked: Path | None = None  # cstore only: snapshots/<N> with N in no metadata.db record
     leaked_bytes: int = 0
-
-
-def _wait_for_log(engine: ChrootEngine, container: str, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in engine.docker("logs", container):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{container} on {engine.name} did not log {text!r} within {timeout}s")
 
 
 def _image_id(engine: ChrootEngine, ref: str) -> str:
@@ -95,11 +86,11 @@ def seed_trixie(engine: ChrootEngine) -> TrixieSeed:
       "-v", "dse-vol-used:/data", "dse-app:v1", "sh", "-c",
       f"head -c {RW_BYTES} /dev/urandom > /rw.bin && head -c {USED_VOLUME_BYTES} /dev/urandom"
       " > /data/y && echo seeded && sleep 3600")  # fmt: skip
-    _wait_for_log(engine, "dse-running", "seeded")
+    wait_for_log(engine, "dse-running", "seeded")
     d("run", "-d", "--name", "dse-paused", "--network", "none", "--stop-timeout", "1",
       "dse-base:latest", "sh", "-c",
       f"head -c {PAUSED_RW_BYTES} /dev/urandom > /p.bin && echo ready && sleep 3600")  # fmt: skip
-    _wait_for_log(engine, "dse-paused", "ready")
+    wait_for_log(engine, "dse-paused", "ready")
     d("pause", "dse-paused")
     d("run", "--name", "dse-exited", "--network", "none", "dse-base:latest", "true")
     d("create", "--name", "dse-created", "--network", "none", "dse-old:v1", "true")
