@@ -112,7 +112,12 @@ class ContainerdReader:
         c = self._classified.get(
             lambda: self._classify(parsed, ns, croot, listing, cids),
             parsed,
-            key=(listing, frozenset(cids)),
+            # A young `new-*` dir turns orphan with age alone: then the classes are redone every 5 min.
+            key=(
+                listing,
+                frozenset(cids),
+                any(n.startswith("new-") for n in listing) and int(time.time() // 300),
+            ),
         )
         content, measured = self.content.measure(croot, root, parsed.meta, c.doc_kinds)
         blob_key = {k.id.rsplit("/", 1)[-1]: k for k in measured if "/blobs/sha256/" in k.id}

@@ -1,0 +1,172 @@
+"""The containerd reader's classes for each `snapshots/<N>` dir, on hand-made records of the
+two bolt files (the shapes containerd-store.md gives from containerd's and moby's source) and
+a content store holding real manifest and config JSON. The whole reader on a real engine is
+tests/test_containerd_store.py's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from types import MappingProxyType
+
+from exporter.model import EngineInfo
+from exporter.sources.containerd_meta import (
+    ACTIVE,
+    COMMITTED,
+    VIEW,
+    Lease,
+    Metadata,
+    Namespace,
+    NamespacedSnapshot,
+    SnapshotRecord,
+    Snapshots,
+)
+from exporter.sources.layout import chain_ids
+from exporter.stores.containerd import ContainerdReader, _Parsed
+from exporter.stores.inventory import Owner, StoreOptions
+
+CID = "c" * 64  # a container's ID: its writable layer's key
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class State:
+    """Snapshot records, namespaced records and blobs, built together."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+        self.blobs.mkdir(parents=True)
+        self.area = root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+        self.area.mkdir(parents=True)
+        self.records: dict[int, SnapshotRecord] = {}
+        self.ns: dict[str, dict[str, NamespacedSnapshot]] = {}
+        self.images: dict[str, str] = {}
+        self.leases: dict[str, Lease] = {}
+
+    def blob(self, doc: object) -> str:
+        raw = json.dumps(doc).encode()
+        d = digest(raw)
+        (self.blobs / d[7:]).write_bytes(raw)
+        return d
+
+    def snapshot(
+        self, n: int, ns: str, key: str, kind: int, parent: str = "", size: int | None = 8192
+    ) -> str:
+        backend = f"{ns}/{n + 100}/{key}"
+        parent_backend = self.ns.get(ns, {}).get(parent)
+        committed = kind == COMMITTED
+        parent_name = parent_backend.backend if parent_backend else ""
+        self.records[n] = SnapshotRecord(
+            n, backend, kind, parent_name, size if committed else None, 2 if committed else None
+        )
+        self.ns.setdefault(ns, {})[key] = NamespacedSnapshot(key, backend, parent, MappingProxyType({}))
+        (self.area / str(n) / "fs").mkdir(parents=True)
+        return backend
+
+    def image(self, name: str, diff_ids: list[str]) -> tuple[str, ...]:
+        config = self.blob({"rootfs": {"type": "layers", "diff_ids": diff_ids}})
+        layers = [{"digest": digest(d.encode()), "size": 1} for d in diff_ids]
+        manifest = self.blob({"schemaVersion": 2, "config": {"digest": config}, "layers": layers})
+        index = self.blob(
+            {"schemaVersion": 2, "manifests": [{"digest": manifest}, {"digest": digest(b"arm64")}]}
+        )
+        self.images[name] = index
+        return chain_ids(diff_ids)
+
+    def parsed(self) -> _Parsed:
+        namespaces = {
+            name: Namespace(
+                name,
+                MappingProxyType(self.images if name == "moby" else {}),
+                MappingProxyType(snaps),
+                MappingProxyType({}),
+                MappingProxyType(self.leases if name == "moby" else {}),
+                frozenset(),
+                frozenset(),
+            )
+            for name, snaps in self.ns.items()
+        }
+        by_id = MappingProxyType(dict(self.records))
+        return _Parsed(
+            Metadata(1, 3, MappingProxyType(namespaces)),
+            Snapshots(1, by_id, MappingProxyType({r.backend: r for r in by_id.values()})),
+        )
+
+
+def classes(state: State) -> tuple[dict[str, Owner | str], dict[str, str]]:
+    reader = ContainerdReader(StoreOptions())
+    listing = tuple(sorted(os.listdir(state.area)))
+    c = reader._classify(state.parsed(), "moby", str(state.root), listing, {CID})
+    owners: dict[str, Owner | str] = {d.name: d.owner for d in c.area_dirs if d.owner is not None}
+    owners.update({x.store_id: "layer" for x in c.layers})
+    return owners, dict(c.writable)
+
+
+def test_every_dir_gets_the_class_its_records_give(tmp_path: Path) -> None:
+    s = State(tmp_path)
+    base, top = s.image("app:1", [digest(b"base"), digest(b"top")])
+    s.snapshot(1, "moby", base, COMMITTED)
+    s.snapshot(2, "moby", "build-init", COMMITTED, parent=base)  # a classic build's init, below top
+    s.snapshot(3, "moby", top, COMMITTED, parent="build-init")
+    s.snapshot(4, "moby", f"{CID}-init", COMMITTED, parent=top)
+    s.snapshot(5, "moby", CID, ACTIVE, parent=f"{CID}-init")
+    s.snapshot(6, "moby", f"extract-123 {digest(b'x')}", ACTIVE)
+    s.snapshot(7, "moby", "k" * 25, ACTIVE)  # BuildKit's
+    s.leases["k" * 25] = Lease(
+        "k" * 25, MappingProxyType({"containerd.io/gc.flat": "x"}), frozenset({"k" * 25}), frozenset()
+    )
+    s.snapshot(8, "k8s.io", base, COMMITTED)  # the same layer, another namespace's copy
+    s.snapshot(9, "moby", digest(b"gone"), COMMITTED)  # a layer no image holds any more
+    s.snapshot(10, "moby", "diff-view", VIEW)
+    del s.ns["moby"]["diff-view"]  # its namespace record gone: nothing names it
+    (tmp_path / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / "11").mkdir()  # no record
+    young = s.area / "new-42"
+    young.mkdir()
+    old = s.area / "new-7"
+    old.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    owners, writable = classes(s)
+    assert owners == {
+        "1": "layer",
+        "2": Owner.IMAGE,  # below an image's layer: the image's, as Docker sizes it
+        "3": "layer",
+        "4": Owner.INIT,
+        "5": Owner.CONTAINER,
+        "6": Owner.UNPACKING,
+        "7": Owner.BUILD_CACHE,
+        "8": Owner.OTHER_NAMESPACE,
+        "9": Owner.UNREFERENCED,
+        "10": Owner.UNREFERENCED,
+        "11": Owner.ORPHAN,
+        "new-42": Owner.UNPACKING,
+        "new-7": Owner.ORPHAN,
+    }
+    assert writable == {CID: "5"}
+
+
+def test_image_layers_come_from_the_unpacked_platform_only(tmp_path: Path) -> None:
+    s = State(tmp_path)
+    base, _ = s.image("app:1", [digest(b"base"), digest(b"top")])
+    s.snapshot(1, "moby", base, COMMITTED)  # unpacked up to base only: top is not a snapshot
+    reader = ContainerdReader(StoreOptions())
+    c = reader._classify(s.parsed(), "moby", str(tmp_path), ("1",), set())
+    assert c.layers == ()  # an image whose top is not unpacked holds no layer here
+    assert dict(c.image_layers) == {s.images["app:1"]: ()}
+    (one,) = c.area_dirs
+    assert one.owner is Owner.UNREFERENCED
+
+
+def test_a_root_without_the_snapshotter_is_said_unattributed(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    info = EngineInfo("docker", "26.1", "1.45", "overlayfs", "containerd", str(tmp_path / "docker"))
+    layout = ContainerdReader(StoreOptions(containerd_root=str(tmp_path / "nowhere"))).read(
+        str(tmp_path / "docker"), info
+    )
+    assert not layout.attribution and "--containerd.root" in layout.attribution_reason
+    assert str(tmp_path / "nowhere") in layout.attribution_reason
