@@ -194,3 +194,21 @@ def test_buildkit_dbs(engine: PrivateEngine) -> None:
     # solver/bboltcachestorage's four buckets, made when the store opens
     cache = read_bounded(dbs["cache.db"])
     assert set(cache.root.buckets) == {b"_result", b"_links", b"_byresult", b"_backlinks"}
+
+
+def test_buildkit_snapshot_dirs_read_from_its_db(engine: PrivateEngine, seeded: object) -> None:
+    """The seeded engine's BuildKit build left snapshot dirs in overlay2/: exactly the dirs
+    that no layerdb layer, container mount or init layer names (none else is planted there),
+    and snapshots.db, read as the bbolt file it is, names each of them."""
+    from exporter.sources.layout import buildkit_snapshot_names, read_layout
+
+    root = engine.data_root
+    layout = read_layout(str(root), "overlay2")
+    owned = {e.cache_id for e in layout.layers} | {m.mount_id for m in layout.mounts}
+    owned |= {m.init_id for m in layout.mounts} | {"l"}
+    unowned = sorted(set(layout.driver_dirs) - owned)
+    assert unowned, "the seed's BuildKit build left no snapshot dir"
+    read_db(root / "buildkit" / "snapshots.db")  # a real bbolt file: not the plain-bytes fallback
+    assert buildkit_snapshot_names(str(root), unowned) == frozenset(unowned)
+    # Names the db does not hold are not BuildKit's (a container's mount, an init layer).
+    assert not buildkit_snapshot_names(str(root), sorted({m.mount_id for m in layout.mounts}))

@@ -4,8 +4,8 @@ What it reads (DESIGN.md, "Facts about Docker's storage"):
 - `image/<driver>/layerdb/sha256/<chain-id>/{diff,size,cache-id,parent}`: image layers;
 - `image/<driver>/layerdb/mounts/<container-id>/{mount-id,init-id,parent}`: container layers;
 - `image/<driver>/imagedb/content/sha256/<image-id>`: image configs (`rootfs.diff_ids`);
-- `buildkit/snapshots.db`: BuildKit's snapshot names (a bbolt file; names are stored as
-  plain bytes, so a substring test is enough to recognise them);
+- `buildkit/snapshots.db`: BuildKit's snapshots (a bbolt file: one top-level bucket per
+  snapshot, named by its key, which is also its graphdriver dir's name);
 - `containers/<id>/` with its json-file (`<id>-json.log*`) and `local` (`local-logs/`) logs;
 - `volumes/<name>/_data`.
 Entries are written by dockerd while we read: a truncated, empty or missing file makes that
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from exporter.memo import Derived
+from exporter.sources import bolt
 from exporter.sources.rawfs import DIR_FLAGS, entry_is_dir, names_in, open_regular, read_short, scandir_sorted
 from exporter.sources.stamps import Stamp, settled_stamp
 
@@ -295,17 +296,33 @@ def read_image_layers(
     return out
 
 
-def buildkit_snapshot_names(root: str, candidates: list[str], chunk: int = 2**20) -> frozenset[str]:
-    """Which of `candidates` appear in BuildKit's snapshot db, read in bounded chunks (the db
-    can be large on a busy builder; only the names we look for are kept)."""
-    wanted = {c.encode(): c for c in candidates if c}
-    if not wanted:
+def buildkit_snapshot_names(root: str, candidates: list[str]) -> frozenset[str]:
+    """Which of `candidates` are BuildKit's snapshots: the top-level buckets of its
+    `buildkit/snapshots.db` (moby builder-next's snapshot adapter keeps one per snapshot, named
+    by its key; a graphdriver dir is made under that name), read with the bbolt reader. A file
+    that is no bbolt file we can read is searched for the names as plain bytes instead."""
+    if not any(candidates):
         return frozenset()
+    path = os.path.join(root, "buildkit", "snapshots.db")
+    try:
+        db = bolt.read_db(path)
+    except bolt.Unreadable:
+        return frozenset()  # missing, a fifo, a link: nothing is known as BuildKit's
+    except bolt.BoltError:
+        return _names_in_bytes(path, candidates)
+    keys = db.root.buckets
+    return frozenset(c for c in candidates if c and c.encode() in keys)
+
+
+def _names_in_bytes(path: str, candidates: list[str], chunk: int = 2**20) -> frozenset[str]:
+    """Which of `candidates` appear in the file, read in bounded chunks (only the names we
+    look for are kept)."""
+    wanted = {c.encode(): c for c in candidates if c}
     overlap = max(len(w) for w in wanted) - 1
     found: set[str] = set()
     tail = b""
     try:
-        with open_regular(os.path.join(root, "buildkit", "snapshots.db")) as f:
+        with open_regular(path) as f:
             while wanted and (block := f.read(chunk)):
                 data = tail + block
                 for raw in [w for w in wanted if w in data]:
