@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint deps venv clean accuracy dashboards bench
+.PHONY: run test lint deps venv clean accuracy dashboards bench bench-containerd
 
 venv: $(BIN)/.installed
 
@@ -37,6 +37,10 @@ dashboards: venv
 
 bench: venv
 	$(BIN)/python bench/scan_vs_du.py
+
+# as root: a private containerd makes the root (cached under /tmp/dse-bench-containerd)
+bench-containerd: venv
+	$(BIN)/python bench/containerd_store.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
