@@ -139,13 +139,17 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
             if sid not in present:
                 continue
             content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
-            a, b = cache.get(content), cache.get(rest)  # the common case on a rescan: both there
+            recorded = layer.recorded
+            # The common case on a rescan: what the layer needs is there (its content as the
+            # store recorded it, or walked once, and the rest walked once).
+            a = recorded if recorded is not None else cache.get(content)
+            b = cache.get(rest)
             if a is not None and b is not None:
                 plan.known[content], plan.known[rest] = a, b
                 continue
             d = f"{area.path}/{sid}"  # not os.path.join: thousands of names a scan, all plain
-            if layer.recorded is not None:  # the store measured its content at commit
-                plan.known[content] = layer.recorded
+            if recorded is not None:  # the store measured its content at commit
+                plan.known[content] = recorded
             else:
                 # Never walked: its recorded bytes guess its inodes, so the first scan's batches
                 # are balanced by cost, not count (a few layers hold most of the files).
