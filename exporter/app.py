@@ -64,7 +64,7 @@ class App:
         self.store = Store()
         # One client per sampler: they run on different scheduler threads.
         self.clients = [engine_client(config), engine_client(config)]
-        self.engine = EngineSampler(self.store, self.clients[0])
+        self.engine = EngineSampler(self.store, self.clients[0], rootfs=config.rootfs)
         self.filesystem = FilesystemSampler(self.store, rootfs=config.rootfs)
         self.build_cache: BuildCacheSampler | None = None
         if config.build_cache_interval > 0:
