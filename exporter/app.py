@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-import docker.utils
 import structlog
 from prometheus_client import CollectorRegistry, gc_collector, platform_collector, process_collector
 
@@ -22,11 +21,9 @@ log = structlog.get_logger("exporter.app")
 
 
 def engine_client(config: Config) -> EngineClient:
-    tls = None
-    if not config.docker_host.startswith("unix://"):
-        # DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, as the docker CLI reads them.
-        tls = docker.utils.kwargs_from_env().get("tls")
-    return EngineClient(config.docker_host, timeout=config.docker_timeout, tls=tls)
+    # TLS for tcp:// from DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, as the docker CLI reads them
+    # (checked in config.parse).
+    return EngineClient(config.docker_host, timeout=config.docker_timeout, tls=config.docker_tls)
 
 
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
@@ -64,7 +61,7 @@ class App:
         self.store = Store()
         # One client per sampler: they run on different scheduler threads.
         self.clients = [engine_client(config), engine_client(config)]
-        self.engine = EngineSampler(self.store, self.clients[0])
+        self.engine = EngineSampler(self.store, self.clients[0], rootfs=config.rootfs)
         self.filesystem = FilesystemSampler(self.store, rootfs=config.rootfs)
         self.build_cache: BuildCacheSampler | None = None
         if config.build_cache_interval > 0:

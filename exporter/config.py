@@ -17,6 +17,8 @@ import docker.errors
 import docker.utils
 
 from exporter import __version__
+from exporter.sources.enginetls import EngineTLS
+from exporter.sources.enginetls import from_env as tls_from_env
 from exporter.webconfig import WebConfig, WebConfigError
 from exporter.webconfig import load as load_web_config
 
@@ -53,6 +55,7 @@ class Config:
     hide_names: bool = False  # image, container and volume names left out of labels
     containerd_root: str = ""  # host path; "" = found from the engine
     containerd_namespace: str = ""
+    docker_tls: EngineTLS | None = None  # tcp:// engines: DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
 
 
 # name, default, help. The name is the flag without "--"; the env var derives from it.
@@ -257,6 +260,13 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     except (docker.errors.DockerException, ValueError):
         raise bad(src, docker_host, "use unix:///var/run/docker.sock or tcp://host:2376") from None
 
+    docker_tls = None
+    if not docker_host.startswith("unix://"):
+        try:
+            docker_tls = tls_from_env(environ)
+        except ValueError as exc:
+            raise ConfigError(f"--docker.host={docker_host}: {exc}") from None
+
     rootfs, src = value("path.rootfs")
     if not os.path.isabs(rootfs) or not os.path.isdir(rootfs):
         raise bad(src, rootfs, "use an existing absolute directory where the host's / is mounted")
@@ -318,4 +328,5 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         max_requests=max_requests,
         read_header_timeout=duration("web.read-header-timeout"),
         hide_names=hide_raw.strip().lower() in ("true", "1", "yes"),
+        docker_tls=docker_tls,
     )

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from exporter.layersizes import ROOT, LayerChain, LayerSizes, align
 from exporter.model import DiskUsage, Image
 from exporter.sources.engine import as_dict, as_int, as_list, as_str, real_tags
 from exporter.sources.layout import chain_ids
@@ -35,13 +36,7 @@ class RawImage(NamedTuple):
     created: float
     size: int
     has_digest: bool = False  # pulled by digest: listed by `docker images` even untagged
-
-
-class LayerChain(NamedTuple):
-    """An image's layers: chain IDs bottom-up and each layer's size (None: unknown)."""
-
-    chain: tuple[str, ...]
-    sizes: tuple[int | None, ...]
+    digest_registry: str = ""  # the registry of its RepoDigests (the first, sorted, of several)
 
 
 def _raw_image(item: Any) -> RawImage | None:
@@ -55,14 +50,20 @@ def _raw_image(item: Any) -> RawImage | None:
     if size < 0:  # some engines put it only in VirtualSize (gone from 1.44)
         size = as_int(item.get("VirtualSize"), 0)
     digests = item.get("RepoDigests")
+    registry = ""
+    if digests:
+        hosts = [
+            registry_of(d) for d in as_list(digests) if isinstance(d, str) and "@" in d and "<none>" not in d
+        ]
+        registry = min(hosts, default="")
     return RawImage(
         iid,
         real_tags(item.get("RepoTags")),
         as_str(item.get("ParentId")),
         float(max(0, as_int(item.get("Created")))),
         max(0, size),
-        bool(digests)
-        and any(isinstance(d, str) and "@" in d and "<none>" not in d for d in as_list(digests)),
+        bool(registry),
+        registry,
     )
 
 
@@ -95,8 +96,9 @@ def parse_images(raw: Any) -> tuple[list[RawImage], int]:
 _REGISTRIES: dict[str, str] = {}  # one string per registry, not one per image
 
 
-def registry_of(reference: str) -> str:
-    """The registry host of an image reference, with Docker's normalisation rules."""
+def registry_host(reference: str) -> str:
+    """The registry host a reference names, with Docker's rules (a first path component with
+    a `.` or `:`, or `localhost`); '' for a plain name."""
     name = reference.split("@", 1)[0]
     first, sep, _ = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
@@ -104,7 +106,25 @@ def registry_of(reference: str) -> str:
         if len(_REGISTRIES) < 4096:
             return _REGISTRIES.setdefault(host, host)
         return host
-    return "docker.io"
+    return ""
+
+
+def registry_of(reference: str) -> str:
+    """The registry of an image reference: the host it names, else docker.io."""
+    return registry_host(reference) or "docker.io"
+
+
+def image_registry(image: RawImage) -> str:
+    """Where an image came from or goes to: the registry of its RepoDigests (the record of a
+    pull or push), else of the first tag (sorted) that names a registry host, else docker.io
+    for an image with only plain names, else none."""
+    if image.digest_registry:
+        return image.digest_registry
+    for tag in image.tags:
+        host = registry_host(tag)
+        if host:
+            return host
+    return "docker.io" if image.tags else "none"
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -115,49 +135,51 @@ def split_reference(reference: str) -> tuple[str, str]:
     return repo, tag
 
 
-def layer_chain(inspect: Any, history: Any, image_size: int) -> LayerChain:
+def layer_chain(
+    inspect: Any, history: Any, image_size: int, empty_layers: Sequence[bool] | None = None
+) -> LayerChain:
     """Chain IDs from the image's diff IDs and layer sizes from its history.
 
-    `/images/{id}/history` gives the size of each step that made a layer and 0 for steps
-    that did not, so the non-zero sizes belong, in order, to the layers that are not the
-    empty tar. When that does not line up (or does not add up to the image size) the sizes
-    stay unknown and `infer_sizes` tries again from other images.
+    `/images/{id}/history` lists each build step (newest first) with the size of the layer it
+    made, 0 for a step that made none, and 0 too for a real layer of 0 bytes. Where the image
+    config's `empty_layer` flags are known (`empty_layers`, one per entry, oldest first) the
+    entries that made layers are exactly those not flagged. Otherwise every way of taking the
+    layers from the entries in order, every non-zero one among them, is tried (`align`): what
+    all of them agree on is known, and the history is kept for `LayerSizes` to align again
+    with what other images tell. A history that fits no way, or does not add up to the image
+    size, tells nothing.
     """
     diff_ids = [
         d for d in as_list(as_dict(as_dict(inspect).get("RootFS")).get("Layers")) if isinstance(d, str)
     ]
     chain = chain_ids(diff_ids)
+    n = len(diff_ids)
+    unknown: list[int | None] = [0 if d == EMPTY_LAYER else None for d in diff_ids]
     # History comes newest first.
     steps = [max(0, as_int(as_dict(h).get("Size"))) for h in reversed(as_list(history))]
-    nonzero = [s for s in steps if s > 0]
-    slots = [i for i, d in enumerate(diff_ids) if d != EMPTY_LAYER]
-    sizes: list[int | None] = [0 if d == EMPTY_LAYER else None for d in diff_ids]
-    if len(nonzero) == len(slots) and sum(nonzero) == image_size:
-        for slot, size in zip(slots, nonzero, strict=True):
-            sizes[slot] = size
-    elif not nonzero and image_size == 0:
-        sizes = [0] * len(diff_ids)
-    return LayerChain(chain=chain, sizes=tuple(sizes))
+    if image_size == 0:  # sizes are not negative
+        return LayerChain(chain=chain, sizes=(0,) * n)
+    if sum(steps) != image_size:
+        return LayerChain(chain=chain, sizes=tuple(unknown))
+    if empty_layers is not None and len(empty_layers) == len(steps):
+        made = [z for z, empty in zip(steps, empty_layers, strict=True) if not empty]
+        if len(made) == n and all(u is None or z == 0 for u, z in zip(unknown, made, strict=True)):
+            return LayerChain(chain=chain, sizes=tuple(made))
+    found = align(steps, n, unknown)
+    if found is None:
+        return LayerChain(chain=chain, sizes=tuple(unknown))
+    sizes = tuple(next(iter(s)) if len(s) == 1 else None for s in found.sizes)
+    return LayerChain(chain=chain, sizes=sizes, steps=tuple(steps) if None in sizes else ())
 
 
 def infer_sizes(chains: Mapping[str, LayerChain], image_sizes: Mapping[str, int]) -> dict[str, int]:
-    """Size of each chain ID: known from some history, or the one unknown in an image."""
-    known: dict[str, int] = {}
-    for lc in chains.values():
-        for cid, size in zip(lc.chain, lc.sizes, strict=True):
-            if size is not None:
-                known[cid] = size
-    # An image whose layers are all known but one fixes that one: Size = sum of layers.
-    for _ in range(len(chains) + 1):
-        progress = False
-        for iid, lc in chains.items():
-            missing = [c for c in lc.chain if c not in known]
-            if len(set(missing)) == 1:
-                rest = sum(known[c] for c in lc.chain if c in known)
-                known[missing[0]] = max(0, image_sizes.get(iid, 0) - rest)
-                progress = True
-        if not progress:
-            break
+    """Size of each chain ID that the histories and the image sizes settle (`LayerSizes`)."""
+    solved = LayerSizes(chains, image_sizes)
+    known = {}
+    for c in solved.parent:
+        size = solved.layer(c)
+        if size is not None:
+            known[c] = size
     return known
 
 
@@ -187,15 +209,22 @@ class Sizes:
 def sizes_from_layers(
     images: Sequence[RawImage], chains: Mapping[str, LayerChain], containers: Counter[str]
 ) -> Sizes:
-    """API 1.41: compute what `docker system df` would say from each image's layer chain."""
+    """API 1.41: compute what `docker system df` would say from each image's layer chain.
+
+    No single layer size is needed where a sum of them is known: an image's UNIQUE SIZE is its
+    Size minus the cumulative size of its deepest shared layer, and Images SIZE is a sum over
+    the distinct layers that, written in cumulative sizes, needs only the top of each
+    top-level image (its Size) and the layers where their chains part (`LayerSizes`)."""
     tops = top_level(images)
     image_sizes = {i.id: i.size for i in images}
-    known = infer_sizes({k: v for k, v in chains.items() if k in image_sizes}, image_sizes)
+    chains = {k: v for k, v in chains.items() if k in image_sizes}
+    solved = LayerSizes(chains, image_sizes)
     refs: Counter[str] = Counter()
     for iid in tops:
         if iid in chains:
             refs.update(set(chains[iid].chain))
     unique: dict[str, int | None] = {}
+    deepest_shared: dict[str, str] = {}
     unknown = 0
     for img in images:
         lc = chains.get(img.id)
@@ -204,20 +233,30 @@ def sizes_from_layers(
             unknown += 1
             continue
         self_ref = 1 if img.id in tops else 0
-        shared_chain = [c for c in set(lc.chain) if refs[c] - self_ref > 0]
-        if any(c not in known for c in shared_chain):
+        shared = ROOT  # an image holding c holds every layer below it: the shared ones are a prefix
+        for c in lc.chain:
+            if refs[c] - self_ref <= 0:
+                break
+            shared = c
+        deepest_shared[img.id] = shared
+        below = solved.cumulative(shared)
+        if below is None:
             unique[img.id] = None
             unknown += 1
-            continue
-        unique[img.id] = max(0, img.size - sum(known[c] for c in shared_chain))
-    all_layers = set(refs)
+        else:
+            unique[img.id] = min(img.size, max(0, img.size - below))
     usage = None
-    if all(c in known for c in all_layers) and not any(
-        unique[i.id] is None for i in images if i.id in tops and containers.get(i.id, 0) > 0
-    ):
-        total = sum(known[c] for c in all_layers)
-        in_use = sum(unique[i.id] or 0 for i in images if i.id in tops and containers.get(i.id, 0) > 0)
-        usage = DiskUsage(used=total, reclaimable=max(0, total - in_use))
+    in_use = [i for i in images if i.id in tops and containers.get(i.id, 0) > 0]
+    if all(t in chains for t in tops):
+        total = solved.sum_of_layers(refs)
+        if total is not None:
+            if all(unique[i.id] is not None for i in in_use):
+                used_unique: int | None = sum(unique[i.id] or 0 for i in in_use)
+            else:  # each unknown alone, but perhaps not their sum
+                shared_sum = solved.evaluate(Counter(deepest_shared[i.id] for i in in_use))
+                used_unique = None if shared_sum is None else sum(i.size for i in in_use) - shared_sum
+            if used_unique is not None:
+                usage = DiskUsage(used=total, reclaimable=min(total, max(0, total - used_unique)))
     return Sizes(unique=unique, usage=usage, unknown=unknown)
 
 
@@ -272,7 +311,7 @@ def build_images(images: Sequence[RawImage], sizes: Sizes, containers: Counter[s
                 unique_size=sizes.unique.get(img.id),
                 containers=n,
                 state=classify(img, n, parents),
-                registry=registry_of(img.tags[0]) if img.tags else "none",
+                registry=image_registry(img),
             )
         )
     return tuple(sorted(out, key=lambda i: (-i.size, i.id)))

@@ -74,7 +74,7 @@ class Image:
     unique_size: int | None  # bytes no other image shares; None when it cannot be known
     containers: int  # containers (any state) created from this image
     state: str  # one of IMAGE_STATES
-    registry: str  # registry of the primary tag, "none" when untagged
+    registry: str  # imagesizes.image_registry: digest's, else a host tag's, docker.io, or "none"
 
     @property
     def short_id(self) -> str:

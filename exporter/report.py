@@ -301,7 +301,7 @@ def run(config: Config, as_json: bool, out: IO[str] = sys.stdout, err: IO[str] =
     walker = Walker(config.scan_workers or None)
     try:
         with progress(err, "asking the engine"):
-            EngineSampler(store, client).run()
+            EngineSampler(store, client, rootfs=config.rootfs).run()
             FilesystemSampler(store, rootfs=config.rootfs).run()
             if config.build_cache_interval > 0:
                 # Old engines need a full /system/df: only if the operator allows it at all.

@@ -3,7 +3,8 @@
 # containerd with ctr, and the Debian docker CLI that comes with it), busybox-static (test
 # images are built from it), promtool (Prometheus' own checker and server), debootstrap (the
 # image test's Debian base, and the trixie rootfs its Docker 26 engines run in), and gcc with
-# Python's headers (the scan's C walk, which the suite requires).
+# Python's headers (the scan's C walk, which the suite requires), and docker-registry (the
+# seed pushes an image to a private registry on loopback, so that it has RepoDigests).
 # Debian/Ubuntu as root only; elsewhere it says exactly what is missing and how to get it.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)  # the image test's Debian base
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)  # tests/harness/registry.py
 # debootstrap only recommends these: without them it would not check the Release signatures
 # (the trixie build passes --keyring, so a missing keyring fails instead of skipping the check).
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)

@@ -6,17 +6,24 @@ with every capability dropped but DAC_READ_SEARCH, a read-only filesystem, the s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_ROOT
+from exporter.model import EngineSnapshot
+from exporter.samplers import EngineSampler, Store
+from exporter.sources.engine import EngineClient
+from tests.conftest import FAST, TEST_ROOT
 from tests.harness import SUMMARY
 from tests.harness.baseimage import BUILD, import_base
 from tests.harness.engine import PrivateEngine
-from tests.harness.exporter import free_port, parse, value
+from tests.harness.exporter import ExporterProcess, free_port, parse, sampled_after, value
 from tests.harness.seed import busybox_tar
+from tests.harness.truth import cli_df_summary, human_size, system_df
 
 ROOT = Path(__file__).resolve().parents[1]
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -113,3 +120,106 @@ def test_container_measures_the_engine_that_runs_it(image_engine):
         assert value(s, P + "exporter_build_info", walk="c") == 1
     finally:
         eng.docker("rm", "-f", "dse-exporter", check=False)
+
+
+# --- Images SIZE and RECLAIMABLE on 20.10 (API 1.41) after building the image -------------
+
+
+def engine_sample(eng: PrivateEngine, rootfs: str | None) -> EngineSnapshot:
+    """One real engine sample in this process: with `rootfs`, image configs may be read from
+    the Docker root; with None, only the API is asked."""
+    store, client = Store(), EngineClient(eng.host)
+    try:
+        assert EngineSampler(store, client, rootfs=rootfs).run()
+    finally:
+        client.close()
+    return store.snapshot("engine")
+
+
+def df_figures(eng: PrivateEngine) -> tuple[int, int, dict[str, int]]:
+    """`docker system df`'s Images SIZE and RECLAIMABLE (the CLI's arithmetic on /system/df)
+    and each listed image's UNIQUE SIZE."""
+    df = system_df(eng)
+    unique = {i["Id"]: i["Size"] - i["SharedSize"] for i in df["Images"]}
+    in_use = sum(unique[i["Id"]] for i in df["Images"] if i["Containers"] > 0)
+    return df["LayersSize"], df["LayersSize"] - in_use, unique
+
+
+def test_image_totals_equal_system_df_after_the_build(image_engine, tmp_path):
+    """The image's RUN step made a real layer of 0 bytes whose history entry says 0: the
+    totals and every unique size are still known, from the API alone and in the exporter."""
+    eng = image_engine
+    api = eng.api()
+    try:
+        history, layers = api.history(IMAGE), api.inspect_image(IMAGE)["RootFS"]["Layers"]
+    finally:
+        api.close()
+    # The shape that left the totals out: more layers than non-zero history entries.
+    assert len(layers) == 3 and sum(1 for h in history if h["Size"]) == 2
+    eng.docker("create", "--name", "dse-image-user", "--network", "none", IMAGE)  # in use: RECLAIMABLE < SIZE
+    try:
+        used, reclaimable, unique = df_figures(eng)
+        assert reclaimable < used
+        api_only = engine_sample(eng, rootfs=None)
+        assert api_only.image_usage is not None, "totals missing with the API alone"
+        assert (api_only.image_usage.used, api_only.image_usage.reclaimable) == (used, reclaimable)
+        assert {i.id: i.unique_size for i in api_only.images} == unique  # no intermediates here
+        started = time.time()
+        exp = ExporterProcess(eng.host, tmp_path / "log", [*FAST, "--sampler.scan.interval", "0"]).start()
+        try:
+            s = exp.wait_until(sampled_after(started, "engine"), timeout=30, what="engine sample")
+        finally:
+            exp.stop()
+        assert value(s, P + "used_bytes", object="images") == used  # SIZE exactly
+        ours = value(s, P + "reclaimable_bytes", object="images")
+        assert ours == reclaimable  # RECLAIMABLE: asked within 1 %, and exact
+        got = {lbl["image_id"]: v for lbl, v in s[P + "image_unique_bytes"]}
+        assert got == {i.split(":", 1)[1][:12]: float(u) for i, u in unique.items()}  # none unknown
+        # As `docker system df` prints them.
+        row = cli_df_summary(eng)["Images"]
+        assert row["Size"] == human_size(used)
+        assert row["Reclaimable"].startswith(human_size(ours))
+        res = subprocess.run(
+            [sys.executable, "-m", "exporter", "report", "--json", "--docker.host", eng.host,
+             "--sampler.scan.interval", "0"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["images_total"] == {"used": used, "reclaimable": reclaimable}
+    finally:
+        eng.docker("rm", "-f", "dse-image-user", check=False)
+
+
+PARTED = 'FROM dse-other:1\nENV X=1\nRUN mkdir /d\nCOPY f /f\nCMD ["sh"]\n'
+
+
+def test_images_parting_at_a_zero_byte_layer_need_the_config(image_engine, tmp_path):
+    """Two BuildKit images that part just above a RUN layer of 0 bytes, with a file of the same
+    size but other bytes on top: from the API alone that RUN layer could be 0 or 40 bytes (the
+    history cannot say which 0 entry made it), so their unique sizes and the totals are left
+    out; with the Docker root readable, the configs' `empty_layer` flags settle them exactly."""
+    eng = image_engine
+    tags = ("dse-parted:a", "dse-parted:b")
+    try:
+        for tag in tags:
+            ctx = tmp_path / tag.replace(":", "-")
+            ctx.mkdir()
+            (ctx / "Dockerfile").write_text(PARTED)
+            (ctx / "f").write_bytes(os.urandom(40))
+            eng.docker("build", "-q", "--network", "none", "-t", tag, str(ctx), buildkit=True)
+        inspect = json.loads(eng.docker("image", "inspect", *tags))
+        a, b = (i["RootFS"]["Layers"] for i in inspect)
+        assert a[:2] == b[:2] and a[2] != b[2]  # they share the base and the RUN layer
+        used, reclaimable, unique = df_figures(eng)
+        api_only = engine_sample(eng, rootfs=None)
+        by_id = {i.id: i.unique_size for i in api_only.images}
+        assert api_only.image_usage is None
+        assert [by_id[i["Id"]] for i in inspect] == [None, None]
+        assert all(u == unique[iid] for iid, u in by_id.items() if u is not None)  # the rest exact
+        with_root = engine_sample(eng, rootfs="/")
+        assert with_root.image_usage is not None
+        assert (with_root.image_usage.used, with_root.image_usage.reclaimable) == (used, reclaimable)
+        assert {i.id: i.unique_size for i in with_root.images} == unique
+        assert [unique[i["Id"]] for i in inspect] == [40, 40]
+    finally:
+        eng.docker("rmi", *tags, check=False)

@@ -54,7 +54,8 @@ IMAGE_TAGS = gauge(
 )
 REGISTRY_IMAGES = gauge(
     "registry_images",
-    "Images by the registry of their first tag (none = untagged); each image counted once.",
+    "Images by registry: that of their RepoDigests (pulled from or pushed to), else of a tag "
+    "naming a registry host, else docker.io for plain names, else none; each image counted once.",
     ["registry"],
 )
 REGISTRY_UNIQUE = gauge(

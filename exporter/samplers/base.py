@@ -157,6 +157,8 @@ def root_oserror(exc: BaseException, depth: int = 0) -> OSError | None:
 
 
 def reason(exc: BaseException) -> str:
+    if getattr(exc, "explained", False) is True:  # says the cause itself, in one line
+        return str(exc).strip().replace("\n", " ")[:300]
     root = root_oserror(exc)
     if root is not None:
         return f"{type(exc).__name__}: {root.strerror}"[:300]

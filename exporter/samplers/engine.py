@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from exporter import imagesizes
-from exporter.model import DiskUsage, EngineSnapshot, Image
+from exporter.model import DiskUsage, EngineInfo, EngineSnapshot, Image
 from exporter.samplers.base import Sampler, Store, reason
 from exporter.sources.engine import (
     EngineClient,
@@ -19,6 +19,8 @@ from exporter.sources.engine import (
     parse_engine_info,
     parse_volumes,
 )
+from exporter.sources.fs import host_to_local
+from exporter.sources.imageconfig import history_empty_layers
 
 log = structlog.get_logger("exporter.samplers")
 
@@ -96,9 +98,12 @@ class EngineSampler(Sampler):
 
     name = "engine"
 
-    def __init__(self, store: Store, client: EngineClient, **kw: Any) -> None:
+    def __init__(self, store: Store, client: EngineClient, rootfs: str | None = None, **kw: Any) -> None:
         super().__init__(store, **kw)
         self.client = client
+        # Where the host's / is, to read image configs from the Docker root when an image's
+        # history leaves its layer sizes open (API 1.41); None: never read the disk.
+        self.rootfs = rootfs
         self._chains: dict[str, imagesizes.LayerChain] = {}
         self._chains_version = 0  # bumped whenever _chains gains or loses an entry
         self._last: _SizeMath | None = None  # the last 1.41 size math
@@ -141,7 +146,7 @@ class EngineSampler(Sampler):
             images = imagesizes.build_images(raw_images, sizes, per_image)
             usage, unknown = sizes.usage, sizes.unknown
         else:
-            self._refresh_chains(raw_images)
+            self._refresh_chains(raw_images, info)
             key = (sorted(raw_images), per_image, self._chains_version)
             if self._last is not None and key == self._last.inputs:
                 images, usage, unknown = self._last.images, self._last.usage, self._last.unknown
@@ -166,18 +171,31 @@ class EngineSampler(Sampler):
     def context(self) -> dict[str, Any]:
         return {"docker_host": self.client.base_url}
 
-    def _refresh_chains(self, images: list[imagesizes.RawImage]) -> None:
+    def _docker_root(self, info: EngineInfo) -> str | None:
+        """The Docker root as seen here, where image configs may be read; None if not."""
+        if self.rootfs is None or not info.root_dir or info.image_store != "graphdriver":
+            return None
+        return host_to_local(info.root_dir, self.rootfs)
+
+    def _refresh_chains(self, images: list[imagesizes.RawImage], info: EngineInfo) -> None:
         current = {i.id for i in images}
         for gone in set(self._chains) - current:
             del self._chains[gone]
             self._chains_version += 1
+        root = self._docker_root(info)
         for img in images:
             if img.id in self._chains:
                 continue
             try:
                 inspect = self.client.image_inspect(img.id)
                 history = self.client.image_history(img.id)
-                self._chains[img.id] = imagesizes.layer_chain(inspect, history, img.size)
+                lc = imagesizes.layer_chain(inspect, history, img.size)
+                if lc.steps and root is not None:
+                    # The history left some layers open: the config says which steps made them.
+                    empty = history_empty_layers(root, info.storage_driver, img.id)
+                    if empty is not None:
+                        lc = imagesizes.layer_chain(inspect, history, img.size, empty)
+                self._chains[img.id] = lc
                 self._chains_version += 1
             except EngineError as exc:
                 # Removed between the listing and now, most likely: skip it this time.

@@ -18,6 +18,7 @@ import docker.errors
 import requests.exceptions
 
 from exporter.model import CONTAINER_STATES, BuildCache, Container, EngineInfo, Volume
+from exporter.sources.enginetls import EngineTLS, EngineTLSError, explain
 
 MIN_API = "1.41"  # Docker 20.10, the oldest engine we promise to support
 MAX_API = "1.52"  # the newest API whose response shapes we know
@@ -49,11 +50,20 @@ class EngineClient:
         self,
         base_url: str,
         timeout: float = 10.0,
-        tls: Any = None,
+        tls: EngineTLS | None = None,
     ) -> None:
         # A fixed version here means no request at construction: the engine may be down
         # when the exporter starts. `negotiate()` picks the real one on first contact.
-        self._api = docker.APIClient(base_url=base_url, version=MIN_API, timeout=timeout, tls=tls)
+        self.tls = tls if not base_url.startswith("unix://") else None
+        self._api = docker.APIClient(
+            base_url=base_url,
+            version=MIN_API,
+            timeout=timeout,
+            tls=self.tls.docker_config() if self.tls else False,
+        )
+        # The engine's CA goes with every request: requests lets REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE override the session's CA, never a CA given to the request itself.
+        self._request_kw: dict[str, Any] = {"verify": self.tls.requests_verify} if self.tls else {}
         if base_url.startswith("unix://"):
             # No proxy, .netrc or CA bundle from the environment applies to a unix socket;
             # requests would look them up again on every request.
@@ -83,10 +93,16 @@ class EngineClient:
         with self._lock:
             self.requests[endpoint or path] += 1
         url = self._api._url(path, versioned_api=versioned)
-        response = self._api._get(url, params=params)
-        if raw:
-            return self._api._result(response, binary=True)
-        return self._api._result(response, json=True)
+        try:
+            response = self._api._get(url, params=params, **self._request_kw)
+            if raw:
+                return self._api._result(response, binary=True)
+            return self._api._result(response, json=True)
+        except EngineError as exc:
+            why = explain(exc, self.tls, self.base_url)
+            if why is None:
+                raise
+            raise EngineTLSError(why) from exc
 
     def negotiate(self) -> dict[str, Any]:
         """GET /version (unversioned) and use min(server API, MAX_API) from now on."""

@@ -47,8 +47,11 @@ def unmount_all(path: Path) -> None:
 
 
 class PrivateEngine:
-    def __init__(self, base: Path, storage_driver: str | None = None) -> None:
+    def __init__(
+        self, base: Path, storage_driver: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.base = base
+        self.extra_args = extra_args  # more dockerd flags, e.g. a TLS tcp:// listener
         self.data_root = base / "root"
         self.exec_root = base / "exec"
         self.pidfile = base / "docker.pid"
@@ -104,6 +107,7 @@ class PrivateEngine:
         ]  # fmt: skip
         if self.storage_driver:
             cmd += ["--storage-driver", self.storage_driver]
+        cmd += self.extra_args
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()

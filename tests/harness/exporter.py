@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,12 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 class ExporterProcess:
-    def __init__(self, docker_host: str, log: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, docker_host: str, log: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.log = log
+        self.env = dict(env) if env is not None else None  # None: this process's environment
         self.cmd = [
             sys.executable, "-m", "exporter",
             "--docker.host", docker_host,
@@ -57,7 +60,7 @@ class ExporterProcess:
 
     def start(self) -> ExporterProcess:
         logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
         logf.close()
         self.wait_until(lambda s: True, timeout=20, what="exporter serving")
         return self

@@ -1,8 +1,9 @@
-"""The known state every read-only engine test starts from, built without any registry.
+"""The known state every read-only engine test starts from, built without any remote registry.
 
 Images come from a static busybox (`docker import` of a small tar) and the classic and
-BuildKit builders; the result has each image state, several registries, running, exited and
-created containers, used and unused volumes, and BuildKit cache records.
+BuildKit builders; the result has each image state, several registries (by tag, and by the
+digest of a push to a private registry on loopback), running, exited and created
+containers, used and unused volumes, and BuildKit cache records.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tests.harness.engine import PrivateEngine
+from tests.harness.registry import LocalRegistry
 
 BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "sleep", "echo", "head", "true", "cat", "dd", "ls", "mkdir", "rm", "touch"]
@@ -26,6 +28,15 @@ REGISTRY_IMAGES = {
     "123456789012.dkr.ecr.us-east-1.amazonaws.com/dse/svc:2": 70_000,
     "localhost:5000/dse/local:3": 90_000,
 }
+# A local short name and a registry's on one image: it counts for the registry (ghcr.io).
+TWO_NAMES = ("app:v2", "ghcr.io/acme/tool:1.0")
+# Pushed to a registry on 127.0.0.1 (under one more tag, 127.0.0.1:PORT/mirror/svc:3): its
+# RepoDigests name that registry, which outvotes these tags.
+PUSHED = (
+    "app:v3",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/svc:2",
+    "localhost:5000/mirror/svc:latest",
+)
 
 
 def busybox_tar(extra: dict[str, bytes] | None = None) -> bytes:
@@ -81,6 +92,7 @@ class Seed:
     containers: dict[str, str]  # name -> expected state
     volumes_used: tuple[str, ...]
     volumes_unused: tuple[str, ...]
+    pushed_to: str = ""  # the loopback registry (host:port) the PUSHED image went to
 
 
 def seed(engine: PrivateEngine) -> Seed:
@@ -88,6 +100,15 @@ def seed(engine: PrivateEngine) -> Seed:
     d("import", "-", "dse-base:latest", input=busybox_tar())
     for ref, size in REGISTRY_IMAGES.items():
         d("import", "-", ref, input=busybox_tar({"payload": os.urandom(size)}))
+    d("import", "-", TWO_NAMES[0], input=busybox_tar({"payload": os.urandom(60_000)}))
+    d("tag", *TWO_NAMES)
+    d("import", "-", PUSHED[0], input=busybox_tar({"payload": os.urandom(80_000)}))
+    for ref in PUSHED[1:]:
+        d("tag", PUSHED[0], ref)
+    # About half a second: the registry lives only for the push, the digest stays.
+    with LocalRegistry(engine.base / "registry") as registry:
+        d("tag", PUSHED[0], f"{registry.host}/mirror/svc:3")
+        d("push", f"{registry.host}/mirror/svc:3")
     # Classic builder: each RUN leaves an intermediate image (untagged, with a child).
     build(
         engine,
@@ -133,4 +154,5 @@ def seed(engine: PrivateEngine) -> Seed:
         },
         volumes_used=("dse-vol-used",),
         volumes_unused=("dse-vol-unused",),
+        pushed_to=registry.host,
     )

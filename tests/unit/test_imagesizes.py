@@ -16,6 +16,7 @@ from exporter.imagesizes import (
     build_images,
     chain_ids,
     classify,
+    image_registry,
     infer_sizes,
     layer_chain,
     parse_images,
@@ -485,3 +486,43 @@ def test_registry_strings_are_shared() -> None:
     a = registry_of("".join(["ghcr.io", "/a:1"]))
     b = registry_of("".join(["GHCR.io", "/b:1"]))
     assert a == b == "ghcr.io" and a is b
+
+
+# --- an image's registry ----------------------------------------------------------------
+
+
+def listed(tags: list[str], digests: list[str] | None = None) -> RawImage:
+    (img,), _ = parse_images([{"Id": sha("a"), "RepoTags": tags, "RepoDigests": digests}])
+    return img
+
+
+@pytest.mark.parametrize(
+    ("tags", "digests", "registry"),
+    [
+        # A digest records a real pull or push: it outvotes every tag.
+        (["app:v3", "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/svc:2",
+          "localhost:5000/mirror/svc:latest"],
+         ["127.0.0.1:5123/mirror/svc@sha256:" + "1" * 64], "127.0.0.1:5123"),
+        (["ghcr.io/acme/tool:1.0"], ["nginx@sha256:" + "1" * 64], "docker.io"),  # pulled from Docker Hub
+        ([], ["quay.io/a/b@sha256:" + "1" * 64], "quay.io"),  # untagged, but pulled by digest
+        # Several digests: the first registry in sorted order.
+        (["x:1"], ["quay.io/a@sha256:" + "1" * 64, "ghcr.io/a@sha256:" + "2" * 64], "ghcr.io"),
+        # A tag naming a registry host outvotes a local short name, whatever the sort order.
+        (["app:v2", "ghcr.io/acme/tool:1.0"], None, "ghcr.io"),
+        (["a:1", "localhost:5000/x:1", "ghcr.io/y:1"], [], "ghcr.io"),  # the first such tag, sorted
+        (["app:v2", "library/nginx:1"], ["<none>@<none>"], "docker.io"),  # plain names only
+        (["<none>:<none>"], ["<none>@<none>"], "none"),
+        ([], None, "none"),
+    ],
+)  # fmt: skip
+def test_image_registry(tags: list[str], digests: list[str] | None, registry: str) -> None:
+    img = listed(tags, digests)
+    assert image_registry(img) == registry
+    (built,) = build_images([img], Sizes(unique={}, usage=None, unknown=0), Counter())
+    assert built.registry == registry
+
+
+def test_image_registry_without_a_digests_registry_reads_the_tags() -> None:
+    # A RawImage made by hand (has_digest alone) falls back to its tags.
+    img = RawImage(sha("a"), ("ghcr.io/a:1",), "", 0.0, 1, has_digest=True)
+    assert image_registry(img) == "ghcr.io"
