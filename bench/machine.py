@@ -58,3 +58,33 @@ def children(pid: int, depth: int = 0) -> list[int]:
     if depth < 4:
         out += [d for c in list(out) for d in children(c, depth + 1)]
     return out
+
+
+def scan_machine_line(load_before: float, load_after: float, walk: str) -> str:
+    """The scan benchmarks' machine line: CPUs, model, Python, kernel, walk, load around the runs."""
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}, walk {walk};"
+        f" 1-minute load average {load_before:.2f} before the runs, {load_after:.2f} after"
+    )
+
+
+def busy_note(ceiling: float, workers: int) -> list[str]:
+    """A warning line when the machine's own parallel ceiling says others shared the cores."""
+    if workers > 1 and ceiling < 0.8 * workers:
+        return [
+            f"- **The machine was busy during this run** (the parallel ceiling below is {ceiling:.2f}x"
+            f" against an ideal {workers}x): other work competed for the cores, so these figures"
+            " understate the scan; rerun on an idle machine."
+        ]
+    return []
+
+
+def timing_table(
+    rows: list[tuple[str, str, str]], med: dict[str, float], times: dict[str, list[float]]
+) -> str:
+    """Markdown rows: what, median ms, each run's ms, what it covers."""
+    return "\n".join(
+        f"| {name} | {med[k] * 1000:,.1f} | {', '.join(f'{x * 1000:,.1f}' for x in times[k])} | {what} |"
+        for name, k, what in rows
+    )

@@ -24,7 +24,6 @@ import gzip
 import hashlib
 import json
 import os
-import platform
 import random
 import shlex
 import stat
@@ -39,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import cpu_model, write_section
+from bench.machine import busy_note, scan_machine_line, timing_table, write_section
 from exporter import logs
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
@@ -549,24 +548,9 @@ def main() -> int:
         ),
         ("part of the full scan: `read_layout` with no cache (layerdb, mounts, image configs)", "layout", ""),
     ]
-    table = "\n".join(
-        f"| {name} | {med[k] * 1000:,.1f} | {', '.join(f'{x * 1000:,.1f}' for x in times[k])} | {what} |"
-        for name, k, what in rows
-    )
-    machine = (
-        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}, walk {WALK_IMPL};"
-        f" 1-minute load average {load_before:.2f} before the runs, {load_after:.2f} after"
-    )
-    busy = (
-        [
-            f"- **The machine was busy during this run** (the parallel ceiling below is {ceiling:.2f}x"
-            f" against an ideal {args.workers}x): other work competed for the cores, so these figures"
-            " understate the scan; rerun on an idle machine.",
-        ]
-        if args.workers > 1 and ceiling < 0.8 * args.workers
-        else []
-    )
+    table = timing_table(rows, med, times)
+    machine = scan_machine_line(load_before, load_after, WALK_IMPL)
+    busy = busy_note(ceiling, args.workers)
     if args.tree is None:
         running = sum(c["state"] == "running" for c in manifest["containers"])
         how = (

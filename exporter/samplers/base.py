@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import structlog
 
+from exporter.errors import cause
 from exporter.model import SamplerStatus
 
 log = structlog.get_logger("exporter.samplers")
@@ -142,18 +143,10 @@ class Sampler:
         return True
 
 
-def root_oserror(exc: BaseException, depth: int = 0) -> OSError | None:
+def root_oserror(exc: BaseException) -> OSError | None:
     """The OSError at the bottom of requests/urllib3 wrappers, which says what really failed."""
-    if depth > 6:
-        return None
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc
-    for inner in (*[a for a in exc.args if isinstance(a, BaseException)], exc.__cause__, exc.__context__):
-        if inner is not None and inner is not exc:
-            found = root_oserror(inner, depth + 1)
-            if found is not None:
-                return found
-    return None
+    found = cause(exc, lambda e: isinstance(e, OSError) and bool(e.strerror))
+    return found if isinstance(found, OSError) else None
 
 
 def reason(exc: BaseException) -> str:

@@ -21,6 +21,8 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
+from exporter.errors import cause
+
 
 class EngineTLSError(docker.errors.DockerException):
     """The engine and the exporter did not agree on TLS; str() says why, in one line."""
@@ -71,18 +73,10 @@ def from_env(environ: Mapping[str, str]) -> EngineTLS | None:
     return EngineTLS(cert_path, verify, ca if verify else "", cert if client else "", key if client else "")
 
 
-def _ssl_error(exc: BaseException, depth: int = 0) -> ssl.SSLError | None:
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
     """The ssl.SSLError under requests' and urllib3's wrappers."""
-    if isinstance(exc, ssl.SSLError):
-        return exc
-    if depth > 8:
-        return None
-    for inner in (*[a for a in exc.args if isinstance(a, BaseException)], exc.__cause__, exc.__context__):
-        if inner is not None and inner is not exc:
-            found = _ssl_error(inner, depth + 1)
-            if found is not None:
-                return found
-    return None
+    found = cause(exc, lambda e: isinstance(e, ssl.SSLError))
+    return found if isinstance(found, ssl.SSLError) else None
 
 
 def explain(exc: BaseException, tls: EngineTLS | None, base_url: str) -> str | None:
