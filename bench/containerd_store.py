@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import cProfile
 import gc
 import hashlib
@@ -51,14 +50,23 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import busy_note, cpu_model, scan_machine_line, timing_table, write_section
-from bench.scan_vs_du import _fill, du_command, parallelism, run_du, run_scan, unmount_under
+from bench.scan_vs_du import (
+    _fill,
+    du_command,
+    excluded_by_scan,
+    live_mounts,
+    parallelism,
+    run_du,
+    run_scan,
+    unmount_under,
+)
 from exporter import logs
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
@@ -363,39 +371,6 @@ def load_or_build(base: Path, rebuild: bool, jobs: int) -> tuple[Path, dict[str,
     return root, manifest
 
 
-@contextlib.contextmanager
-def live_mounts(root: Path) -> Iterator[int]:
-    """The running containers' live mounts as tmpfs mounts, each with a file the scan must not
-    count, while the benchmark runs (as root). Yields how many were mounted."""
-    mounted: list[Path] = []
-    try:
-        if os.geteuid() == 0:
-            for pattern in LIVE_MOUNTS:
-                for point in sorted(root.glob(pattern)):
-                    if not os.path.ismount(point):
-                        subprocess.run(
-                            ["mount", "-t", "tmpfs", "-o", "size=4m", "bench", str(point)], check=True
-                        )
-                    mounted.append(point)
-                    (point / "data").write_bytes(b"\1" * 65536)
-        yield len(mounted)
-    finally:
-        for point in reversed(mounted):
-            subprocess.run(["umount", str(point)], check=False)
-
-
-def excluded_by_scan(root: Path) -> tuple[int, int]:
-    """What du -sx counts under the dirs the scan never enters (bytes, dirs): the mounts/ dirs'
-    own blocks (their contents are tmpfs; without mounts, the stand-ins too)."""
-    dev, total, n = os.lstat(root).st_dev, 0, 0
-    for pattern in SCAN_EXCLUDES:
-        for path in root.glob(pattern):
-            n += 1
-            if os.lstat(path).st_dev == dev:
-                total += walk(str(path)).disk_bytes
-    return total, n
-
-
 def engine_snapshot(root: Path, manifest: dict[str, Any]) -> EngineSnapshot:
     """What the engine sampler would have published for this root on the containerd image store
     (Docker 29's default: storage driver `overlayfs`, the snapshotter's name)."""
@@ -648,10 +623,10 @@ def main() -> int:
     store.publish(SamplerStatus(name="engine", success=True), engine_snapshot(root, manifest))
     facts = describe_bolt(root)
     load_before = os.getloadavg()[0]
-    with live_mounts(root) as mounted:
+    with live_mounts(root, True, LIVE_MOUNTS) as mounted:
         print(f"scanning {root} ({mounted} live mounts); warming up", file=sys.stderr)
         m = measure(store, root, args.runs, args.workers)
-        excluded, n_excluded = excluded_by_scan(root)
+        excluded, n_excluded = excluded_by_scan(root, SCAN_EXCLUDES)
         profiles = profile(store, args.workers) if args.profile else {}
     times, full, steady, cold_full, du_total, same_scans = m
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -293,13 +293,14 @@ def unmount_under(base: Path) -> None:
 
 
 @contextlib.contextmanager
-def live_mounts(root: Path, synthetic: bool) -> Iterator[int]:
-    """Make the synthetic root's live-mount stand-ins real mounts (tmpfs, each holding a file the
-    scan must not count) while the benchmark runs, as on a host. Yields how many were mounted."""
+def live_mounts(root: Path, synthetic: bool, patterns: tuple[str, ...] = LIVE_MOUNTS) -> Iterator[int]:
+    """Make the synthetic root's live-mount stand-ins (`patterns`) real mounts (tmpfs, each
+    holding a file the scan must not count) while the benchmark runs, as on a host. Yields how
+    many were mounted."""
     mounted: list[Path] = []
     try:
         if synthetic and os.geteuid() == 0:
-            for pattern in LIVE_MOUNTS:
+            for pattern in patterns:
                 for point in sorted(root.glob(pattern)):
                     if not os.path.ismount(point):
                         subprocess.run(
@@ -313,11 +314,11 @@ def live_mounts(root: Path, synthetic: bool) -> Iterator[int]:
             subprocess.run(["umount", str(point)], check=False)
 
 
-def excluded_by_scan(root: Path) -> tuple[int, int]:
-    """What du -sx counts under the dirs the scan never enters (bytes, dirs): on a host, the
-    mounts/ dirs' own blocks (their contents are tmpfs); without mounts, the stand-ins too."""
+def excluded_by_scan(root: Path, patterns: tuple[str, ...] = SCAN_EXCLUDES) -> tuple[int, int]:
+    """What du -sx counts under the dirs the scan never enters (`patterns`; bytes, dirs): on a
+    host, the mounts/ dirs' own blocks (their contents are tmpfs); without mounts, the stand-ins too."""
     dev, total, n = os.lstat(root).st_dev, 0, 0
-    for pattern in SCAN_EXCLUDES:
+    for pattern in patterns:
         for path in root.glob(pattern):
             n += 1
             if os.lstat(path).st_dev == dev:  # a mount point itself is skipped by du -x
