@@ -30,7 +30,7 @@ from exporter.memo import Derived
 from exporter.model import EngineInfo, Usage
 from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
-from exporter.sources.fs import host_to_local
+from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.layout import names_in
 from exporter.stores import register
 from exporter.stores.content import CONTENT, ContentStore, within
@@ -145,7 +145,7 @@ class ContainerdReader:
                 "fs",
                 frozenset({"fs"}),
                 frozenset(),
-                host=_host(area_path, self.options.rootfs),
+                host=local_to_host(area_path, self.options.rootfs),
             ),
             layers=c.layers,
             layer_dirs=c.layer_dirs,
@@ -326,14 +326,6 @@ def _age(path: str, now: float) -> float:
 
 def _rel(root: str, *parts: str) -> str:
     return os.path.relpath(os.path.join(*parts), root)
-
-
-def _host(local: str, rootfs: str) -> str:
-    """A local path as the host names it (the inverse of host_to_local)."""
-    if rootfs in ("", "/"):
-        return local
-    rel = os.path.relpath(local, rootfs)
-    return "/" + rel if not rel.startswith("..") else local
 
 
 def _cover(root: str, top: str, keep: set[str]) -> tuple[list[str], list[MetaDir]]:

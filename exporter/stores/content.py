@@ -63,6 +63,8 @@ class ContentStore:
                     chain += [c for c in ids if c not in chain]
             images[target] = tuple(chain)
             blobs[target] = frozenset(d for d in mine if d)
+        # Parsed blobs of images that are gone are not kept (what was reached now is).
+        self._docs = {d: doc for d, doc in self._docs.items() if d in kinds}
         return images, diffs, kinds, blobs
 
     def _manifests(
