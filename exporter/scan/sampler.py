@@ -36,10 +36,8 @@ LOCAL_BELOW_FILES = 20_000  # expected inodes under which a run is small (Walker
 
 @dataclass(frozen=True)
 class ScanPass:
-    """What the last scan did beyond its figures, for the log and for tests."""
+    """What the last scan did beyond its figures (the Walker's jobs are its own to tell)."""
 
-    jobs: int = 0  # dirs handed to the Walker
-    reused: int = 0  # results that needed no walk (the cache, single inodes)
     tree_dirs_listed: int = 0  # dirs of rename-only trees read again (their stamp moved)
 
 
@@ -105,7 +103,7 @@ class ScanSampler(Sampler):
         walked.update(trees)
         self._keep(plan, walked, ok=not any(u.partial for u in walked.values()))
         listed = sum(tree.listed for key, tree in self._trees.items() if key in trees)
-        self.last_pass = ScanPass(len(plan.jobs), len(plan.known), listed)
+        self.last_pass = ScanPass(listed)
         partial = [k for k, u in walked.items() if u.partial]
         if partial or time.monotonic() > deadline:
             raise TimeoutError(
