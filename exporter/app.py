@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 from exporter.collector import StorageCollector
 from exporter.config import Config
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
+from exporter.samplers.registry import RegistrySampler
 from exporter.scan import ScanSampler, store_options
 from exporter.scheduler import Job, create, run_soon, start
 from exporter.server import HttpServer
@@ -79,6 +80,10 @@ class App:
                 budget=config.scan_budget,
                 options=store_options(config),
             )
+        # A self-hosted registry's storage: needs no engine, off unless a root is given.
+        self.registry_store: RegistrySampler | None = None
+        if config.registry_roots and config.registry_interval > 0:
+            self.registry_store = RegistrySampler(self.store, config.registry_roots)
         self.registry = CollectorRegistry(auto_describe=False)
         for c in (
             process_collector.ProcessCollector,
@@ -102,7 +107,11 @@ class App:
         return total
 
     def samplers(self) -> list[Sampler]:
-        return [s for s in (self.engine, self.filesystem, self.build_cache, self.scan) if s is not None]
+        return [
+            s
+            for s in (self.engine, self.filesystem, self.build_cache, self.scan, self.registry_store)
+            if s is not None
+        ]
 
     def _after_engine(self) -> bool:
         ok = self.engine.run()
@@ -135,6 +144,8 @@ class App:
             jobs.append(Job(self.build_cache, c.build_cache_interval, first_delay=2.0))
         if self.scan is not None:
             jobs.append(Job(self.scan, c.scan_interval, first_delay=3.0))
+        if self.registry_store is not None:
+            jobs.append(Job(self.registry_store, c.registry_interval, first_delay=2.0))
         # Assigned before the first job can run: the first engine sample looks it up.
         self.scheduler = create()
         start(self.scheduler, jobs, {self.engine.name: self._after_engine})

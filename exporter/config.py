@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import docker.errors
@@ -56,6 +56,8 @@ class Config:
     containerd_root: str = ""  # host path; "" = found from the engine
     containerd_namespace: str = ""
     docker_tls: EngineTLS | None = None  # tcp:// engines: DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+    registry_roots: tuple[str, ...] = ()  # --registry.root: Distribution filesystem roots; () = off
+    registry_interval: float = 300.0  # 0 = off
 
 
 # name, default, help. The name is the flag without "--"; the env var derives from it.
@@ -133,6 +135,19 @@ FLAGS: list[tuple[str, str, str]] = [
     ),
     ("sampler.scan.workers", "0", "Processes walking directories in parallel; 0 = one per CPU."),
     (
+        "registry.root",
+        "",
+        "A Distribution registry's filesystem storage to measure, read-only: the dir its "
+        "storage.filesystem.rootdirectory names (holding docker/registry/v2), as this process "
+        "sees it. Repeatable; in the environment, comma-separated. Off when not given.",
+    ),
+    (
+        "sampler.registry.interval",
+        "5m",
+        "How often to read the --registry.root trees (blob sizes and manifests are read once "
+        "and cached); 0 switches it off.",
+    ),
+    (
         "metrics.top-n",
         "50",
         "Per-item families keep the N biggest items and fold the rest into __other__.",
@@ -147,6 +162,7 @@ FLAGS: list[tuple[str, str, str]] = [
 
 
 BOOL_FLAGS = {"metrics.hide-names"}
+REPEATABLE_FLAGS = {"registry.root"}  # each use adds one value
 
 
 def env_name(flag: str) -> str:
@@ -175,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             # A bare boolean flag means true: `--metrics.hide-names`.
             **({"nargs": "?", "const": "true"} if name in BOOL_FLAGS else {}),
+            **({"action": "append"} if name in REPEATABLE_FLAGS else {}),
             help=f"{doc} [env {env_name(name)}] (default: {default or 'see text'})",
         )
     parser.add_argument("--version", action="version", version=f"docker-storage-exporter {__version__}")
@@ -305,6 +322,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     if hide_raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
         raise bad(src, hide_raw, "use true or false")
 
+    registry_roots = _registry_roots(args.get("registry.root"), environ, bad)
+
     return Config(
         listen_host=host,
         listen_port=port,
@@ -329,4 +348,29 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         read_header_timeout=duration("web.read-header-timeout"),
         hide_names=hide_raw.strip().lower() in ("true", "1", "yes"),
         docker_tls=docker_tls,
+        registry_roots=registry_roots,
+        registry_interval=duration("sampler.registry.interval", allow_zero=True),
     )
+
+
+def _registry_roots(
+    given: list[str] | None, environ: Mapping[str, str], bad: Callable[[str, str, str], ConfigError]
+) -> tuple[str, ...]:
+    """--registry.root values (or the env var's, comma-separated): existing absolute dirs, each once."""
+    if given is not None:
+        raws, src = given, "--registry.root"
+    else:
+        env = env_name("registry.root")
+        raws, src = [r for r in environ.get(env, "").split(",") if r.strip()], env
+    roots: list[str] = []
+    for raw in raws:
+        root = raw.strip()
+        if not os.path.isabs(root):
+            raise bad(src, raw, "use an absolute path, e.g. /var/lib/registry")
+        if not os.path.isdir(root):
+            raise bad(src, raw, "use an existing directory: the registry's storage.filesystem.rootdirectory")
+        root = os.path.normpath(root)
+        if root in roots:
+            raise bad(src, raw, "give each registry root once")
+        roots.append(root)
+    return tuple(roots)

@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from exporter import report_registry
 from exporter.config import Config
 from exporter.imagesizes import split_reference
 from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot, ScanSnapshot
+from exporter.registry_model import RegistrySnapshot
 from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Store
+from exporter.samplers.registry import RegistrySampler
 from exporter.scan import ScanSampler, store_options
 from exporter.sources.du import WALK_IMPL, Usage, Walker
 from exporter.sources.engine import EngineClient
@@ -141,6 +144,9 @@ def collect(store: Store) -> dict[str, Any]:
             ]
         out["scan"] = {"errors": scan.errors, "skipped": scan.skipped, "walks": scan.walks, "walk": WALK_IMPL}
     out["reclaim"] = reclaim(engine, bc, scan)
+    registry = report_registry.collect(store.latest(RegistrySnapshot))
+    if registry is not None:
+        out["registry"] = registry
     return out
 
 
@@ -285,6 +291,7 @@ def render(data: dict[str, Any]) -> str:
         [[r["command"], human(r["bytes"]), str(r["count"]), r["frees"]] for r in data["reclaim"]],
         ["COMMAND", "RECLAIMS", "ITEMS", "WHAT"],
     )
+    lines += report_registry.render(data.get("registry") or [], human, _table, TOP)
     failing = [s for s in data["samplers"] if not s["success"]]
     if failing:
         section("Not measured")
@@ -316,6 +323,9 @@ def run(config: Config, as_json: bool, out: IO[str] = sys.stdout, err: IO[str] =
                     budget=config.scan_budget,
                     options=store_options(config),
                 ).run()
+        if config.registry_roots and config.registry_interval > 0:
+            with progress(err, "reading the registry storage"):
+                RegistrySampler(store, config.registry_roots).run()
     finally:
         walker.close()
         client.close()

@@ -9,12 +9,14 @@ from exporter.samplers.base import NotDue, Sampler, Store, Unavailable
 from exporter.samplers.build_cache import BuildCacheSampler
 from exporter.samplers.engine import EngineSampler
 from exporter.samplers.filesystem import FilesystemSampler
+from exporter.samplers.registry import RegistrySampler
 
 __all__ = [
     "BuildCacheSampler",
     "EngineSampler",
     "FilesystemSampler",
     "NotDue",
+    "RegistrySampler",
     "Sampler",
     "Store",
     "Unavailable",

@@ -1,0 +1,424 @@
+"""A Distribution registry's filesystem storage, read-only, as typed records.
+
+The filesystem driver's layout (distribution registry/storage/paths.go), under the driver's
+`rootdirectory` + `docker/registry/v2/`:
+
+    blobs/<algo>/<2 hex>/<hex>/data                    every blob: layers, configs, manifests
+    repositories/<name…>/_manifests/revisions/<algo>/<hex>/link
+                         _manifests/tags/<tag>/current/link
+                         _layers/<algo>/<hex>/link
+                         _uploads/<id>/{data,startedat}
+
+A repository is a dir holding `_manifests` (Distribution 3.x's catalog) or `_layers` (2.x's);
+names nest (`lib` and `lib/base`); other dirs starting with `_` are skipped, as the registry
+skips them. Blobs are content-addressed and never rewritten, so a blob's size and a
+manifest's parsed references are kept by digest, and a revision or layer link (written once,
+named by its digest) by its path: a steady rescan lists dirs and reads tag links only.
+
+Nothing is written, locked or renamed; files are opened O_RDONLY|O_NOFOLLOW|O_NONBLOCK (and
+O_NOATIME where allowed), only small ones (links, `startedat`, manifests up to 4 MiB), never
+a layer's data. What cannot be read is counted by kind in `RegistryTree.errors` and the rest
+is still read.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+log = structlog.get_logger("exporter.sources.registry")
+
+V2 = os.path.join("docker", "registry", "v2")
+MAX_MANIFEST = 4 * 1024 * 1024  # registry/handlers/manifests.go maxManifestBodySize
+MAX_LINK = 256  # a link is "sha256:<64 hex>", 71 bytes
+MAX_DEPTH = 32  # repository names nest; a deeper tree is not one the registry wrote
+LOGGED_LIMIT = 1000  # bad paths logged once each, up to this many per reader
+
+# read error kinds (registry_store_read_errors{kind})
+ROOT, LISTING, LINK, MANIFEST, BLOB, UPLOAD, NAME = (
+    "root", "listing", "link", "manifest", "blob", "upload", "repository_name",
+)  # fmt: skip
+ERROR_KINDS = (ROOT, LISTING, LINK, MANIFEST, BLOB, UPLOAD, NAME)
+
+_ALGO = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*")
+_HEX = re.compile(r"[a-f0-9]{32,}")
+_DIGEST = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-f0-9]{32,})")
+# distribution/reference: path components joined by "/", at most 255 characters
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+
+_OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+class NotARegistry(Exception):
+    """The root holds no registry storage; str() says what was found and what to pass."""
+
+    explained = True  # the sampler shows str() as it is
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFile:
+    size: int  # st_size of `data`
+    mtime: float  # of `data`: when the blob was stored (the "young" window)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    kind: str  # "image" (config + layers), "index" (child manifests) or "schema1"
+    references: tuple[str, ...]  # what Distribution's References() returns, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    id: str
+    started: float  # unix seconds from `startedat`; the dir's mtime when that is unreadable
+    bytes: int  # st_size of its `data`
+
+
+@dataclass(frozen=True)
+class Repository:
+    name: str  # the path under repositories/; odd bytes kept (surrogate escapes)
+    revisions: tuple[str, ...]  # digests of its revision links, in the registry's walk order
+    tags: tuple[tuple[str, str], ...]  # (tag, digest its current link names)
+    layers: tuple[str, ...]  # digests of its _layers links
+    uploads: tuple[Upload, ...]
+
+
+@dataclass(frozen=True)
+class RegistryTree:
+    path: str  # the v2 dir
+    blobs: Mapping[str, BlobFile]  # digest -> its data file
+    repositories: tuple[Repository, ...]  # in the registry's walk order
+    manifests: Mapping[str, Manifest]  # the parsed revisions (a bad one is absent)
+    errors: Mapping[str, int]  # kind -> items that could not be read this pass
+    manifests_read: int = 0  # manifest blobs opened this pass (the cache took the rest)
+    links_read: int = 0  # link files opened this pass
+
+
+def v2_dir(root: str) -> str:
+    """The dir holding blobs/ and repositories/: `root`/docker/registry/v2, or `root` itself
+    when it is that dir. Raises NotARegistry (or OSError when the root cannot be read)."""
+    os.listdir(root)  # a missing or unreadable root raises OSError with its reason
+    nested = os.path.join(root, V2)
+    if os.path.isdir(nested):
+        return nested
+    if os.path.normpath(root).endswith(V2) or any(
+        os.path.isdir(os.path.join(root, d)) for d in ("blobs", "repositories")
+    ):
+        return root
+    if not os.listdir(root):
+        return nested  # a registry that has stored nothing yet: it makes docker/ at the first push
+    raise NotARegistry(
+        f"{root} holds no {V2}: give --registry.root the dir the registry's "
+        "storage.filesystem.rootdirectory names (e.g. /var/lib/registry)"
+    )
+
+
+def parse_manifest(data: bytes) -> Manifest | None:
+    """References as Distribution's manifest handlers read them; None for what it rejects."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    version, media = doc.get("schemaVersion"), doc.get("mediaType") or ""
+    if version == 1:
+        layers = doc.get("fsLayers")
+        if not isinstance(layers, list):
+            return None
+        return Manifest("schema1", _digests(x.get("blobSum") for x in layers if isinstance(x, dict)))
+    if version != 2:
+        return None
+    if media in (DOCKER_LIST, OCI_INDEX) or (not media and isinstance(doc.get("manifests"), list)):
+        children = doc.get("manifests")
+        if not isinstance(children, list):
+            return None
+        return Manifest("index", _digests(_descriptor_digest(c) for c in children))
+    if media in (DOCKER_MANIFEST, OCI_MANIFEST, ""):
+        layers = doc.get("layers")
+        if not isinstance(layers, list):
+            layers = []
+        config = doc.get("config")
+        return Manifest("image", _digests(_descriptor_digest(d) for d in [config, *layers]))
+    return None  # a media type the registry does not know: it refuses it too
+
+
+def _descriptor_digest(d: object) -> object:
+    return d.get("digest") if isinstance(d, dict) else None
+
+
+def _digests(values: Iterator[object]) -> tuple[str, ...]:
+    return tuple(v for v in values if isinstance(v, str) and _DIGEST.fullmatch(v))
+
+
+def valid_repository_name(name: str) -> bool:
+    return len(name) <= 255 and all(_COMPONENT.fullmatch(c) for c in name.split("/"))
+
+
+def _read(path: str, limit: int) -> bytes | None:
+    """A regular file of at most `limit` bytes, read without following links, waiting on a
+    fifo or touching its atime; None if it is missing, not regular, bigger, or unreadable."""
+    try:
+        try:
+            fd = os.open(path, _OPEN | _NOATIME)
+        except PermissionError:
+            fd = os.open(path, _OPEN)  # O_NOATIME needs the file's owner (or CAP_FOWNER)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks, left = [], limit + 1
+        while left > 0:  # bounded: at most limit + 1 bytes
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Pass:
+    """One read of the tree: what it counted."""
+
+    errors: Counter[str] = field(default_factory=Counter)
+    manifests_read: int = 0
+    links_read: int = 0
+
+
+class RegistryReader:
+    """Reads one registry root again and again, keeping what cannot change: blob sizes and
+    parsed manifests by digest, revision and layer links by path. An entry the last pass did
+    not see is dropped, so the caches hold what the tree holds."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._blobs: dict[str, BlobFile] = {}
+        self._manifests: dict[str, Manifest | None] = {}  # None: read and rejected (immutable)
+        self._links: dict[str, str] = {}  # path of a valid revision/layer link -> its digest
+        self._logged: set[str] = set()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _bad(self, p: _Pass, kind: str, path: str, why: str) -> None:
+        p.errors[kind] += 1
+        if path not in self._logged and len(self._logged) < LOGGED_LIMIT:
+            self._logged.add(path)
+            log.warning("registry entry skipped", root=self.root, kind=kind, path=path, reason=why)
+
+    def _entries(self, p: _Pass, path: str) -> list[os.DirEntry[str]]:
+        """A dir's entries in the registry's walk order (sorted); a missing dir has none."""
+        try:
+            with os.scandir(path) as it:
+                return sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError:
+            self._bad(p, LISTING, path, "not a directory")
+            return []
+        except OSError as exc:
+            self._bad(p, LISTING, path, exc.strerror or str(exc))
+            return []
+
+    def _dirs(self, p: _Pass, path: str) -> list[str]:
+        return [e.name for e in self._entries(p, path) if _is_dir(e)]
+
+    def _link(self, p: _Pass, path: str, cache: bool, seen: dict[str, str]) -> str | None:
+        """The digest a link file names; None (counted) when it is missing or garbage."""
+        if cache and path in self._links:
+            seen[path] = self._links[path]
+            return self._links[path]
+        p.links_read += 1
+        data = _read(path, MAX_LINK)
+        text = data.decode("ascii", "replace").strip() if data is not None else ""
+        if not _DIGEST.fullmatch(text):
+            self._bad(p, LINK, path, "missing" if data is None else "not a digest")
+            return None
+        if cache:
+            seen[path] = text
+        return text
+
+    # -- the pass -----------------------------------------------------------------------------
+
+    def read(self) -> RegistryTree:
+        """One pass over the tree. Raises NotARegistry or OSError only for the root itself."""
+        v2 = v2_dir(self.root)
+        p = _Pass()
+        blobs = self._read_blobs(p, os.path.join(v2, "blobs"))
+        links: dict[str, str] = {}
+        repos = list(self._walk_repositories(p, os.path.join(v2, "repositories"), [], links))
+        self._links = links
+        manifests = self._read_manifests(p, v2, repos, blobs)
+        return RegistryTree(
+            path=v2,
+            blobs=blobs,
+            repositories=tuple(repos),
+            manifests=manifests,
+            errors=dict(p.errors),
+            manifests_read=p.manifests_read,
+            links_read=p.links_read,
+        )
+
+    def _read_blobs(self, p: _Pass, top: str) -> dict[str, BlobFile]:
+        found: dict[str, BlobFile] = {}
+        for algo in self._dirs(p, top):
+            if not _ALGO.fullmatch(algo):
+                self._bad(p, BLOB, os.path.join(top, algo), "not a digest algorithm")
+                continue
+            for prefix in self._dirs(p, os.path.join(top, algo)):
+                pdir = os.path.join(top, algo, prefix)
+                for entry in self._entries(p, pdir):
+                    digest = f"{algo}:{entry.name}"
+                    if not _HEX.fullmatch(entry.name):
+                        self._bad(p, BLOB, entry.path, "not a digest")
+                        continue
+                    known = self._blobs.get(digest)
+                    if known is not None:  # immutable: the listing says it is still there
+                        found[digest] = known
+                        continue
+                    data = os.path.join(entry.path, "data")
+                    try:
+                        st = os.lstat(data)
+                    except OSError as exc:
+                        why = "no data file" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else exc.strerror
+                        self._bad(p, BLOB, entry.path, why or str(exc))
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        self._bad(p, BLOB, data, "data is not a regular file")
+                        continue
+                    found[digest] = BlobFile(st.st_size, st.st_mtime)
+        self._blobs = found
+        return found
+
+    def _walk_repositories(
+        self, p: _Pass, path: str, name: list[str], links: dict[str, str]
+    ) -> Iterator[Repository]:
+        entries = self._entries(p, path)
+        names = {e.name for e in entries if _is_dir(e)}
+        if name and ("_manifests" in names or "_layers" in names):
+            yield self._read_repository(p, path, "/".join(name), links)
+        if len(name) >= MAX_DEPTH:
+            if any(not n.startswith("_") for n in names):
+                self._bad(p, LISTING, path, f"repository names nested deeper than {MAX_DEPTH}")
+            return
+        for entry in entries:
+            if entry.name.startswith("_") or not _is_dir(entry):
+                continue  # _manifests, _layers, _uploads... are a repository's, never one
+            yield from self._walk_repositories(p, entry.path, [*name, entry.name], links)
+
+    def _read_repository(self, p: _Pass, path: str, name: str, links: dict[str, str]) -> Repository:
+        if not valid_repository_name(name):
+            # Kept and measured; Distribution's GC stops at such a name ("failed to parse repo name").
+            self._bad(p, NAME, path, "not a valid repository name")
+        revisions = []
+        top = os.path.join(path, "_manifests", "revisions")
+        for algo in self._dirs(p, top):
+            for hexname in self._dirs(p, os.path.join(top, algo)):
+                link = os.path.join(top, algo, hexname, "link")
+                digest = self._link(p, link, True, links)
+                if digest is None:
+                    continue
+                if digest != f"{algo}:{hexname}":
+                    links.pop(link, None)
+                    self._bad(p, LINK, link, f"names {digest}, not the digest of its path")
+                    continue
+                revisions.append(digest)
+        tags = []
+        tdir = os.path.join(path, "_manifests", "tags")
+        for tag in self._dirs(p, tdir):
+            digest = self._link(p, os.path.join(tdir, tag, "current", "link"), False, links)
+            if digest is not None:
+                tags.append((tag, digest))
+        layers = []
+        ldir = os.path.join(path, "_layers")
+        for algo in self._dirs(p, ldir):
+            for hexname in self._dirs(p, os.path.join(ldir, algo)):
+                link = os.path.join(ldir, algo, hexname, "link")
+                digest = self._link(p, link, True, links)
+                if digest is not None:
+                    layers.append(digest)
+        return Repository(name, tuple(revisions), tuple(tags), tuple(layers), self._read_uploads(p, path))
+
+    def _read_uploads(self, p: _Pass, path: str) -> tuple[Upload, ...]:
+        out = []
+        for entry in self._entries(p, os.path.join(path, "_uploads")):
+            if not _is_dir(entry):
+                continue
+            try:
+                size = os.lstat(os.path.join(entry.path, "data")).st_size
+            except OSError:
+                size = 0  # started, no byte sent yet
+            raw = _read(os.path.join(entry.path, "startedat"), 64)
+            started = _rfc3339(raw)
+            if started is None:
+                self._bad(p, UPLOAD, entry.path, "startedat missing or not RFC 3339")
+                try:
+                    started = entry.stat(follow_symlinks=False).st_mtime
+                except OSError:
+                    continue
+            out.append(Upload(entry.name, started, size))
+        return tuple(out)
+
+    def _read_manifests(
+        self, p: _Pass, v2: str, repos: list[Repository], blobs: Mapping[str, BlobFile]
+    ) -> dict[str, Manifest]:
+        wanted = {d for r in repos for d in r.revisions if d in blobs}
+        cache: dict[str, Manifest | None] = {}
+        out: dict[str, Manifest] = {}
+        for digest in sorted(wanted):
+            if digest in self._manifests:
+                m = self._manifests[digest]
+            else:
+                p.manifests_read += 1
+                algo, hexname = digest.split(":", 1)
+                data = _read(os.path.join(v2, "blobs", algo, hexname[:2], hexname, "data"), MAX_MANIFEST)
+                m = parse_manifest(data) if data is not None else None
+            cache[digest] = m
+            if m is None:
+                self._bad(p, MANIFEST, digest, "unreadable, over 4 MiB, not JSON or of an unknown schema")
+            else:
+                out[digest] = m
+        self._manifests = cache
+        return out
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _rfc3339(raw: bytes | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw.decode("ascii").strip()).timestamp()
+    except (ValueError, UnicodeDecodeError):
+        return None
