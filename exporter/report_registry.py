@@ -13,7 +13,7 @@ GC_SAFELY = [
     "Then `registry garbage-collect --dry-run CONFIG` (add --delete-untagged for the second",
     "figure) lists what it would delete; run it without --dry-run, then make the registry writable.",
     "Distribution 2.x's --delete-untagged also deletes untagged platform manifests of tagged",
-    "multi-platform images (distribution#3004): prefer 3.x for -m, or check 'index children' below.",
+    "multi-platform images (distribution#3004): prefer 3.x for -m (see an 'index children' line).",
     "Stale uploads are purged by the running registry (storage.maintenance.uploadpurging, 168 h).",
 ]
 

@@ -15,6 +15,7 @@ from tests.harness import SUMMARY
 from tests.harness.engine import PrivateEngine, default_test_root
 from tests.harness.exporter import ExporterProcess, sampled_after
 from tests.harness.proxy import RecordingProxy
+from tests.harness.registry_seed import RegistryState, seed_registry
 from tests.harness.seed import Seed, seed
 from tests.harness.trixie import CSTORE, OVERLAY2, ChrootEngine, name_for, rootfs_copy
 from tests.harness.trixie_seed import SeededTrixie, seed_trixie
@@ -118,6 +119,33 @@ def cstore_exporter(
         exp.wait_until(
             sampled_after(started, "engine", "filesystem", "scan"), timeout=60, what="cstore samples"
         )
+        yield exp
+    finally:
+        exp.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_state(engine: PrivateEngine) -> RegistryState:
+    """A real docker-registry's storage, filled by the engine and stopped, with its own GC's
+    dry-run verdicts (tests/harness/registry_seed.py)."""
+    started = time.monotonic()
+    state = seed_registry(engine, TEST_ROOT / "registry-store")
+    SUMMARY.append(f"registry store: docker-registry seeded in {time.monotonic() - started:.1f}s")
+    return state
+
+
+@pytest.fixture(scope="session")
+def registry_exporter(
+    registry_state: RegistryState, engine: PrivateEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExporterProcess]:
+    """The real exporter reading that registry's root (and the engine, as it always does)."""
+    started = time.time()
+    log = tmp_path_factory.mktemp("registry-exporter") / "log"
+    args = ["--registry.root", str(registry_state.root), "--sampler.registry.interval", "1s",
+            "--sampler.scan.interval", "0"]  # fmt: skip
+    exp = ExporterProcess(engine.host, log, args).start()
+    try:
+        exp.wait_until(sampled_after(started, "registry"), timeout=60, what="registry sample")
         yield exp
     finally:
         exp.stop()

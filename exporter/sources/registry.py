@@ -250,15 +250,17 @@ class RegistryReader:
         return [e.name for e in self._entries(p, path) if _is_dir(e)]
 
     def _link(self, p: _Pass, path: str, cache: bool, seen: dict[str, str]) -> str | None:
-        """The digest a link file names; None (counted) when it is missing or garbage."""
+        """The digest a link file names; None when there is none, counted when it is garbage."""
         if cache and path in self._links:
             seen[path] = self._links[path]
             return self._links[path]
         p.links_read += 1
         data = _read(path, MAX_LINK)
+        if data is None and not os.path.lexists(path):
+            return None  # what a delete leaves: the registry removes the link, not its dir
         text = data.decode("ascii", "replace").strip() if data is not None else ""
         if not _DIGEST.fullmatch(text):
-            self._bad(p, LINK, path, "missing" if data is None else "not a digest")
+            self._bad(p, LINK, path, "unreadable" if data is None else "not a digest")
             return None
         if cache:
             seen[path] = text
