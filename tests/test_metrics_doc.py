@@ -11,18 +11,25 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
 
 CONTAINERD_ONLY = "on the containerd image store only"  # the heading of those families
+REGISTRY_ONLY = "from the registry sampler"  # only with --registry.root
 
 
-def documented(containerd: bool | None = False) -> dict[str, tuple[str, frozenset[str]]]:
+def documented(
+    containerd: bool | None = False, registry: bool | None = False
+) -> dict[str, tuple[str, frozenset[str]]]:
     """The families the doc lists: all but the containerd store's own (False), only those
-    (True), or all (None)."""
+    (True), or all (None); the same for the registry sampler's."""
     rows = {}
     section = ""
     for line in DOC.read_text().splitlines():
         if line.startswith("#"):
             section = line.lower()
         m = re.match(r"\| `(docker_storage_\w+)` \| (\w+) \|([^|]*)\|", line)
-        if m and (containerd is None or (CONTAINERD_ONLY in section) == containerd):
+        if (
+            m
+            and (containerd is None or (CONTAINERD_ONLY in section) == containerd)
+            and (registry is None or (REGISTRY_ONLY in section) == registry)
+        ):
             labels = frozenset(x.strip() for x in m.group(3).split(",") if x.strip())
             rows[m.group(1)] = (m.group(2), labels)
     return rows
@@ -63,3 +70,16 @@ def test_doc_lists_the_containerd_stores_families_as_exported(cstore_exporter):
     assert sorted(set(own) - set(live)) == [], "documented for the containerd store but not exported"
     for name, (kind, labels) in live.items():
         assert everything[name] == (kind, labels), name
+
+
+def test_doc_lists_the_registry_samplers_families_as_exported(registry_exporter):
+    """With --registry.root: every family served is documented, and every family the doc lists
+    under the registry sampler is served, with its type and labels (one root: no root label)."""
+    everything = documented(None, None)
+    own = documented(None, True)
+    live = exported(registry_exporter.scrape_text())
+    assert len(own) >= 15, "no families under the registry sampler's heading"
+    assert sorted(set(live) - set(everything)) == [], "exported but not in docs/metrics.md"
+    assert sorted(set(own) - set(live)) == [], "documented for the registry sampler but not exported"
+    for name in own:
+        assert everything[name] == live[name], name

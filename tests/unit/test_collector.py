@@ -37,6 +37,7 @@ from exporter.model import (
     Volume,
     VolumeScan,
 )
+from exporter.registry_model import RegistryRoot, RegistrySnapshot, RepositoryUsage, Uploads
 from exporter.samplers import Store
 from exporter.sources.du import WALK_IMPL, Usage
 
@@ -209,12 +210,40 @@ def scan_snapshot() -> ScanSnapshot:
     )
 
 
+def registry_snapshot() -> RegistrySnapshot:
+    """One registry root with every figure (two repositories, so that a top-n of 1 folds)."""
+    root = RegistryRoot(
+        path="/var/lib/registry",
+        blobs={"referenced": 10, "unreferenced": 2, "young": 1},
+        blob_bytes={"referenced": 10_000, "unreferenced": 2_000, "young": 100},
+        reclaimable={"default": 2_100, "delete_untagged": 3_000},
+        reclaimable_blobs={"default": 3, "delete_untagged": 5},
+        index_child_only_bytes=500,
+        repositories=(
+            RepositoryUsage("acme/app", 8_000, 5_000, 2, 2, 1),
+            RepositoryUsage("lib", 3_000, 0, 1, 1, 0),
+        ),
+        fresh_uploads=Uploads(1, 300),
+        stale_uploads=Uploads(2, 7_000),
+        oldest_upload_started=1_699_000_000.0,
+        dangling={"layer": 1, "revision": 0, "tag": 0},
+        errors={},
+        filesystem_size=10**9,
+        filesystem_avail=10**8,
+    )
+    return RegistrySnapshot(roots=(root,), taken=1_700_000_500.0)
+
+
 def scan_store(scan: ScanSnapshot | None = None) -> Store:
-    """full_store() with a scan: every source, every family."""
+    """full_store() with a scan and a registry: every source, every family."""
     store = full_store()
     store.publish(
         SamplerStatus("scan", success=True, duration_seconds=2.0, last_success=1_700_000_502.0, runs=1),
         scan or scan_snapshot(),
+    )
+    store.publish(
+        SamplerStatus("registry", success=True, duration_seconds=0.1, last_success=1_700_000_500.0, runs=1),
+        registry_snapshot(),
     )
     return store
 
