@@ -7,6 +7,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -26,27 +27,26 @@ from exporter.sources.registry import ROOT, RegistryReader, RegistryTree
 log = structlog.get_logger("exporter.samplers.registry")
 
 
-def summarise(path: str, tree: RegistryTree, now: float) -> RegistryRoot:
-    """A read tree -> the figures the collector and report serve."""
+@dataclass(frozen=True)
+class Marks:
+    """What garbage collection and the per-repository sums make of a tree; depends on nothing
+    but the tree, so a pass that found it unchanged reuses it."""
+
+    referenced: tuple[int, int]  # blobs, bytes that GC keeps
+    swept: tuple[tuple[float, int], ...]  # (mtime, size) of each blob GC deletes by default
+    reclaimable: dict[str, int]
+    reclaimable_blobs: dict[str, int]
+    index_child_only: int
+    repositories: tuple[RepositoryUsage, ...]
+    dangling: dict[str, int]
+
+
+def analyse(tree: RegistryTree) -> Marks:
     blobs = tree.blobs
     keep = gc.marked(tree, delete_untagged=False)
     keep_tagged = gc.marked(tree, delete_untagged=True)
     flat_tagged = gc.marked(tree, delete_untagged=True, recursive=False)
     default_gone, untagged_gone = gc.sweep(tree, keep), gc.sweep(tree, keep_tagged)
-
-    counts: Counter[str] = Counter()
-    sizes: Counter[str] = Counter()
-    for digest, blob in blobs.items():
-        state = (
-            "referenced"
-            if digest in keep
-            else "young"
-            if now - blob.mtime < YOUNG_SECONDS
-            else "unreferenced"
-        )
-        counts[state] += 1
-        sizes[state] += blob.size
-
     per_repo = {r.name: gc.repository_blobs(tree, r) for r in tree.repositories}
     holders: Counter[str] = Counter(d for held in per_repo.values() for d in held)
     repos = []
@@ -65,11 +65,28 @@ def summarise(path: str, tree: RegistryTree, now: float) -> RegistryRoot:
             )
         )
     repos.sort(key=lambda u: (-u.bytes, u.name))
+    d = gc.dangling(tree)
+    swept = tuple((blobs[x].mtime, blobs[x].size) for x in default_gone)
+    total, swept_bytes = sum(b.size for b in blobs.values()), sum(size for _, size in swept)
+    return Marks(
+        referenced=(len(blobs) - len(swept), total - swept_bytes),
+        swept=swept,
+        reclaimable={gc.DEFAULT: swept_bytes, gc.DELETE_UNTAGGED: gc.size_of(blobs, untagged_gone)},
+        reclaimable_blobs={gc.DEFAULT: len(default_gone), gc.DELETE_UNTAGGED: len(untagged_gone)},
+        index_child_only=gc.size_of(blobs, keep_tagged - flat_tagged),
+        repositories=tuple(repos),
+        dangling={"layer": d.layer, "revision": d.revision, "tag": d.tag},
+    )  # fmt: skip
 
-    uploads = [u for r in tree.repositories for u in r.uploads]
+
+def summarise(path: str, tree: RegistryTree, now: float, marks: Marks | None = None) -> RegistryRoot:
+    """A read tree -> the figures the collector and report serve; `marks` from analyse(tree)."""
+    m = marks or analyse(tree)
+    young = [size for mtime, size in m.swept if now - mtime < YOUNG_SECONDS]
+    unreferenced = len(m.swept) - len(young), sum(size for _, size in m.swept) - sum(young)
+    uploads = tree.uploads
     stale = [u for u in uploads if now - u.started > STALE_UPLOAD_SECONDS]
     fresh = [u for u in uploads if now - u.started <= STALE_UPLOAD_SECONDS]
-    d = gc.dangling(tree)
     fs_size = fs_avail = None
     try:
         st = os.statvfs(path)
@@ -78,19 +95,16 @@ def summarise(path: str, tree: RegistryTree, now: float) -> RegistryRoot:
         pass
     return RegistryRoot(
         path=path,
-        blobs={s: counts[s] for s in ("referenced", "unreferenced", "young")},
-        blob_bytes={s: sizes[s] for s in ("referenced", "unreferenced", "young")},
-        reclaimable={
-            gc.DEFAULT: gc.size_of(blobs, default_gone),
-            gc.DELETE_UNTAGGED: gc.size_of(blobs, untagged_gone),
-        },
-        reclaimable_blobs={gc.DEFAULT: len(default_gone), gc.DELETE_UNTAGGED: len(untagged_gone)},
-        index_child_only_bytes=gc.size_of(blobs, keep_tagged - flat_tagged),
-        repositories=tuple(repos),
+        blobs={"referenced": m.referenced[0], "unreferenced": unreferenced[0], "young": len(young)},
+        blob_bytes={"referenced": m.referenced[1], "unreferenced": unreferenced[1], "young": sum(young)},
+        reclaimable=m.reclaimable,
+        reclaimable_blobs=m.reclaimable_blobs,
+        index_child_only_bytes=m.index_child_only,
+        repositories=m.repositories,
         fresh_uploads=Uploads(len(fresh), sum(u.bytes for u in fresh)),
         stale_uploads=Uploads(len(stale), sum(u.bytes for u in stale)),
         oldest_upload_started=min((u.started for u in uploads), default=None),
-        dangling={"layer": d.layer, "revision": d.revision, "tag": d.tag},
+        dangling=m.dangling,
         errors=dict(tree.errors),
         filesystem_size=fs_size,
         filesystem_avail=fs_avail,
@@ -111,6 +125,7 @@ class RegistrySampler(Sampler):
         self.readers = [RegistryReader(r) for r in roots]
         self._last: RegistrySnapshot | None = None
         self._reads: list[tuple[int, int]] = []
+        self._marks: dict[str, Marks] = {}  # root -> the last pass's, while its tree is unchanged
 
     def sample(self) -> RegistrySnapshot:
         roots, failures, reads = [], [], []
@@ -125,7 +140,10 @@ class RegistrySampler(Sampler):
                 roots.append(RegistryRoot(path=reader.root, error=why, errors={ROOT: 1}))
                 continue
             reads.append((tree.manifests_read, tree.links_read))
-            roots.append(summarise(reader.root, tree, now))
+            marks = self._marks.get(reader.root) if tree.unchanged else None
+            if marks is None:
+                marks = self._marks[reader.root] = analyse(tree)
+            roots.append(summarise(reader.root, tree, now, marks))
         if len(failures) == len(self.readers):
             raise _AllRootsFailed("; ".join(failures))
         self._reads = reads

@@ -88,6 +88,7 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class Upload:
+    repository: str
     id: str
     started: float  # unix seconds from `startedat`; the dir's mtime when that is unreadable
     bytes: int  # st_size of its `data`
@@ -99,7 +100,6 @@ class Repository:
     revisions: tuple[str, ...]  # digests of its revision links, in the registry's walk order
     tags: tuple[tuple[str, str], ...]  # (tag, digest its current link names)
     layers: tuple[str, ...]  # digests of its _layers links
-    uploads: tuple[Upload, ...]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,9 @@ class RegistryTree:
     blobs: Mapping[str, BlobFile]  # digest -> its data file
     repositories: tuple[Repository, ...]  # in the registry's walk order
     manifests: Mapping[str, Manifest]  # the parsed revisions (a bad one is absent)
+    uploads: tuple[Upload, ...]
     errors: Mapping[str, int]  # kind -> items that could not be read this pass
+    unchanged: bool = False  # the same blobs and repositories as this reader's last pass
     manifests_read: int = 0  # manifest blobs opened this pass (the cache took the rest)
     links_read: int = 0  # link files opened this pass
 
@@ -214,14 +216,16 @@ class _Pass:
 
 class RegistryReader:
     """Reads one registry root again and again, keeping what cannot change: blob sizes and
-    parsed manifests by digest, revision and layer links by path. An entry the last pass did
-    not see is dropped, so the caches hold what the tree holds."""
+    parsed manifests by digest, revision and layer link dirs by their listing. An entry the
+    last pass did not see is dropped, so the caches hold what the tree holds."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self._blobs: dict[str, BlobFile] = {}
         self._manifests: dict[str, Manifest | None] = {}  # None: read and rejected (immutable)
-        self._links: dict[str, str] = {}  # path of a valid revision/layer link -> its digest
+        # a revision or _layers <algo> dir -> (its names, their digests): links are written once
+        self._linkdirs: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+        self._repos: tuple[Repository, ...] = ()
         self._logged: set[str] = set()
 
     # -- helpers ------------------------------------------------------------------------------
@@ -237,23 +241,27 @@ class RegistryReader:
         try:
             with os.scandir(path) as it:
                 return sorted(it, key=lambda e: e.name)
-        except FileNotFoundError:
-            return []
-        except NotADirectoryError:
-            self._bad(p, LISTING, path, "not a directory")
-            return []
         except OSError as exc:
-            self._bad(p, LISTING, path, exc.strerror or str(exc))
+            self._unlistable(p, path, exc)
             return []
+
+    def _names(self, p: _Pass, path: str) -> list[str]:
+        """A dir's names, sorted, without a DirEntry each (blobs/ has one per blob)."""
+        try:
+            return sorted(os.listdir(path))
+        except OSError as exc:
+            self._unlistable(p, path, exc)
+            return []
+
+    def _unlistable(self, p: _Pass, path: str, exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError):  # a dir that is not there has nothing in it
+            self._bad(p, LISTING, path, exc.strerror or str(exc))
 
     def _dirs(self, p: _Pass, path: str) -> list[str]:
         return [e.name for e in self._entries(p, path) if _is_dir(e)]
 
-    def _link(self, p: _Pass, path: str, cache: bool, seen: dict[str, str]) -> str | None:
+    def _link(self, p: _Pass, path: str) -> str | None:
         """The digest a link file names; None when there is none, counted when it is garbage."""
-        if cache and path in self._links:
-            seen[path] = self._links[path]
-            return self._links[path]
         p.links_read += 1
         data = _read(path, MAX_LINK)
         if data is None and not os.path.lexists(path):
@@ -262,9 +270,40 @@ class RegistryReader:
         if not _DIGEST.fullmatch(text):
             self._bad(p, LINK, path, "unreadable" if data is None else "not a digest")
             return None
-        if cache:
-            seen[path] = text
         return text
+
+    def _link_dir(self, p: _Pass, top: str, seen: dict[str, tuple[list[str], tuple[str, ...]]]) -> list[str]:
+        """The digests of `top`/<algo>/<hex>/link (revisions, _layers), each link named by its
+        digest. Links are written once: while a dir lists the same names, its digests are the
+        last pass's, with no file opened."""
+        out: list[str] = []
+        for algo in self._names(p, top):
+            adir = os.path.join(top, algo)
+            names = self._names(p, adir)
+            known = self._linkdirs.get(adir)
+            if known is not None and known[0] == names:
+                digests = known[1]
+                seen[adir] = known
+            else:
+                was = dict(zip(*known, strict=True)) if known is not None else {}
+                found = []
+                for hexname in names:
+                    if hexname in was:  # written once: a new link beside it changes nothing here
+                        found.append(was[hexname])
+                        continue
+                    link = os.path.join(adir, hexname, "link")
+                    digest = self._link(p, link)
+                    if digest is None:
+                        continue
+                    if digest != f"{algo}:{hexname}":
+                        self._bad(p, LINK, link, f"names {digest}, not the digest of its path")
+                        continue
+                    found.append(digest)
+                digests = tuple(found)
+                if len(digests) == len(names):  # only a clean dir is kept: bad links are counted again
+                    seen[adir] = (names, digests)
+            out.extend(digests)
+        return out
 
     # -- the pass -----------------------------------------------------------------------------
 
@@ -272,44 +311,53 @@ class RegistryReader:
         """One pass over the tree. Raises NotARegistry or OSError only for the root itself."""
         v2 = v2_dir(self.root)
         p = _Pass()
+        previous = self._blobs
         blobs = self._read_blobs(p, os.path.join(v2, "blobs"))
-        links: dict[str, str] = {}
-        repos = list(self._walk_repositories(p, os.path.join(v2, "repositories"), [], links))
-        self._links = links
+        linkdirs: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+        uploads: list[Upload] = []
+        repos = tuple(self._walk_repositories(p, os.path.join(v2, "repositories"), [], linkdirs, uploads))
+        self._linkdirs = linkdirs
         manifests = self._read_manifests(p, v2, repos, blobs)
+        unchanged = bool(previous) and previous.keys() == blobs.keys() and repos == self._repos
+        self._repos = repos
         return RegistryTree(
             path=v2,
             blobs=blobs,
-            repositories=tuple(repos),
+            repositories=repos,
             manifests=manifests,
+            uploads=tuple(uploads),
             errors=dict(p.errors),
+            unchanged=unchanged and not p.errors.get(MANIFEST),
             manifests_read=p.manifests_read,
             links_read=p.links_read,
         )
 
     def _read_blobs(self, p: _Pass, top: str) -> dict[str, BlobFile]:
         found: dict[str, BlobFile] = {}
-        for algo in self._dirs(p, top):
+        cache = self._blobs
+        for algo in self._names(p, top):
             if not _ALGO.fullmatch(algo):
                 self._bad(p, BLOB, os.path.join(top, algo), "not a digest algorithm")
                 continue
-            for prefix in self._dirs(p, os.path.join(top, algo)):
-                pdir = os.path.join(top, algo, prefix)
-                for entry in self._entries(p, pdir):
-                    digest = f"{algo}:{entry.name}"
-                    if not _HEX.fullmatch(entry.name):
-                        self._bad(p, BLOB, entry.path, "not a digest")
-                        continue
-                    known = self._blobs.get(digest)
+            adir = os.path.join(top, algo)
+            for prefix in self._names(p, adir):
+                pdir = os.path.join(adir, prefix)
+                for name in self._names(p, pdir):
+                    digest = algo + ":" + name
+                    known = cache.get(digest)
                     if known is not None:  # immutable: the listing says it is still there
                         found[digest] = known
                         continue
-                    data = os.path.join(entry.path, "data")
+                    path = os.path.join(pdir, name)
+                    if not _HEX.fullmatch(name):
+                        self._bad(p, BLOB, path, "not a digest")
+                        continue
+                    data = os.path.join(path, "data")
                     try:
                         st = os.lstat(data)
                     except OSError as exc:
                         why = "no data file" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else exc.strerror
-                        self._bad(p, BLOB, entry.path, why or str(exc))
+                        self._bad(p, BLOB, path, why or str(exc))
                         continue
                     if not stat.S_ISREG(st.st_mode):
                         self._bad(p, BLOB, data, "data is not a regular file")
@@ -319,12 +367,19 @@ class RegistryReader:
         return found
 
     def _walk_repositories(
-        self, p: _Pass, path: str, name: list[str], links: dict[str, str]
+        self,
+        p: _Pass,
+        path: str,
+        name: list[str],
+        linkdirs: dict[str, tuple[list[str], tuple[str, ...]]],
+        uploads: list[Upload],
     ) -> Iterator[Repository]:
         entries = self._entries(p, path)
         names = {e.name for e in entries if _is_dir(e)}
         if name and ("_manifests" in names or "_layers" in names):
-            yield self._read_repository(p, path, "/".join(name), links)
+            repo = "/".join(name)
+            yield self._read_repository(p, path, repo, linkdirs)
+            uploads.extend(self._read_uploads(p, path, repo))
         if len(name) >= MAX_DEPTH:
             if any(not n.startswith("_") for n in names):
                 self._bad(p, LISTING, path, f"repository names nested deeper than {MAX_DEPTH}")
@@ -332,42 +387,25 @@ class RegistryReader:
         for entry in entries:
             if entry.name.startswith("_") or not _is_dir(entry):
                 continue  # _manifests, _layers, _uploads... are a repository's, never one
-            yield from self._walk_repositories(p, entry.path, [*name, entry.name], links)
+            yield from self._walk_repositories(p, entry.path, [*name, entry.name], linkdirs, uploads)
 
-    def _read_repository(self, p: _Pass, path: str, name: str, links: dict[str, str]) -> Repository:
+    def _read_repository(
+        self, p: _Pass, path: str, name: str, linkdirs: dict[str, tuple[list[str], tuple[str, ...]]]
+    ) -> Repository:
         if not valid_repository_name(name):
             # Kept and measured; Distribution's GC stops at such a name ("failed to parse repo name").
             self._bad(p, NAME, path, "not a valid repository name")
-        revisions = []
-        top = os.path.join(path, "_manifests", "revisions")
-        for algo in self._dirs(p, top):
-            for hexname in self._dirs(p, os.path.join(top, algo)):
-                link = os.path.join(top, algo, hexname, "link")
-                digest = self._link(p, link, True, links)
-                if digest is None:
-                    continue
-                if digest != f"{algo}:{hexname}":
-                    links.pop(link, None)
-                    self._bad(p, LINK, link, f"names {digest}, not the digest of its path")
-                    continue
-                revisions.append(digest)
+        revisions = self._link_dir(p, os.path.join(path, "_manifests", "revisions"), linkdirs)
         tags = []
         tdir = os.path.join(path, "_manifests", "tags")
-        for tag in self._dirs(p, tdir):
-            digest = self._link(p, os.path.join(tdir, tag, "current", "link"), False, links)
+        for tag in self._names(p, tdir):
+            digest = self._link(p, os.path.join(tdir, tag, "current", "link"))  # tags move: read each pass
             if digest is not None:
                 tags.append((tag, digest))
-        layers = []
-        ldir = os.path.join(path, "_layers")
-        for algo in self._dirs(p, ldir):
-            for hexname in self._dirs(p, os.path.join(ldir, algo)):
-                link = os.path.join(ldir, algo, hexname, "link")
-                digest = self._link(p, link, True, links)
-                if digest is not None:
-                    layers.append(digest)
-        return Repository(name, tuple(revisions), tuple(tags), tuple(layers), self._read_uploads(p, path))
+        layers = self._link_dir(p, os.path.join(path, "_layers"), linkdirs)
+        return Repository(name, tuple(revisions), tuple(tags), tuple(layers))
 
-    def _read_uploads(self, p: _Pass, path: str) -> tuple[Upload, ...]:
+    def _read_uploads(self, p: _Pass, path: str, repo: str) -> list[Upload]:
         out = []
         for entry in self._entries(p, os.path.join(path, "_uploads")):
             if not _is_dir(entry):
@@ -384,11 +422,11 @@ class RegistryReader:
                     started = entry.stat(follow_symlinks=False).st_mtime
                 except OSError:
                     continue
-            out.append(Upload(entry.name, started, size))
-        return tuple(out)
+            out.append(Upload(repo, entry.name, started, size))
+        return out
 
     def _read_manifests(
-        self, p: _Pass, v2: str, repos: list[Repository], blobs: Mapping[str, BlobFile]
+        self, p: _Pass, v2: str, repos: tuple[Repository, ...], blobs: Mapping[str, BlobFile]
     ) -> dict[str, Manifest]:
         wanted = {d for r in repos for d in r.revisions if d in blobs}
         cache: dict[str, Manifest | None] = {}

@@ -17,7 +17,7 @@ from exporter import registry_gc as gc
 from exporter import report
 from exporter.collector import StorageCollector
 from exporter.config import ConfigError, parse
-from exporter.registry_model import RegistrySnapshot
+from exporter.registry_model import RegistryRoot, RegistrySnapshot
 from exporter.samplers import Store
 from exporter.samplers.registry import RegistrySampler, summarise
 from exporter.sources.registry import RegistryReader, parse_manifest
@@ -333,3 +333,30 @@ def test_config_flags(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as e:
             parse(argv, {})
         assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_unchanged_tree_reuses_its_marks_and_a_change_redoes_them(fx: Fixture) -> None:
+    clock = [NOW]
+    store = Store()
+    sampler = RegistrySampler(store, [str(fx.t.root)], clock=lambda: clock[0])
+
+    def root() -> RegistryRoot:
+        assert sampler.run()
+        snap = store.latest(RegistrySnapshot)
+        assert snap is not None
+        return snap.roots[0]
+
+    first = root()
+    clock[0] += 7200  # nothing changed on disk; the young blob has aged
+    aged = root()
+    assert aged.repositories is first.repositories  # the marks were reused
+    assert (aged.blobs["young"], aged.blobs["unreferenced"]) == (0, first.blobs["unreferenced"] + 1)
+    assert aged.reclaimable == first.reclaimable
+    # v1 moved back to the old manifest: the new one is untagged now (latest still names it),
+    # and the old one's blobs are kept by -m.
+    fx.t.tag("acme/app", "v1", fx.app_old)
+    moved = root()
+    assert moved.repositories is not first.repositories
+    assert moved.reclaimable["delete_untagged"] == first.reclaimable["delete_untagged"] - fx.size(
+        {fx.app_old} | fx.app_old_only
+    )
