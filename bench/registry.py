@@ -263,12 +263,17 @@ def main() -> None:
         f"- **du / steady-state rescan = {med['du'] / med['steady']:.1f}x**",
         f"- RSS of a process holding one sampler (VmRSS, child process): {mib['imports']} after imports, "
         f"{mib['full']} after the full read, {mib['steady']} after 5 more rescans: the caches hold "
-        f"{facts['blobs']:,} blob sizes, {REPOS * IMAGES + INDEXES:,} parsed manifests and the revision "
-        "and layer links by path.",
-        "- What a steady-state rescan still does: lists every dir of `blobs/` (the 256 prefix dirs and "
-        "their entries) and every repository's link dirs, reads each tag's `current` link (tags move), "
-        "and re-marks in both GC modes and re-sums per repository from the cached records (Python over "
-        "100,000 blobs); it opens no manifest and stats no blob it has seen.",
+        f"{facts['blobs']:,} blob sizes, {REPOS * IMAGES + INDEXES:,} parsed manifests and each link dir's "
+        "digests.",
+        "- What a steady-state rescan still does: lists every dir of `blobs/` (the 256 prefix dirs) and "
+        "every repository's dirs and link dirs, reads each tag's `current` link (tags move, rewritten in "
+        "place), checks that blobs and repositories are the last pass's (then the GC marks and the "
+        "per-repository sums are reused; only the young window and stale uploads follow the clock) and "
+        "builds the snapshot; it opens no manifest, stats no blob it has seen and reads no revision or "
+        "layer link whose dir lists the same names.",
+        "- Where a full read goes: one `lstat` per blob (`data`), one open+read per link and manifest, "
+        "then the marks in both modes and per-repository sums in Python; du does one `fstatat` per "
+        "inode in C.",
     ]
     section = "\n".join(lines)
     print(section)

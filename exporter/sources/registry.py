@@ -117,8 +117,13 @@ class RegistryTree:
 
 def v2_dir(root: str) -> str:
     """The dir holding blobs/ and repositories/: `root`/docker/registry/v2, or `root` itself
-    when it is that dir. Raises NotARegistry (or OSError when the root cannot be read)."""
-    os.listdir(root)  # a missing or unreadable root raises OSError with its reason
+    when it is that dir. Raises NotARegistry, saying why."""
+    try:
+        os.listdir(root)
+    except OSError as exc:
+        raise NotARegistry(
+            f"{root} cannot be listed ({exc.strerror or exc}): is the registry's volume mounted?"
+        ) from exc
     nested = os.path.join(root, V2)
     if os.path.isdir(nested):
         return nested
@@ -308,7 +313,7 @@ class RegistryReader:
     # -- the pass -----------------------------------------------------------------------------
 
     def read(self) -> RegistryTree:
-        """One pass over the tree. Raises NotARegistry or OSError only for the root itself."""
+        """One pass over the tree. Raises NotARegistry only for the root itself."""
         v2 = v2_dir(self.root)
         p = _Pass()
         previous = self._blobs

@@ -203,6 +203,8 @@ def test_a_root_that_is_not_a_registry(tmp_path: Path, fx: Fixture) -> None:
     os.mkdir(tmp_path / "vanished")
     os.rmdir(tmp_path / "vanished")
     assert s.run() is True
+    snap = store.latest(RegistrySnapshot)
+    assert snap is not None and "cannot be listed" in snap.roots[2].error
     fams = {f.name: f for f in text_string_to_metric_families(scrape(store))}
     roots = {
         (x.labels["root"], x.labels["kind"]): x.value
