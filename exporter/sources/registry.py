@@ -210,6 +210,13 @@ def _read(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class _LinkDir:
+    names: list[str]  # the dir's listing
+    digests: tuple[str, ...]  # per name, what its link names; "" where there is no link
+    complete: bool  # every name has its link: the listing alone says the same next pass
+
+
 @dataclass
 class _Pass:
     """One read of the tree: what it counted."""
@@ -228,8 +235,7 @@ class RegistryReader:
         self.root = root
         self._blobs: dict[str, BlobFile] = {}
         self._manifests: dict[str, Manifest | None] = {}  # None: read and rejected (immutable)
-        # a revision or _layers <algo> dir -> (its names, their digests): links are written once
-        self._linkdirs: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+        self._linkdirs: dict[str, _LinkDir] = {}  # a revision or _layers <algo> dir -> its links
         self._repos: tuple[Repository, ...] = ()
         self._logged: set[str] = set()
 
@@ -277,37 +283,38 @@ class RegistryReader:
             return None
         return text
 
-    def _link_dir(self, p: _Pass, top: str, seen: dict[str, tuple[list[str], tuple[str, ...]]]) -> list[str]:
+    def _link_dir(self, p: _Pass, top: str, seen: dict[str, _LinkDir]) -> list[str]:
         """The digests of `top`/<algo>/<hex>/link (revisions, _layers), each link named by its
-        digest. Links are written once: while a dir lists the same names, its digests are the
-        last pass's, with no file opened."""
+        digest. Links are written once: a name the last pass read is not read again. A name
+        without a link (what a delete leaves: the registry removes the link, not its dir) is
+        looked at every pass, since a push of the same digest writes it again."""
         out: list[str] = []
         for algo in self._names(p, top):
             adir = os.path.join(top, algo)
             names = self._names(p, adir)
             known = self._linkdirs.get(adir)
-            if known is not None and known[0] == names:
-                digests = known[1]
+            if known is not None and known.complete and known.names == names:
                 seen[adir] = known
-            else:
-                was = dict(zip(*known, strict=True)) if known is not None else {}
-                found = []
-                for hexname in names:
-                    if hexname in was:  # written once: a new link beside it changes nothing here
-                        found.append(was[hexname])
-                        continue
+                out.extend(known.digests)
+                continue
+            was = dict(zip(known.names, known.digests, strict=True)) if known is not None else {}
+            digests: list[str] = []
+            clean = True
+            for hexname in names:
+                digest = was.get(hexname) or ""
+                if not digest:
                     link = os.path.join(adir, hexname, "link")
-                    digest = self._link(p, link)
-                    if digest is None:
-                        continue
-                    if digest != f"{algo}:{hexname}":
-                        self._bad(p, LINK, link, f"names {digest}, not the digest of its path")
-                        continue
-                    found.append(digest)
-                digests = tuple(found)
-                if len(digests) == len(names):  # only a clean dir is kept: bad links are counted again
-                    seen[adir] = (names, digests)
-            out.extend(digests)
+                    read = self._link(p, link)
+                    if read is not None and read != f"{algo}:{hexname}":
+                        self._bad(p, LINK, link, f"names {read}, not the digest of its path")
+                        read = None
+                    if read is None and os.path.lexists(link):
+                        clean = False  # garbage: counted again next pass
+                    digest = read or ""
+                digests.append(digest)
+            if clean:
+                seen[adir] = _LinkDir(names, tuple(digests), all(digests))
+            out.extend(d for d in digests if d)
         return out
 
     # -- the pass -----------------------------------------------------------------------------
@@ -318,7 +325,7 @@ class RegistryReader:
         p = _Pass()
         previous = self._blobs
         blobs = self._read_blobs(p, os.path.join(v2, "blobs"))
-        linkdirs: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+        linkdirs: dict[str, _LinkDir] = {}
         uploads: list[Upload] = []
         repos = tuple(self._walk_repositories(p, os.path.join(v2, "repositories"), [], linkdirs, uploads))
         self._linkdirs = linkdirs
@@ -376,7 +383,7 @@ class RegistryReader:
         p: _Pass,
         path: str,
         name: list[str],
-        linkdirs: dict[str, tuple[list[str], tuple[str, ...]]],
+        linkdirs: dict[str, _LinkDir],
         uploads: list[Upload],
     ) -> Iterator[Repository]:
         entries = self._entries(p, path)
@@ -394,9 +401,7 @@ class RegistryReader:
                 continue  # _manifests, _layers, _uploads... are a repository's, never one
             yield from self._walk_repositories(p, entry.path, [*name, entry.name], linkdirs, uploads)
 
-    def _read_repository(
-        self, p: _Pass, path: str, name: str, linkdirs: dict[str, tuple[list[str], tuple[str, ...]]]
-    ) -> Repository:
+    def _read_repository(self, p: _Pass, path: str, name: str, linkdirs: dict[str, _LinkDir]) -> Repository:
         if not valid_repository_name(name):
             # Kept and measured; Distribution's GC stops at such a name ("failed to parse repo name").
             self._bad(p, NAME, path, "not a valid repository name")

@@ -362,3 +362,20 @@ def test_an_unchanged_tree_reuses_its_marks_and_a_change_redoes_them(fx: Fixture
     assert moved.reclaimable["delete_untagged"] == first.reclaimable["delete_untagged"] - fx.size(
         {fx.app_old} | fx.app_old_only
     )
+
+
+def test_a_deleted_revision_is_looked_at_again_and_a_repush_seen(fx: Fixture) -> None:
+    reader = RegistryReader(str(fx.t.root))
+    link = fx.t.repo("acme/app") / "_manifests" / "revisions" / "sha256" / fx.app_old.split(":")[1] / "link"
+    link.unlink()  # DELETE by digest: the link goes, its dir stays
+    first = reader.read()
+    tags = sum(len(r.tags) for r in first.repositories)
+    app = next(r for r in first.repositories if r.name == "acme/app")
+    assert fx.app_old not in app.revisions and dict(first.errors) == {}
+    again = reader.read()
+    assert again.links_read == tags + 1  # the tags, and the one name without a link
+    assert again.unchanged
+    fx.t.revision("acme/app", fx.app_old)  # the same image pushed again
+    third = reader.read()
+    assert fx.app_old in next(r for r in third.repositories if r.name == "acme/app").revisions
+    assert not third.unchanged
