@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -379,3 +381,21 @@ def test_a_deleted_revision_is_looked_at_again_and_a_repush_seen(fx: Fixture) ->
     third = reader.read()
     assert fx.app_old in next(r for r in third.repositories if r.name == "acme/app").revisions
     assert not third.unchanged
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--registry.root", "/nonexistent/registry/root"],
+        ["--registry.root", "relative"],
+        ["--sampler.registry.interval=-1s"],
+    ],
+)
+def test_cli_bad_registry_flag_exits_2_with_one_line(args: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_STORAGE_EXPORTER_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and args[0].split("=")[0] in lines[0] and "use " in lines[0], res.stderr
