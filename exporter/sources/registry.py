@@ -28,6 +28,7 @@ import json
 import os
 import re
 import stat
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -210,11 +211,13 @@ def _read(path: str, limit: int) -> bytes | None:
         os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
-class _LinkDir:
-    names: list[str]  # the dir's listing
-    digests: tuple[str, ...]  # per name, what its link names; "" where there is no link
-    complete: bool  # every name has its link: the listing alone says the same next pass
+LinkDir = dict[str, str]  # a revision or _layers <algo> dir's valid links: hex name -> digest
+Stamp = tuple[int, int, int]  # a file's (inode, mtime in ns, size)
+SETTLE_NS = 2_000_000_000  # a stamp this old has seen its last change within the mtime tick
+
+
+def _settled(st: os.stat_result, now_ns: int) -> Stamp | None:
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if now_ns - st.st_mtime_ns >= SETTLE_NS else None
 
 
 @dataclass
@@ -235,7 +238,9 @@ class RegistryReader:
         self.root = root
         self._blobs: dict[str, BlobFile] = {}
         self._manifests: dict[str, Manifest | None] = {}  # None: read and rejected (immutable)
-        self._linkdirs: dict[str, _LinkDir] = {}  # a revision or _layers <algo> dir -> its links
+        self._linkdirs: dict[str, LinkDir] = {}  # link contents never change: only whether they are there
+        self._tags: dict[str, tuple[Stamp, str]] = {}  # a tag's current link (rewritten in place)
+        self._prefixes: dict[str, tuple[Stamp, dict[str, BlobFile]]] = {}  # blobs/<algo>/<xx> dirs
         self._repos: tuple[Repository, ...] = ()
         self._logged: set[str] = set()
 
@@ -283,39 +288,52 @@ class RegistryReader:
             return None
         return text
 
-    def _link_dir(self, p: _Pass, top: str, seen: dict[str, _LinkDir]) -> list[str]:
+    def _link_dir(self, p: _Pass, top: str, seen: dict[str, LinkDir]) -> list[str]:
         """The digests of `top`/<algo>/<hex>/link (revisions, _layers), each link named by its
-        digest. Links are written once: a name the last pass read is not read again. A name
-        without a link (what a delete leaves: the registry removes the link, not its dir) is
-        looked at every pass, since a push of the same digest writes it again."""
+        digest. A link's content never changes, so a link read before is only lstat'ed: a
+        delete removes the link and leaves its dir, a re-push writes it again."""
         out: list[str] = []
         for algo in self._names(p, top):
             adir = os.path.join(top, algo)
-            names = self._names(p, adir)
-            known = self._linkdirs.get(adir)
-            if known is not None and known.complete and known.names == names:
-                seen[adir] = known
-                out.extend(known.digests)
-                continue
-            was = dict(zip(known.names, known.digests, strict=True)) if known is not None else {}
-            digests: list[str] = []
-            clean = True
-            for hexname in names:
-                digest = was.get(hexname) or ""
-                if not digest:
-                    link = os.path.join(adir, hexname, "link")
-                    read = self._link(p, link)
-                    if read is not None and read != f"{algo}:{hexname}":
-                        self._bad(p, LINK, link, f"names {read}, not the digest of its path")
-                        read = None
-                    if read is None and os.path.lexists(link):
-                        clean = False  # garbage: counted again next pass
-                    digest = read or ""
-                digests.append(digest)
-            if clean:
-                seen[adir] = _LinkDir(names, tuple(digests), all(digests))
-            out.extend(d for d in digests if d)
+            was = self._linkdirs.get(adir, {})
+            now: LinkDir = {}
+            prefix = adir + os.sep
+            for hexname in self._names(p, adir):
+                link = prefix + hexname + "/link"  # concatenation: join costs a third of this loop
+                digest = was.get(hexname)
+                if digest is not None:
+                    try:
+                        if stat.S_ISREG(os.lstat(link).st_mode):
+                            now[hexname] = digest
+                            out.append(digest)
+                            continue
+                    except OSError:
+                        continue  # deleted: the registry removed the link, not its dir
+                read = self._link(p, link)
+                if read is not None and read != f"{algo}:{hexname}":
+                    self._bad(p, LINK, link, f"names {read}, not the digest of its path")
+                    read = None
+                if read is not None:  # a missing or garbage one is looked at again next pass
+                    now[hexname] = read
+                    out.append(read)
+            seen[adir] = now
         return out
+
+    def _tag(self, p: _Pass, link: str, now_ns: int, seen: dict[str, tuple[Stamp, str]]) -> str | None:
+        """A tag's current digest. The registry rewrites the link in place when the tag moves,
+        so it is read again unless its (inode, mtime, size) is the last pass's and settled."""
+        try:
+            stamp = _settled(os.lstat(link), now_ns)
+        except OSError:
+            stamp = None
+        known = self._tags.get(link)
+        if stamp is not None and known is not None and known[0] == stamp:
+            seen[link] = known
+            return known[1]
+        digest = self._link(p, link)
+        if digest is not None and stamp is not None:
+            seen[link] = (stamp, digest)
+        return digest
 
     # -- the pass -----------------------------------------------------------------------------
 
@@ -325,10 +343,12 @@ class RegistryReader:
         p = _Pass()
         previous = self._blobs
         blobs = self._read_blobs(p, os.path.join(v2, "blobs"))
-        linkdirs: dict[str, _LinkDir] = {}
+        linkdirs: dict[str, LinkDir] = {}
+        tags: dict[str, tuple[Stamp, str]] = {}
         uploads: list[Upload] = []
-        repos = tuple(self._walk_repositories(p, os.path.join(v2, "repositories"), [], linkdirs, uploads))
-        self._linkdirs = linkdirs
+        walk = self._walk_repositories(p, os.path.join(v2, "repositories"), [], (linkdirs, tags), uploads)
+        repos = tuple(walk)
+        self._linkdirs, self._tags = linkdirs, tags
         manifests = self._read_manifests(p, v2, repos, blobs)
         unchanged = bool(previous) and previous.keys() == blobs.keys() and repos == self._repos
         self._repos = repos
@@ -345,8 +365,13 @@ class RegistryReader:
         )
 
     def _read_blobs(self, p: _Pass, top: str) -> dict[str, BlobFile]:
+        """Every blob's data file. A prefix dir (`<algo>/<xx>`) gains or loses an entry only
+        when a blob is stored or deleted (its hex dir made or removed), which moves its
+        (inode, mtime): while that stamp is the last pass's and settled, its blobs are too."""
         found: dict[str, BlobFile] = {}
         cache = self._blobs
+        prefixes: dict[str, tuple[Stamp, dict[str, BlobFile]]] = {}
+        now_ns = time.time_ns()
         for algo in self._names(p, top):
             if not _ALGO.fullmatch(algo):
                 self._bad(p, BLOB, os.path.join(top, algo), "not a digest algorithm")
@@ -354,11 +379,22 @@ class RegistryReader:
             adir = os.path.join(top, algo)
             for prefix in self._names(p, adir):
                 pdir = os.path.join(adir, prefix)
+                try:
+                    stamp = _settled(os.lstat(pdir), now_ns)
+                except OSError:
+                    stamp = None
+                known_dir = self._prefixes.get(pdir)
+                if stamp is not None and known_dir is not None and known_dir[0] == stamp:
+                    prefixes[pdir] = known_dir
+                    found.update(known_dir[1])
+                    continue
+                errors_before = sum(p.errors.values())
+                here: dict[str, BlobFile] = {}
                 for name in self._names(p, pdir):
                     digest = algo + ":" + name
                     known = cache.get(digest)
                     if known is not None:  # immutable: the listing says it is still there
-                        found[digest] = known
+                        here[digest] = known
                         continue
                     path = os.path.join(pdir, name)
                     if not _HEX.fullmatch(name):
@@ -374,7 +410,11 @@ class RegistryReader:
                     if not stat.S_ISREG(st.st_mode):
                         self._bad(p, BLOB, data, "data is not a regular file")
                         continue
-                    found[digest] = BlobFile(st.st_size, st.st_mtime)
+                    here[digest] = BlobFile(st.st_size, st.st_mtime)
+                found.update(here)
+                if stamp is not None and sum(p.errors.values()) == errors_before:
+                    prefixes[pdir] = (stamp, here)  # a dir with a bad entry is looked at again
+        self._prefixes = prefixes
         self._blobs = found
         return found
 
@@ -383,14 +423,14 @@ class RegistryReader:
         p: _Pass,
         path: str,
         name: list[str],
-        linkdirs: dict[str, _LinkDir],
+        seen: tuple[dict[str, LinkDir], dict[str, tuple[Stamp, str]]],
         uploads: list[Upload],
     ) -> Iterator[Repository]:
         entries = self._entries(p, path)
         names = {e.name for e in entries if _is_dir(e)}
         if name and ("_manifests" in names or "_layers" in names):
             repo = "/".join(name)
-            yield self._read_repository(p, path, repo, linkdirs)
+            yield self._read_repository(p, path, repo, seen)
             uploads.extend(self._read_uploads(p, path, repo))
         if len(name) >= MAX_DEPTH:
             if any(not n.startswith("_") for n in names):
@@ -399,17 +439,21 @@ class RegistryReader:
         for entry in entries:
             if entry.name.startswith("_") or not _is_dir(entry):
                 continue  # _manifests, _layers, _uploads... are a repository's, never one
-            yield from self._walk_repositories(p, entry.path, [*name, entry.name], linkdirs, uploads)
+            yield from self._walk_repositories(p, entry.path, [*name, entry.name], seen, uploads)
 
-    def _read_repository(self, p: _Pass, path: str, name: str, linkdirs: dict[str, _LinkDir]) -> Repository:
+    def _read_repository(
+        self, p: _Pass, path: str, name: str, seen: tuple[dict[str, LinkDir], dict[str, tuple[Stamp, str]]]
+    ) -> Repository:
         if not valid_repository_name(name):
             # Kept and measured; Distribution's GC stops at such a name ("failed to parse repo name").
             self._bad(p, NAME, path, "not a valid repository name")
+        linkdirs, tag_links = seen
         revisions = self._link_dir(p, os.path.join(path, "_manifests", "revisions"), linkdirs)
         tags = []
         tdir = os.path.join(path, "_manifests", "tags")
+        now_ns = time.time_ns()
         for tag in self._names(p, tdir):
-            digest = self._link(p, os.path.join(tdir, tag, "current", "link"))  # tags move: read each pass
+            digest = self._tag(p, os.path.join(tdir, tag, "current", "link"), now_ns, tag_links)
             if digest is not None:
                 tags.append((tag, digest))
         layers = self._link_dir(p, os.path.join(path, "_layers"), linkdirs)

@@ -399,3 +399,37 @@ def test_cli_bad_registry_flag_exits_2_with_one_line(args: list[str]) -> None:
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and args[0].split("=")[0] in lines[0] and "use " in lines[0], res.stderr
+
+
+def _age_tree(root: Path, seconds: float) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*filenames, *dirnames, "."]:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            os.utime(p, (st.st_atime - seconds, st.st_mtime - seconds), follow_symlinks=False)
+
+
+def test_a_settled_tree_is_read_from_its_stamps_and_every_change_is_seen(fx: Fixture) -> None:
+    _age_tree(fx.t.root, 3600)
+    reader = RegistryReader(str(fx.t.root))
+    first = reader.read()
+    steady = reader.read()
+    assert steady.links_read == 0 and steady.manifests_read == 0 and steady.unchanged
+    assert steady.blobs == first.blobs
+    app = lambda tree: next(r for r in tree.repositories if r.name == "acme/app")  # noqa: E731
+    # A manifest DELETEd by digest: its link goes, its dir (and the dir above) stay put.
+    revs = fx.t.repo("acme/app") / "_manifests" / "revisions" / "sha256"
+    (revs / fx.app_old.split(":")[1] / "link").unlink()
+    os.utime(revs, (0, os.lstat(revs).st_mtime))  # nothing about the listing changed
+    deleted = reader.read()
+    assert fx.app_old not in app(deleted).revisions and not deleted.unchanged
+    # A tag moved: its current link rewritten in place.
+    fx.t.link(fx.t.repo("acme/app") / "_manifests" / "tags" / "latest" / "current" / "link", fx.app_old)
+    moved = reader.read()
+    assert ("latest", fx.app_old) in app(moved).tags
+    # A blob garbage-collected: its dir removed from the prefix dir.
+    hexname = fx.orphan.split(":")[1]
+    os.remove(fx.t.v2 / "blobs" / "sha256" / hexname[:2] / hexname / "data")
+    os.rmdir(fx.t.v2 / "blobs" / "sha256" / hexname[:2] / hexname)
+    swept = reader.read()
+    assert fx.orphan not in swept.blobs and len(swept.blobs) == len(first.blobs) - 1
