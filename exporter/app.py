@@ -10,7 +10,14 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 
 from exporter.collector import StorageCollector
 from exporter.config import Config
-from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
+from exporter.samplers import (
+    BuildCacheSampler,
+    DesktopSampler,
+    EngineSampler,
+    FilesystemSampler,
+    Sampler,
+    Store,
+)
 from exporter.scan import ScanSampler, store_options
 from exporter.scheduler import Job, create, run_soon, start
 from exporter.server import HttpServer
@@ -79,6 +86,9 @@ class App:
                 budget=config.scan_budget,
                 options=store_options(config),
             )
+        self.desktop: DesktopSampler | None = None
+        if config.desktop_interval > 0:
+            self.desktop = DesktopSampler(self.store, disk_image=config.desktop_disk_image)
         self.registry = CollectorRegistry(auto_describe=False)
         for c in (
             process_collector.ProcessCollector,
@@ -102,7 +112,8 @@ class App:
         return total
 
     def samplers(self) -> list[Sampler]:
-        return [s for s in (self.engine, self.filesystem, self.build_cache, self.scan) if s is not None]
+        every = (self.engine, self.filesystem, self.build_cache, self.scan, self.desktop)
+        return [s for s in every if s is not None]
 
     def _after_engine(self) -> bool:
         ok = self.engine.run()
@@ -135,6 +146,8 @@ class App:
             jobs.append(Job(self.build_cache, c.build_cache_interval, first_delay=2.0))
         if self.scan is not None:
             jobs.append(Job(self.scan, c.scan_interval, first_delay=3.0))
+        if self.desktop is not None:  # needs no engine: the file is on this host
+            jobs.append(Job(self.desktop, c.desktop_interval, first_delay=0.5))
         # Assigned before the first job can run: the first engine sample looks it up.
         self.scheduler = create()
         start(self.scheduler, jobs, {self.engine.name: self._after_engine})

@@ -11,10 +11,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from exporter import report_desktop
 from exporter.config import Config
 from exporter.imagesizes import split_reference
-from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot, ScanSnapshot
-from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Store
+from exporter.model import (
+    BuildCacheSnapshot,
+    DesktopSnapshot,
+    EngineSnapshot,
+    FilesystemSnapshot,
+    ScanSnapshot,
+)
+from exporter.samplers import BuildCacheSampler, DesktopSampler, EngineSampler, FilesystemSampler, Store
 from exporter.scan import ScanSampler, store_options
 from exporter.sources.du import WALK_IMPL, Usage, Walker
 from exporter.sources.engine import EngineClient
@@ -141,6 +148,9 @@ def collect(store: Store) -> dict[str, Any]:
             ]
         out["scan"] = {"errors": scan.errors, "skipped": scan.skipped, "walks": scan.walks, "walk": WALK_IMPL}
     out["reclaim"] = reclaim(engine, bc, scan)
+    desktop = report_desktop.section(store.latest(DesktopSnapshot), engine, bc, scan)
+    if desktop is not None:  # only where Docker Desktop's disk image was found
+        out["desktop"] = desktop
     return out
 
 
@@ -285,6 +295,8 @@ def render(data: dict[str, Any]) -> str:
         [[r["command"], human(r["bytes"]), str(r["count"]), r["frees"]] for r in data["reclaim"]],
         ["COMMAND", "RECLAIMS", "ITEMS", "WHAT"],
     )
+    if "desktop" in data:
+        lines += report_desktop.render(data["desktop"], human, _table)
     failing = [s for s in data["samplers"] if not s["success"]]
     if failing:
         section("Not measured")
@@ -299,6 +311,8 @@ def run(config: Config, as_json: bool, out: IO[str] = sys.stdout, err: IO[str] =
     store = Store()
     client: EngineClient = engine_client(config)
     walker = Walker(config.scan_workers or None)
+    if config.desktop_interval > 0:  # a stat or a few: before the engine, which may be Desktop's
+        DesktopSampler(store, disk_image=config.desktop_disk_image).run()
     try:
         with progress(err, "asking the engine"):
             EngineSampler(store, client, rootfs=config.rootfs).run()
