@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -338,7 +339,12 @@ def test_families_carry_the_figures_and_odd_paths_round_trip(tmp_path: Path) -> 
     home = tmp_path / 'a "quoted" home\\ with\nnewline é🐳'
     image = sparse(home / ".docker/desktop/vms/0/data/Docker.raw", 8 * GiB, 2 * MiB)
     store, _, _ = run(Where("linux", str(home)))
-    s = samples(exposition(store))
+    text = exposition(store)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stderr
+    s = samples(text)
     p = {"path": str(image)}
     assert s["docker_storage_desktop_disk_image_info"] == [({**p, "format": "raw", "platform": "linux"}, 1.0)]
     assert s["docker_storage_desktop_disk_image_apparent_bytes"] == [(p, float(8 * GiB))]
@@ -483,7 +489,6 @@ def test_bad_desktop_flags_are_one_line_naming_the_flag(tmp_path: Path, args: li
 
 
 def test_cli_exits_2_with_one_line_for_a_missing_image(tmp_path: Path) -> None:
-    import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_STORAGE_EXPORTER_")}
