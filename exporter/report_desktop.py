@@ -182,7 +182,7 @@ def _inside(d: dict[str, Any], human: Human, both: Callable[[int | None], str]) 
     objects = ("images", "build_cache", "containers", "volumes")
     parts = [f"{k.replace('_', ' ')} {human(data[k])}" for k in objects if data[k] is not None]
     if not parts:
-        return ["Docker's own data in it: not measured (the engine was not reached)"]
+        return ["Docker's own data in it: not measured (no figures from the engine)"]
     unmeasured = ", ".join(x.replace("_", " ") for x in data["unmeasured"])
     line = f"Docker's own data in it (docker system df): {', '.join(parts)}; {human(data['total'])} in all"
     lines = [line + (f" ({unmeasured} not measured from here)" if unmeasured else "")]
