@@ -67,15 +67,15 @@ class DesktopSampler(Sampler):
         images: list[DesktopDiskImage] = []
         problems: list[Problem] = []
         inodes: set[tuple[int, int]] = set()  # a moved-to place may be the default one
+        one = named and len(candidates) == 1  # the file the operator named: it must be there
         for c in candidates:
             try:
                 image, st, issues = desktop.measure(c, self.allocated)
             except OSError as exc:
-                if desktop.absent(exc) and not (named and len(candidates) == 1):
-                    continue  # not a place this Desktop uses
-                if named and len(candidates) == 1:
+                if one:
                     raise DiskImageError(f"--desktop.disk-image {c.path}: {exc.strerror or exc}") from None
-                problems.append(Problem(c.path, exc.strerror or str(exc)))
+                if not desktop.absent(exc):  # absent: a place this Desktop does not use
+                    problems.append(Problem(c.path, exc.strerror or str(exc)))
                 continue
             if (st.st_dev, st.st_ino) in inodes:
                 continue
