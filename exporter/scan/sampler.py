@@ -22,7 +22,7 @@ from exporter.model import EngineInfo, EngineSnapshot, ScanSnapshot, Usage
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
-from exporter.scan.plan import Plan, make_plan
+from exporter.scan.plan import Plan, PlanMemo, make_plan
 from exporter.sources.du import Walker
 from exporter.sources.fs import host_to_local
 from exporter.sources.stamps import AtomicTree
@@ -63,6 +63,7 @@ class ScanSampler(Sampler):
         self._trees: dict[Key, AtomicTree] = {}  # one per rename-only tree: each keeps its dirs' stamps
         self._hints: dict[Key, int] = {}  # inodes per dir walked every scan, last time
         self._attribution = Attribution()
+        self._plan_memo = PlanMemo()
         self._said_unavailable = ""
         self.last_pass = ScanPass()
 
@@ -87,7 +88,7 @@ class ScanSampler(Sampler):
         layout = self._reader_of(info, root).read(root, info)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
-        plan = make_plan(layout, self.cache, self._hints)
+        plan = make_plan(layout, self.cache, self._hints, self._plan_memo)
         trees: dict[Key, Usage] = {}
 
         def walk_trees() -> None:  # in this process, while the workers walk
@@ -115,7 +116,7 @@ class ScanSampler(Sampler):
             layout,
             info.root_dir,
             engine,
-            {**plan.known, **walked},
+            plan.results(walked),
             walks,
             cached_layers=self.cache.count(Part.LAYER),
         )

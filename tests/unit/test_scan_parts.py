@@ -14,7 +14,7 @@ import pytest
 from exporter.model import EMPTY, Container, EngineInfo, EngineSnapshot, Usage
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
-from exporter.scan.plan import BYTES_PER_FILE, make_plan
+from exporter.scan.plan import BYTES_PER_FILE, PlanMemo, make_plan
 from exporter.stores import READERS, reader_for, register
 from exporter.stores.containerd import ContainerdReader
 from exporter.stores.inventory import (
@@ -169,12 +169,23 @@ def test_plan_walks_what_it_must_and_reuses_what_it_may(tmp_path: Path) -> None:
     }
 
     # What the first scan walked and may keep comes from the cache next time; the rest again.
-    for key in plan.reusable:
-        cache.put(key, U)
-    cache.sweep()
-    again = make_plan(layout, cache, hints={})
+    plan.keep(cache, dict.fromkeys(plan.reusable, U), ok=True)
+    memo = PlanMemo()
+    again = make_plan(layout, cache, hints={}, memo=memo)
     assert {j.key for j in again.jobs} == set(jobs) - set(plan.reusable)
-    assert {k: again.known[k] for k in plan.reusable} == dict.fromkeys(plan.reusable, U)
+    results = again.results({})
+    assert {k: results[k] for k in plan.reusable} == dict.fromkeys(plan.reusable, U)
+    # The layer area's settled part is one mapping, handed over whole while the layout's
+    # records are the same objects: a rescan does not visit each layer.
+    assert set(again.settled) == set(plan.reusable)
+    third = make_plan(layout, cache, hints={}, memo=memo)
+    assert third.settled is again.settled and {j.key for j in third.jobs} == set(jobs) - set(plan.reusable)
+    third.keep(cache, {}, ok=True)
+    assert {k: make_plan(layout, cache, {}).results({})[k] for k in plan.reusable} == dict.fromkeys(
+        plan.reusable, U
+    )  # kept all along, untouched: the cache's sweep left the part whole
+    relisted = layout_over(tmp_path, layers=tuple(layout.layers))  # equal, not the same
+    assert make_plan(relisted, cache, {}, memo=memo).settled is not again.settled
 
 
 def test_plan_rewalks_a_settled_dir_whose_stamp_moved(tmp_path: Path) -> None:
