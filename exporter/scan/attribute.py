@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from exporter.memo import Derived
 from exporter.model import (
@@ -27,13 +26,15 @@ from exporter.model import (
     VolumeScan,
     total,
 )
-from exporter.scan.results import Reads, Results
+from exporter.scan.results import Results
 from exporter.stores.inventory import AreaDir, Key, Owner, Part, StoreLayout
 
-T = TypeVar("T")
 
-
-_ImagePart = tuple[tuple[LayerScan, ...], Usage]
+@dataclass(frozen=True)
+class _ImagePart:
+    layers: tuple[LayerScan, ...]  # biggest first
+    total: Usage  # their dirs'
+    dirs: dict[str, Usage]  # each layer dir's, by store id
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class _AreaPart:
     owners: dict[Owner, Usage]
     orphans: tuple[OrphanDir, ...]
     live: tuple[AreaDir, ...]
+    dirs: dict[str, Usage]  # each settled dir's figure, by name
 
 
 class Attribution:
@@ -64,7 +66,7 @@ class Attribution:
         self._tops: list[Derived[_Tops]] = []
         self._area: Derived[_AreaPart] = Derived()
         self._content: Derived[tuple[dict[str, Usage], tuple[tuple[Key, str], ...]]] = Derived()
-        self._images: Derived[tuple[ImageScan, ...]] = Derived()
+        self._images: Derived[tuple[tuple[ImageScan, ...], bool]] = Derived()
 
     def snapshot(
         self,
@@ -92,20 +94,22 @@ class Attribution:
         owners: dict[str, Usage] = {}
         layers: tuple[LayerScan, ...] = ()
         orphans: list[OrphanDir] = []
+        image_part, area, live_dirs = None, None, {}
         if layout.attribution and layout.area is not None:
-            layers, image_total = self._image_part_of(layout, r, fresh=walks.get("layer", 0) > 0)
+            image_part = self._image_part_of(layout, r, fresh=walks.get("layer", 0) > 0)
+            layers = image_part.layers
             where = layout.area.host or os.path.join(root_host, layout.area.rel)
             area = self._area.get(
                 lambda: _area_part(layout, r, where), layout.area_dirs, *r.settled, key=where
             )
             acc: dict[Owner, list[Usage]] = {owner: [] for owner in layout.owners}
-            acc[Owner.IMAGE].append(image_total)
+            acc[Owner.IMAGE].append(image_part.total)
             for owner, usage in area.owners.items():
                 acc[owner].append(usage)
             orphans.extend(area.orphans)
             for d in area.live:
                 assert d.owner is not None
-                u = _area_dir(r, d)
+                u = live_dirs[d.name] = _area_dir(r, d)
                 acc[d.owner].append(u)
                 if d.owner is Owner.ORPHAN:
                     orphans.append(OrphanDir(d.name, os.path.join(where, d.name), u))
@@ -157,16 +161,19 @@ class Attribution:
                     acc_kinds.setdefault(kind, []).append(usage)
             content = {kind: total(acc_kinds.get(kind, ())) for kind in CONTENT_KINDS}
         images: tuple[ImageScan, ...] = ()
-        if layout.image_content:  # a store that keeps images twice: each image's two copies
-            images = self._memo(
-                self._images,
-                lambda rd: _images(layout, rd),
-                r,
+        if layout.image_content and image_part is not None and area is not None:
+            # A store that keeps images twice: each image's two copies. Last scan's while the
+            # figures it sums are (a dir summed every scan makes it this scan's).
+            images, of_live = self._images.get(
+                lambda: _images(layout, image_part, area, live_dirs, r),
                 layout.image_content,
                 layout.image_dirs,
-                layout.layer_dirs,
-                layout.area_dirs,
+                image_part,
+                area,
+                *r.settled,
             )
+            if of_live:
+                self._images.forget()
         return ScanSnapshot(
             root_dir=root_host,
             driver=layout.driver,
@@ -207,26 +214,24 @@ class Attribution:
             for memo, chunk in zip(self._tops, r.settled, strict=False)
         ]
 
-    @staticmethod
-    def _memo(memo: Derived[T], compute: Callable[[Reads], T], r: Results, *inputs: object) -> T:
-        """A value derived from the layout's records and the results: kept only when it read
-        settled results alone (a live one is this scan's)."""
-        reads = Reads(r)
-        value = memo.get(lambda: compute(reads), *inputs, *r.settled)
-        if reads.live:
-            memo.forget()
-        return value
-
 
 def _tops(layout: StoreLayout, chunk: Mapping[Key, Usage]) -> _Tops:
+    by_part: dict[Part, list[Usage]] = defaultdict(list)
     parts: dict[str, list[Usage]] = defaultdict(list)
-    errors = 0
     for key, usage in chunk.items():
-        top = layout.top_of(key)
+        if key.part in layout.areas:  # most: a layer area's, one top dir for the part
+            by_part[key.part].append(usage)
+        else:
+            top = layout.top_of(key)
+            if top is not None:
+                parts[top].append(usage)
+    for part, us in by_part.items():
+        top = layout.areas[part]
         if top is not None:
-            parts[top].append(usage)
-        errors += usage.errors
-    return _Tops({top: total(us) for top, us in parts.items()}, errors)
+            parts[top].extend(us)
+    summed = {top: total(us) for top, us in parts.items()}
+    errors = sum(u.errors for us in (*by_part.values(), *parts.values()) for u in us)
+    return _Tops(summed, errors)
 
 
 def _area_keys(d: AreaDir) -> tuple[Key, ...]:
@@ -237,6 +242,7 @@ def _area_keys(d: AreaDir) -> tuple[Key, ...]:
 def _area_part(layout: StoreLayout, r: Results, where: str) -> _AreaPart:
     acc: dict[Owner, list[Usage]] = defaultdict(list)
     orphans, live = [], []
+    dirs: dict[str, Usage] = {}
     for d in layout.area_dirs:
         if d.owner is None:
             continue
@@ -244,11 +250,11 @@ def _area_part(layout: StoreLayout, r: Results, where: str) -> _AreaPart:
         if any(k in r.live for k in keys):
             live.append(d)
             continue
-        u = total(r.get(k, EMPTY) for k in keys)
+        u = dirs[d.name] = total(r.get(k, EMPTY) for k in keys)
         acc[d.owner].append(u)
         if d.owner is Owner.ORPHAN:
             orphans.append(OrphanDir(d.name, os.path.join(where, d.name), u))
-    return _AreaPart({o: total(us) for o, us in acc.items()}, tuple(orphans), tuple(live))
+    return _AreaPart({o: total(us) for o, us in acc.items()}, tuple(orphans), tuple(live), dirs)
 
 
 def _content_part(layout: StoreLayout, r: Results) -> tuple[dict[str, Usage], tuple[tuple[Key, str], ...]]:
@@ -265,55 +271,54 @@ def _content_part(layout: StoreLayout, r: Results) -> tuple[dict[str, Usage], tu
     return {kind: total(us) for kind, us in acc.items()}, tuple(live)
 
 
-def _images(layout: StoreLayout, r: Reads) -> tuple[ImageScan, ...]:
-    others = {d.name: d for d in layout.area_dirs}
+def _images(
+    layout: StoreLayout, layers: _ImagePart, area: _AreaPart, live: Mapping[str, Usage], r: Results
+) -> tuple[tuple[ImageScan, ...], bool]:
+    """Each image's blobs and unpacked dirs; and whether a dir summed every scan is one."""
     images = []
+    of_live = False
     for image, keys in layout.image_content.items():
-        dirs = [n for n in layout.image_dirs.get(image, ()) if n in layout.layer_dirs or n in others]
-        unpacked = total(
-            _layer_dir(r, n) if n in layout.layer_dirs else _area_dir(r, others[n]) for n in dirs
-        )
-        blobs = [r.get(k, _MISSING) for k in keys]
-        images.append(ImageScan(image, total(u for u in blobs if u is not _MISSING), unpacked))
-    return tuple(sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id)))
+        unpacked = []
+        for n in layout.image_dirs.get(image, ()):
+            u = layers.dirs.get(n) or area.dirs.get(n)
+            if u is None and n in live:
+                u, of_live = live[n], True
+            if u is not None:
+                unpacked.append(u)
+        blobs = [u for u in map(r.get, keys) if u is not None]
+        images.append(ImageScan(image, total(blobs), total(unpacked)))
+    biggest = sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id))
+    return tuple(biggest), of_live
 
 
-def _image_part(layout: StoreLayout, r: _Lookup) -> _ImagePart:
+def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
     users: dict[str, int] = defaultdict(int)
     for chain in layout.image_layers.values():
         for cid in set(chain):
             users[cid] += 1
+    flat = r.flat()  # 20,000 lookups: a plain dict's
+    dirs = {}
+    for sid in layout.layer_dirs:
+        a, b = flat.get(Key(Part.LAYER, sid)), flat.get(Key(Part.LAYER_REST, sid))
+        dirs[sid] = a + b if a is not None and b is not None else a or b or EMPTY
     layers = [
         LayerScan(
             chain_id=x.chain_id,
             diff_id=x.diff_id,
             cache_id=x.store_id,
             size=x.size or 0,
-            diff=r.get(Key(Part.LAYER, x.store_id), EMPTY),
-            total=_layer_dir(r, x.store_id),
+            diff=flat.get(Key(Part.LAYER, x.store_id), EMPTY),
+            total=dirs.get(x.store_id, EMPTY),
             images=users.get(x.chain_id, 0),
         )
         for x in layout.layers
     ]
-    return (
-        tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))),
-        total(_layer_dir(r, sid) for sid in layout.layer_dirs),
+    return _ImagePart(
+        tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))), total(dirs.values()), dirs
     )
 
 
-class _Lookup(Protocol):
-    def get(self, key: Key, default: Usage) -> Usage: ...
-
-
-_MISSING = Usage(0, 0, 0, 0)  # an identity apart from EMPTY: "no such result"
-
-
-def _layer_dir(r: _Lookup, store_id: str) -> Usage:
-    """A layer's whole dir: its content and the rest, walked apart."""
-    return r.get(Key(Part.LAYER, store_id), EMPTY) + r.get(Key(Part.LAYER_REST, store_id), EMPTY)
-
-
-def _area_dir(r: _Lookup, d: AreaDir) -> Usage:
+def _area_dir(r: Results, d: AreaDir) -> Usage:
     return total(r.get(k, EMPTY) for k in _area_keys(d))
 
 

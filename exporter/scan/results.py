@@ -59,25 +59,3 @@ class Results:
             out.update(chunk)
         out.update(self.live)
         return out
-
-
-class Reads:
-    """Results as one memoised computation reads them (exporter.scan.attribute): a live result
-    read makes its value good for this scan only."""
-
-    __slots__ = ("live", "results")
-
-    def __init__(self, results: Results) -> None:
-        self.results = results
-        self.live = False
-
-    def get(self, key: Key, default: Usage) -> Usage:
-        hit = self.results.live.get(key)
-        if hit is not None:
-            self.live = True
-            return hit
-        for chunk in self.results.settled:
-            hit = chunk.get(key)
-            if hit is not None:
-                return hit
-        return default

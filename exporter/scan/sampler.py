@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from exporter.gcpause import cyclic_gc_paused
 from exporter.model import EngineInfo, EngineSnapshot, ScanSnapshot, Usage
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.scan.attribute import Attribution
@@ -68,6 +69,10 @@ class ScanSampler(Sampler):
         self.last_pass = ScanPass()
 
     def sample(self) -> ScanSnapshot:
+        with cyclic_gc_paused():
+            return self._sample()
+
+    def _sample(self) -> ScanSnapshot:
         engine = self.store.latest(EngineSnapshot)
         if engine is None or not engine.info.root_dir:
             raise NotDue()  # the engine names the root; wait for its first sample
