@@ -43,6 +43,7 @@ from exporter.stores.inventory import (
     MetaDir,
     Owner,
     Part,
+    Prefetch,
     StoreLayout,
     StoreOptions,
 )
@@ -65,6 +66,7 @@ OWNERS = (
     Owner.ORPHAN,
 )
 NEW_DIR_GRACE = 3600.0  # a `new-*` dir younger than this is a snapshot being made, not a leak
+REST_EXCLUDE = frozenset({"fs"})  # a snapshot dir beside its content
 GC_FLAT = "containerd.io/gc.flat"  # BuildKit's leases (moby/buildkit cache/manager.go)
 
 
@@ -95,6 +97,15 @@ class ContainerdReader:
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
         return info.image_store == "containerd"
+
+    def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
+        """Every snapshot dir with a record's name (a number) is walked beside its content
+        (`fs/`), whatever its record says: the workers walk them while the bolt files are read."""
+        croot = self._root(root, info)
+        if croot is None:
+            return ()
+        area = os.path.join(croot, SNAPSHOTTER, "snapshots")
+        return tuple(Prefetch(f"{area}/{n}", REST_EXCLUDE) for n in self._list(area) if n.isdigit())
 
     def read(self, root: str, info: EngineInfo) -> StoreLayout:
         base = self.docker.read(root, info)  # unattributed: this store keeps no layers there
@@ -144,7 +155,7 @@ class ContainerdReader:
                 _rel(root, area_path) if top is not None else area_path,
                 area_path,
                 "fs",
-                frozenset({"fs"}),
+                REST_EXCLUDE,
                 frozenset(),
                 host=local_to_host(area_path, self.options.rootfs),
             ),

@@ -236,6 +236,19 @@ class StoreReader(Protocol):
         entry: it is left out and counted in `skipped`."""
         ...
 
+    def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
+        """Dirs a first scan will walk whatever the metadata says, known from a listing alone
+        (containerd's snapshot dirs, beside their content): walked by the workers while the
+        reader reads its metadata. () when the metadata is what tells."""
+        ...
+
+
+class Prefetch(NamedTuple):
+    """A walk a plan will ask for, told by what it walks (path, exclude), not by its key."""
+
+    path: str
+    exclude: frozenset[str]
+
 
 # overlay2's owners, in exposition order (a layout lists its own in StoreLayout.owners)
 OWNERS = (Owner.IMAGE, Owner.CONTAINER, Owner.INIT, Owner.BUILD_CACHE, Owner.LINKS, Owner.ORPHAN)
