@@ -241,7 +241,8 @@ class Started:
 
     def __init__(self, futures: dict[Future[list[Usage]], list[WalkJob]]) -> None:
         self._futures = futures
-        self.walks = 0
+        self.jobs = sum(map(len, futures.values()))  # handed to the workers
+        self.walks = 0  # came back
 
     def results(self, timeout: float | None = None) -> dict[Hashable, Usage]:
         """What came back complete, by job key, waiting at most `timeout` for the rest."""

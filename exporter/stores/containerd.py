@@ -91,7 +91,7 @@ class ContainerdReader:
         self.content = ContentStore()
         self._classified: Derived[_Classified] = Derived()
         self._image_content: Derived[dict[str, tuple[Key, ...]]] = Derived()
-        self._listing: tuple[Stamp, tuple[str, ...]] | None = None
+        self._listing: tuple[Stamp | None, tuple[str, ...]] | None = None
         self._new_in: tuple[tuple[str, ...], bool] | None = None
 
     @classmethod
@@ -188,10 +188,13 @@ class ContainerdReader:
         """The snapshot dirs, read again only when the dir's settled stamp moved (a dir made,
         removed or renamed in it moves it): one lstat a rescan, not 10,000 names."""
         stamp = settled_stamp(area)
-        if stamp is not None and self._listing is not None and self._listing[0] == stamp:
-            return self._listing[1]
+        last = self._listing
+        if stamp is not None and last is not None and last[0] == stamp:
+            return last[1]
         listing = tuple(names_in(area))
-        self._listing = (stamp, listing) if stamp is not None else None
+        if last is not None and listing == last[1]:  # the same object for the same names
+            listing = last[1]
+        self._listing = (stamp, listing)
         return listing
 
     def _young_new(self, listing: tuple[str, ...]) -> bool:
