@@ -8,7 +8,7 @@ in them changed, so what is summed over them is summed once per chunk, not once 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import overload
 
 from exporter.model import Usage
@@ -44,14 +44,6 @@ class Results:
 
     def __contains__(self, key: object) -> bool:
         return key in self.live or any(key in chunk for chunk in self.settled)
-
-    def items(self) -> Iterator[tuple[Key, Usage]]:
-        """Every result once (a key in `live` shadows a settled one)."""
-        yield from self.live.items()
-        for chunk in self.settled:
-            for key, usage in chunk.items():
-                if key not in self.live:
-                    yield key, usage
 
     def flat(self) -> dict[Key, Usage]:
         out: dict[Key, Usage] = {}
