@@ -10,7 +10,14 @@ from prometheus_client import CollectorRegistry, gc_collector, platform_collecto
 
 from exporter.collector import StorageCollector
 from exporter.config import Config
-from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Sampler, Store
+from exporter.samplers import (
+    BuildCacheSampler,
+    DesktopSampler,
+    EngineSampler,
+    FilesystemSampler,
+    Sampler,
+    Store,
+)
 from exporter.samplers.registry import RegistrySampler
 from exporter.scan import ScanSampler, store_options
 from exporter.scheduler import Job, create, run_soon, start
@@ -80,6 +87,9 @@ class App:
                 budget=config.scan_budget,
                 options=store_options(config),
             )
+        self.desktop: DesktopSampler | None = None
+        if config.desktop_interval > 0:
+            self.desktop = DesktopSampler(self.store, disk_image=config.desktop_disk_image)
         # A self-hosted registry's storage: needs no engine, off unless a root is given.
         self.registry_store: RegistrySampler | None = None
         if config.registry_roots and config.registry_interval > 0:
@@ -107,11 +117,8 @@ class App:
         return total
 
     def samplers(self) -> list[Sampler]:
-        return [
-            s
-            for s in (self.engine, self.filesystem, self.build_cache, self.scan, self.registry_store)
-            if s is not None
-        ]
+        every = (self.engine, self.filesystem, self.build_cache, self.scan, self.desktop, self.registry_store)
+        return [s for s in every if s is not None]
 
     def _after_engine(self) -> bool:
         ok = self.engine.run()
@@ -144,6 +151,8 @@ class App:
             jobs.append(Job(self.build_cache, c.build_cache_interval, first_delay=2.0))
         if self.scan is not None:
             jobs.append(Job(self.scan, c.scan_interval, first_delay=3.0))
+        if self.desktop is not None:  # needs no engine: the file is on this host
+            jobs.append(Job(self.desktop, c.desktop_interval, first_delay=0.5))
         if self.registry_store is not None:
             jobs.append(Job(self.registry_store, c.registry_interval, first_delay=2.0))
         # Assigned before the first job can run: the first engine sample looks it up.

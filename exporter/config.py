@@ -17,6 +17,7 @@ import docker.errors
 import docker.utils
 
 from exporter import __version__
+from exporter.sources.desktop import given, host_system
 from exporter.sources.enginetls import EngineTLS
 from exporter.sources.enginetls import from_env as tls_from_env
 from exporter.webconfig import WebConfig, WebConfigError
@@ -56,6 +57,8 @@ class Config:
     containerd_root: str = ""  # host path; "" = found from the engine
     containerd_namespace: str = ""
     docker_tls: EngineTLS | None = None  # tcp:// engines: DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+    desktop_disk_image: str = ""  # Docker Desktop's VM disk image (or its dir); "" = found
+    desktop_interval: float = 60.0  # 0 = off
     registry_roots: tuple[str, ...] = ()  # --registry.root: Distribution filesystem roots; () = off
     registry_interval: float = 300.0  # 0 = off
 
@@ -110,6 +113,13 @@ FLAGS: list[tuple[str, str, str]] = [
         "",
         "Docker's namespace in containerd; default: what the engine says (API 1.46+), else moby.",
     ),
+    (
+        "desktop.disk-image",
+        "",
+        "Docker Desktop's VM disk image on this host (Docker.raw, Docker.qcow2, a .vhdx) or the "
+        "dir holding it, instead of finding it in Desktop's settings and default places. Only "
+        "stat'ed, never opened.",
+    ),
     ("sampler.engine.interval", "30s", "How often to sample the Engine API."),
     ("sampler.filesystem.interval", "15s", "How often to statvfs the Docker root's filesystem."),
     (
@@ -134,6 +144,12 @@ FLAGS: list[tuple[str, str, str]] = [
         "A scan that takes longer stops, keeps the last good figures and says so.",
     ),
     ("sampler.scan.workers", "0", "Processes walking directories in parallel; 0 = one per CPU."),
+    (
+        "sampler.desktop.interval",
+        "1m",
+        "How often to stat Docker Desktop's VM disk image on this host (nothing is served where "
+        "there is none); 0 switches it off.",
+    ),
     (
         "registry.root",
         "",
@@ -322,6 +338,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
     if hide_raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
         raise bad(src, hide_raw, "use true or false")
 
+    desktop_interval = duration("sampler.desktop.interval", allow_zero=True)
+    disk_image = desktop_disk_image(value, bad, desktop_interval)
     registry_roots = _registry_roots(args.get("registry.root"), environ, bad)
 
     return Config(
@@ -348,9 +366,33 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Conf
         read_header_timeout=duration("web.read-header-timeout"),
         hide_names=hide_raw.strip().lower() in ("true", "1", "yes"),
         docker_tls=docker_tls,
+        desktop_disk_image=disk_image,
+        desktop_interval=desktop_interval,
         registry_roots=registry_roots,
         registry_interval=duration("sampler.registry.interval", allow_zero=True),
     )
+
+
+def desktop_disk_image(
+    value: Callable[[str], tuple[str, str]], bad: Callable[[str, str, str], ConfigError], interval: float
+) -> str:
+    """--desktop.disk-image: an absolute path to the image, or to a dir holding one."""
+    raw, src = value("desktop.disk-image")
+    if not raw:
+        return ""
+    path = os.path.expanduser(raw)  # a quoted or `--flag=~/…` tilde reaches us unexpanded
+    if not os.path.isabs(path):
+        raise bad(src, raw, "use an absolute path, e.g. ~/.docker/desktop/vms/0/data/Docker.raw")
+    if interval == 0:
+        raise bad(src, raw, "--sampler.desktop.interval=0 switches its sampler off: drop one of the two")
+    if not any(os.path.isfile(c.path) for c in given(path, host_system())):
+        raise bad(
+            src,
+            raw,
+            "no Docker Desktop disk image there; give the file (Docker.raw, docker_data.vhdx…) or the "
+            "dir Settings > Resources > Disk image location shows",
+        )
+    return os.path.normpath(path)
 
 
 def _registry_roots(

@@ -168,6 +168,29 @@ class BuildCacheSnapshot:
     build_cache: BuildCache
 
 
+# -- Docker Desktop: the VM's disk image, one file on this host (stat only) --------------------
+
+
+@dataclass(frozen=True)
+class DesktopDiskImage:
+    path: str  # as this host names it
+    format: str  # raw, qcow2, vhdx, vhd or unknown (from the name: the file is never opened)
+    platform: str  # macos, linux, wsl2, hyperv
+    origin: str  # where it was found: flag, settings, default
+    apparent_bytes: int  # st_size: a sparse Docker.raw's disk limit; a VHDX's or qcow2's grown length
+    allocated_bytes: int | None  # what the host disk holds for it; None when it could not be read
+    filesystem_size: int | None = None  # the host filesystem holding it (None: not readable)
+    filesystem_avail: int | None = None
+
+
+@dataclass(frozen=True)
+class DesktopSnapshot:
+    sampler: ClassVar[str] = "desktop"
+
+    images: tuple[DesktopDiskImage, ...]  # biggest on the host disk first
+    skipped: int = 0  # paths or settings that could not be read, or images gone since the last run (logged)
+
+
 # -- the scan: every byte under the engine's root, attributed ----------------------------------
 
 

@@ -11,12 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from exporter import report_registry
+from exporter import report_desktop, report_registry
 from exporter.config import Config
 from exporter.imagesizes import split_reference
-from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot, ScanSnapshot
+from exporter.model import (
+    BuildCacheSnapshot,
+    DesktopSnapshot,
+    EngineSnapshot,
+    FilesystemSnapshot,
+    ScanSnapshot,
+)
 from exporter.registry_model import RegistrySnapshot
-from exporter.samplers import BuildCacheSampler, EngineSampler, FilesystemSampler, Store
+from exporter.samplers import BuildCacheSampler, DesktopSampler, EngineSampler, FilesystemSampler, Store
 from exporter.samplers.registry import RegistrySampler
 from exporter.scan import ScanSampler, store_options
 from exporter.sources.du import WALK_IMPL, Usage, Walker
@@ -144,6 +150,9 @@ def collect(store: Store) -> dict[str, Any]:
             ]
         out["scan"] = {"errors": scan.errors, "skipped": scan.skipped, "walks": scan.walks, "walk": WALK_IMPL}
     out["reclaim"] = reclaim(engine, bc, scan)
+    desktop = report_desktop.section(store.latest(DesktopSnapshot), engine, bc, scan)
+    if desktop is not None:  # only where Docker Desktop's disk image was found
+        out["desktop"] = desktop
     registry = report_registry.collect(store.latest(RegistrySnapshot))
     if registry is not None:
         out["registry"] = registry
@@ -291,6 +300,8 @@ def render(data: dict[str, Any]) -> str:
         [[r["command"], human(r["bytes"]), str(r["count"]), r["frees"]] for r in data["reclaim"]],
         ["COMMAND", "RECLAIMS", "ITEMS", "WHAT"],
     )
+    if "desktop" in data:
+        lines += report_desktop.render(data["desktop"], human, _table)
     lines += report_registry.render(data.get("registry") or [], human, _table, TOP)
     failing = [s for s in data["samplers"] if not s["success"]]
     if failing:
@@ -306,6 +317,8 @@ def run(config: Config, as_json: bool, out: IO[str] = sys.stdout, err: IO[str] =
     store = Store()
     client: EngineClient = engine_client(config)
     walker = Walker(config.scan_workers or None)
+    if config.desktop_interval > 0:  # a stat or a few: before the engine, which may be Desktop's
+        DesktopSampler(store, disk_image=config.desktop_disk_image).run()
     try:
         with progress(err, "asking the engine"):
             EngineSampler(store, client, rootfs=config.rootfs).run()

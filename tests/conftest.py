@@ -124,6 +124,50 @@ def cstore_exporter(
         exp.stop()
 
 
+DESKTOP_IMAGE = ".docker/desktop/vms/0/data/Docker.raw"  # Desktop for Linux's place, under $HOME
+
+
+@pytest.fixture(scope="session")
+def desktop_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fake HOME as Docker Desktop leaves it: a 64 GiB sparse Docker.raw with 2 GiB written
+    (32 runs of 64 MiB spread through it). The 2 GiB go when the session ends."""
+    home = tmp_path_factory.mktemp("desktop-home")
+    image = home / DESKTOP_IMAGE
+    image.parent.mkdir(parents=True)
+    chunk = b"\xa5" * (64 << 20)
+    with open(image, "wb") as f:
+        f.truncate(64 << 30)
+        for i in range(32):
+            f.seek(i * (2 << 30))
+            f.write(chunk)
+        os.fsync(f.fileno())  # settle the allocation before anyone reads st_blocks
+    try:
+        yield home
+    finally:
+        image.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def desktop_exporter(
+    seeded: Seed, engine: PrivateEngine, desktop_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExporterProcess]:
+    """The real exporter on the private engine with HOME at desktop_home, after every sampler
+    (the desktop one too) has run."""
+    started = time.time()
+    log = tmp_path_factory.mktemp("desktop-exporter") / "log"
+    env = {**os.environ, "HOME": str(desktop_home)}
+    exp = ExporterProcess(engine.host, log, [*FAST, "--sampler.desktop.interval", "1s"], env=env).start()
+    try:
+        exp.wait_until(
+            sampled_after(started, "engine", "filesystem", "build_cache", "scan", "desktop"),
+            timeout=60,
+            what="desktop samples",
+        )
+        yield exp
+    finally:
+        exp.stop()
+
+
 @pytest.fixture(scope="session")
 def registry_state(engine: PrivateEngine) -> RegistryState:
     """A real docker-registry's storage, filled by the engine and stopped, with its own GC's

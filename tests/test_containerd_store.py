@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.model import EngineSnapshot, SamplerStatus
+from exporter.sources.engine import EngineClient
 from tests.harness import SUMMARY
 from tests.harness.exporter import ExporterProcess, Samples, sampled_after, value
 from tests.harness.trixie_seed import SeededTrixie
@@ -291,3 +293,85 @@ def test_each_images_two_copies_match_du_of_its_blobs_and_snapshot_chain(
     SUMMARY.append(
         f"containerd store: {short} blobs {want_content}, unpacked {want_unpacked} ({len(chain)} dirs)"
     )
+
+
+def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_part_whole(
+    trixie_cstore: SeededTrixie,
+) -> None:
+    """With workers, a first scan hands every snapshot dir a record may name to them before
+    the bolt files are read (StoreReader.prefetch), and gets what a scan without them gets; a
+    rescan of the unchanged store walks no image layer, and from the third on its layers and
+    images are last scan's very objects (nothing summed again). On a copy of the engine's
+    containerd root, which no containerd writes."""
+    import gc
+
+    from exporter.model import ScanSnapshot
+    from exporter.samplers import EngineSampler, Store
+    from exporter.scan import ScanSampler
+    from exporter.sources.du import Started, Walker, WalkJob
+    from exporter.stores.inventory import Part, StoreOptions
+
+    class Recording(Walker):
+        def __init__(self, workers: int) -> None:
+            super().__init__(workers=workers)
+            self.started: list[WalkJob] = []
+            self.ran: list[list[WalkJob]] = []
+            self.collecting: list[bool] = []
+
+        def start(self, jobs: list[WalkJob], deadline: float | None = None) -> Started:
+            started = super().start(jobs, deadline)
+            if started.jobs:
+                assert started.jobs == len(jobs)
+                self.started += jobs
+            return started
+
+        def run(self, jobs: list[WalkJob], *a: object, **kw: object) -> dict:  # type: ignore[override]
+            self.ran.append(list(jobs))
+            self.collecting.append(gc.isenabled())
+            return super().run(jobs, *a, **kw)  # type: ignore[arg-type]
+
+    assert trixie_cstore.containerd_root is not None
+    copy = trixie_cstore.rootfs / "tmp" / f"dse-ctd-prefetch-{os.getpid()}"
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(trixie_cstore.containerd_root), str(copy)], check=True)
+    snapshots = copy / SNAPSHOTTER / "snapshots"
+    store = Store()
+    assert EngineSampler(store, EngineClient(trixie_cstore.docker_host)).run()
+    rootfs = str(trixie_cstore.rootfs)
+    opts = StoreOptions(rootfs, "/" + str(copy.relative_to(trixie_cstore.rootfs)))
+    snaps: dict[int, ScanSnapshot] = {}
+    walkers = {n: Recording(n) for n in (1, 2)}
+    samplers = {n: ScanSampler(Store(), w, rootfs=rootfs, options=opts) for n, w in walkers.items()}
+    try:
+        for n, sampler in samplers.items():
+            sampler.store.publish(SamplerStatus("engine", success=True), store.latest(EngineSnapshot))
+            assert sampler.run(), sampler.store.status("scan")
+            got = sampler.store.latest(ScanSnapshot)
+            assert got is not None and got.layers
+            snaps[n] = got
+        numbered = {str(snapshots / n) for n in os.listdir(snapshots) if n.isdigit()}
+        two, one = walkers[2], walkers[1]
+        assert {j.path for j in two.started} == numbered and not one.started
+        asked = {j.path for j in one.ran[0]}  # what the plan asks for, all walked here
+        assert numbered <= asked and not numbered & {j.path for j in two.ran[0] if j.exclude == {"fs"}}
+        a, b = snaps[1], snaps[2]
+        assert (a.owners, a.layers, a.images, a.orphans) == (b.owners, b.layers, b.images, b.orphans)
+        assert not any(two.collecting + one.collecting) and gc.isenabled()  # paused over the scan only
+
+        sampler = samplers[2]
+        rescans = []
+        for _ in range(2):
+            assert sampler.run()
+            got = sampler.store.latest(ScanSnapshot)
+            assert got is not None
+            rescans.append(got)
+        layer_parts = {Part.LAYER, Part.LAYER_REST}
+        assert not [j for run in two.ran[1:] for j in run if j.key.part in layer_parts]
+        assert len(two.started) == len(numbered)  # prefetched on the first scan only
+        second, third = rescans
+        assert (third.owners, third.layers, third.images) == (b.owners, b.layers, b.images)
+        assert third.layers is second.layers and third.images is second.images
+    finally:
+        for w in walkers.values():
+            w.close()
+        shutil.rmtree(copy, ignore_errors=True)

@@ -11,25 +11,29 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 
 
 CONTAINERD_ONLY = "on the containerd image store only"  # the heading of those families
-REGISTRY_ONLY = "from the registry sampler"  # only with --registry.root
+DESKTOP_ONLY = "docker desktop's disk image"  # served only where Desktop's disk image is found
+REGISTRY_ONLY = "from the registry sampler"  # served only with --registry.root
+SETUP_ONLY = (DESKTOP_ONLY, REGISTRY_ONLY)  # headings of families only some hosts serve, besides containerd's
 
 
-def documented(
-    containerd: bool | None = False, registry: bool | None = False
-) -> dict[str, tuple[str, frozenset[str]]]:
-    """The families the doc lists: all but the containerd store's own (False), only those
-    (True), or all (None); the same for the registry sampler's."""
+def documented(containerd: bool | None = False, only: str = "") -> dict[str, tuple[str, frozenset[str]]]:
+    """The families the doc lists: all but those of the containerd store and of SETUP_ONLY
+    (False), only the containerd store's (True), or all (None); `only`: those under that heading."""
     rows = {}
     section = ""
     for line in DOC.read_text().splitlines():
         if line.startswith("#"):
             section = line.lower()
         m = re.match(r"\| `(docker_storage_\w+)` \| (\w+) \|([^|]*)\|", line)
-        if (
-            m
-            and (containerd is None or (CONTAINERD_ONLY in section) == containerd)
-            and (registry is None or (REGISTRY_ONLY in section) == registry)
-        ):
+        if only:
+            wanted = only in section
+        elif containerd is None:
+            wanted = True
+        elif any(h in section for h in SETUP_ONLY):
+            wanted = False
+        else:
+            wanted = (CONTAINERD_ONLY in section) == containerd
+        if m and wanted:
             labels = frozenset(x.strip() for x in m.group(3).split(",") if x.strip())
             rows[m.group(1)] = (m.group(2), labels)
     return rows
@@ -72,11 +76,25 @@ def test_doc_lists_the_containerd_stores_families_as_exported(cstore_exporter):
         assert everything[name] == (kind, labels), name
 
 
+def test_doc_lists_docker_desktops_families_as_exported(desktop_exporter):
+    """With a Docker Desktop disk image on the host: every family served is documented, and
+    those the doc lists under Desktop's heading are all served, with their types and labels."""
+    everything, own, live = (
+        documented(None),
+        documented(only=DESKTOP_ONLY),
+        exported(desktop_exporter.scrape_text()),
+    )
+    assert len(own) >= 5, "no families under Docker Desktop's heading"
+    assert sorted(set(live) - set(everything)) == [], "exported but not in docs/metrics.md"
+    assert sorted(set(own) - set(live)) == [], "documented for Docker Desktop but not exported"
+    for name, (kind, labels) in live.items():
+        assert everything[name] == (kind, labels), name
+
+
 def test_doc_lists_the_registry_samplers_families_as_exported(registry_exporter):
     """With --registry.root: every family served is documented, and every family the doc lists
     under the registry sampler is served, with its type and labels (one root: no root label)."""
-    everything = documented(None, None)
-    own = documented(None, True)
+    everything, own = documented(None), documented(only=REGISTRY_ONLY)
     live = exported(registry_exporter.scrape_text())
     assert len(own) >= 15, "no families under the registry sampler's heading"
     assert sorted(set(live) - set(everything)) == [], "exported but not in docs/metrics.md"

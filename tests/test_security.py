@@ -375,4 +375,12 @@ def test_max_requests_under_a_burst(run) -> None:
     assert len(statuses) == 100
     assert set(statuses) <= {200, 503}, set(statuses)
     assert 200 in statuses
-    assert http_get(exp.port)[0] == 200  # and nothing leaked: a lone scrape gets through
+    # And nothing leaked: a lone scrape gets through. A slot is freed just after its response is
+    # written, so the very next request may still find it taken on a loaded machine: a few tries.
+    lone = []
+    for _ in range(50):
+        lone.append(http_get(exp.port)[0])
+        if lone[-1] == 200:
+            break
+        time.sleep(0.1)
+    assert lone[-1] == 200, lone

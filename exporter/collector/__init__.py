@@ -5,8 +5,8 @@ Docker, never touches the disk, and never raises: a bug in one group of families
 and counted in `docker_storage_collector_errors_total`, and the other groups still come.
 
 One module per snapshot source builds its groups' families: health (the exporter itself
-and the samplers), engine, filesystem, build_cache, scan, registry. families defines every family
-once; labels and folding hold what several sources share.
+and the samplers), engine, filesystem, build_cache, scan, desktop, registry. families defines every
+family once; labels and folding hold what several sources share.
 """
 
 from __future__ import annotations
@@ -20,12 +20,18 @@ import structlog
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.collector import build_cache, engine, filesystem, health, scan
+from exporter.collector import build_cache, desktop, engine, filesystem, health, scan
 from exporter.collector import registry as registry_store
 from exporter.collector.families import counter
 from exporter.collector.folding import OTHER, Memo, fold_top
 from exporter.collector.labels import encodable, hidden, image_labels
-from exporter.model import BuildCacheSnapshot, EngineSnapshot, FilesystemSnapshot, ScanSnapshot
+from exporter.model import (
+    BuildCacheSnapshot,
+    DesktopSnapshot,
+    EngineSnapshot,
+    FilesystemSnapshot,
+    ScanSnapshot,
+)
 from exporter.registry_model import RegistrySnapshot
 from exporter.samplers import Store
 
@@ -96,6 +102,7 @@ class StorageCollector(Collector):
             ("filesystems", lambda: _given(store.latest(FilesystemSnapshot), filesystem.filesystems)),
             ("build_cache", lambda: _given(store.latest(BuildCacheSnapshot), build_cache.build_cache)),
             ("scan", lambda: _given(store.latest(ScanSnapshot), scan_group)),
+            ("desktop", lambda: _given(store.latest(DesktopSnapshot), desktop.desktop)),
             ("registry", lambda: _given(store.latest(RegistrySnapshot), registry_group)),
         ]
 

@@ -7,12 +7,14 @@ objects are skipped and counted inside the snapshot, never fatal.
 
 from exporter.samplers.base import NotDue, Sampler, Store, Unavailable
 from exporter.samplers.build_cache import BuildCacheSampler
+from exporter.samplers.desktop import DesktopSampler
 from exporter.samplers.engine import EngineSampler
 from exporter.samplers.filesystem import FilesystemSampler
 from exporter.samplers.registry import RegistrySampler
 
 __all__ = [
     "BuildCacheSampler",
+    "DesktopSampler",
     "EngineSampler",
     "FilesystemSampler",
     "NotDue",

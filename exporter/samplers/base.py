@@ -76,11 +76,14 @@ class Store:
 class Sampler:
     name = "sampler"
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time, publish: bool = True) -> None:
+        """publish=False: no status until the first run that is not NotDue (a sampler with
+        nothing to watch on this host, e.g. no Docker Desktop, shows nowhere)."""
         self.store = store
         self.clock = clock
         self._status = SamplerStatus(name=self.name)
-        store.publish(self._status)
+        if publish:
+            store.publish(self._status)
 
     def sample(self) -> Any:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from exporter.memo import Derived
 from exporter.model import (
@@ -25,50 +26,92 @@ from exporter.model import (
     VolumeScan,
     total,
 )
+from exporter.scan.results import Results
 from exporter.stores.inventory import AreaDir, Key, Owner, Part, StoreLayout
 
-_ImagePart = tuple[tuple[LayerScan, ...], Usage]
+
+@dataclass(frozen=True)
+class _ImagePart:
+    layers: tuple[LayerScan, ...]  # biggest first
+    total: Usage  # their dirs'
+    dirs: dict[str, Usage]  # each layer dir's, by store id
+
+
+@dataclass(frozen=True)
+class _Tops:
+    """A settled chunk summed by top-level dir of the root."""
+
+    usage: dict[str, Usage]
+    errors: int
+
+
+@dataclass(frozen=True)
+class _AreaPart:
+    """The layer area's dirs but image layers: owners' and orphans' figures from the settled
+    results, and the dirs whose figures are this scan's (summed every scan)."""
+
+    owners: dict[Owner, Usage]
+    orphans: tuple[OrphanDir, ...]
+    live: tuple[AreaDir, ...]
+    dirs: dict[str, Usage]  # each settled dir's figure, by name
 
 
 class Attribution:
-    """Builds snapshots; remembers the image layers' part, which is last scan's answer unless
-    a layer was walked or the layout's listings changed (a reader hands back the same objects
-    while they have not)."""
+    """Builds snapshots. What is derived from the settled results alone (exporter.scan.results)
+    is last scan's answer while the layout's records and those results are the same objects: a
+    rescan sums only what it measured itself."""
 
     def __init__(self) -> None:
         self._image_part: Derived[_ImagePart] = Derived()
+        self._tops: list[Derived[_Tops]] = []
+        self._area: Derived[_AreaPart] = Derived()
+        self._content: Derived[tuple[dict[str, Usage], tuple[tuple[Key, str], ...]]] = Derived()
+        self._images: Derived[tuple[tuple[ImageScan, ...], bool]] = Derived()
 
     def snapshot(
         self,
         layout: StoreLayout,
         root_host: str,
         engine: EngineSnapshot,
-        results: Mapping[Key, Usage],
+        results: Results | Mapping[Key, Usage],
         walks: Mapping[str, int],
         cached_layers: int,
     ) -> ScanSnapshot:
-        r = results
+        r = results if isinstance(results, Results) else Results(results)
+        tops = self._settled_tops(layout, r)
         parts: dict[str, list[Usage]] = defaultdict(list)
-        for key, usage in r.items():
+        errors = sum(t.errors for t in tops)
+        for key, usage in r.live.items():
             top = layout.top_of(key)
             if top is not None:
+                parts[top].append(usage)
+            errors += usage.errors
+        for t in tops:
+            for top, usage in t.usage.items():
                 parts[top].append(usage)
         root_dirs = {name: total(parts.get(name, ())) for name in layout.top_dirs}
 
         owners: dict[str, Usage] = {}
         layers: tuple[LayerScan, ...] = ()
         orphans: list[OrphanDir] = []
+        image_part, area, live_dirs = None, None, {}
         if layout.attribution and layout.area is not None:
-            layers, image_total = self._image_part_of(layout, r, fresh=walks.get("layer", 0) > 0)
+            image_part = self._image_part_of(layout, r, fresh=walks.get("layer", 0) > 0)
+            layers = image_part.layers
+            where = layout.area.host or os.path.join(root_host, layout.area.rel)
+            area = self._area.get(
+                lambda: _area_part(layout, r, where), layout.area_dirs, *r.settled, key=where
+            )
             acc: dict[Owner, list[Usage]] = {owner: [] for owner in layout.owners}
-            acc[Owner.IMAGE].append(image_total)
-            for d in layout.area_dirs:
-                if d.owner is None:
-                    continue
-                u = _area_dir(r, d)
+            acc[Owner.IMAGE].append(image_part.total)
+            for owner, usage in area.owners.items():
+                acc[owner].append(usage)
+            orphans.extend(area.orphans)
+            for d in area.live:
+                assert d.owner is not None
+                u = live_dirs[d.name] = _area_dir(r, d)
                 acc[d.owner].append(u)
                 if d.owner is Owner.ORPHAN:
-                    where = layout.area.host or os.path.join(root_host, layout.area.rel)
                     orphans.append(OrphanDir(d.name, os.path.join(where, d.name), u))
             owners = {str(owner): total(us) for owner, us in acc.items()}
 
@@ -103,23 +146,34 @@ class Attribution:
                     driver=v.driver if v else "local",
                     containers=v.containers if v else 0,
                     data=data,
-                    total=data + r.get(Key(Part.VOLUME_REST, vdir.name), EMPTY),
+                    total=data + (r.get(Key(Part.VOLUME_REST, vdir.name), EMPTY)),
                 )
             )
-        content: dict[str, list[Usage]] = defaultdict(list)
-        for key, kind in layout.content.items():
-            usage = r.get(key)
-            if usage is not None:
-                content[kind].append(usage)
-        images = []
-        if layout.image_content:  # a store that keeps images twice: each image's two copies
-            others = {d.name: d for d in layout.area_dirs}
-            for image, keys in layout.image_content.items():
-                dirs = [n for n in layout.image_dirs.get(image, ()) if n in layout.layer_dirs or n in others]
-                unpacked = total(
-                    _layer_dir(r, n) if n in layout.layer_dirs else _area_dir(r, others[n]) for n in dirs
-                )
-                images.append(ImageScan(image, total(r[k] for k in keys if k in r), unpacked))
+        content: dict[str, Usage] = {}
+        if layout.content:
+            settled_kinds, live_keys = self._content.get(
+                lambda: _content_part(layout, r), layout.content, *r.settled
+            )
+            acc_kinds: dict[str, list[Usage]] = {kind: [u] for kind, u in settled_kinds.items()}
+            for key, kind in live_keys:
+                usage = r.get(key)
+                if usage is not None:
+                    acc_kinds.setdefault(kind, []).append(usage)
+            content = {kind: total(acc_kinds.get(kind, ())) for kind in CONTENT_KINDS}
+        images: tuple[ImageScan, ...] = ()
+        if layout.image_content and image_part is not None and area is not None:
+            # A store that keeps images twice: each image's two copies. Last scan's while the
+            # figures it sums are (a dir summed every scan makes it this scan's).
+            images, of_live = self._images.get(
+                lambda: _images(layout, image_part, area, live_dirs, r),
+                layout.image_content,
+                layout.image_dirs,
+                image_part,
+                area,
+                *r.settled,
+            )
+            if of_live:
+                self._images.forget()
         return ScanSnapshot(
             root_dir=root_host,
             driver=layout.driver,
@@ -134,57 +188,138 @@ class Attribution:
             walks=dict(walks),
             cached_layers=cached_layers,
             skipped=layout.skipped,
-            errors=sum(u.errors for u in r.values()),
-            content={kind: total(content.get(kind, ())) for kind in CONTENT_KINDS} if layout.content else {},
+            errors=errors,
+            content=content,
             store=layout.reader,
             read_errors=dict(layout.read_errors),
-            images=tuple(
-                sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id))
-            ),
+            images=images,
         )
 
-    def _image_part_of(self, layout: StoreLayout, r: Mapping[Key, Usage], fresh: bool) -> _ImagePart:
-        """The image layers, biggest first, and their dirs' total."""
+    def _image_part_of(self, layout: StoreLayout, r: Results, fresh: bool) -> _ImagePart:
+        """The image layers, biggest first, and their dirs' total. Their results are settled
+        (recorded, or walked once and cached): while the layout's records are the same
+        objects and no layer was walked this scan, last scan's answer holds."""
         if fresh:  # a layer walked this scan: its figures may differ from an earlier walk's
             self._image_part.forget()
         return self._image_part.get(
             lambda: _image_part(layout, r), layout.layers, layout.image_layers, layout.layer_dirs
         )
 
+    def _settled_tops(self, layout: StoreLayout, r: Results) -> list[_Tops]:
+        while len(self._tops) < len(r.settled):
+            self._tops.append(Derived())
+        areas = tuple(sorted(layout.areas.items()))  # where each part's results lie
+        return [
+            memo.get(lambda c=chunk: _tops(layout, c), chunk, key=areas)  # type: ignore[misc]
+            for memo, chunk in zip(self._tops, r.settled, strict=False)
+        ]
 
-def _image_part(layout: StoreLayout, r: Mapping[Key, Usage]) -> _ImagePart:
+
+def _tops(layout: StoreLayout, chunk: Mapping[Key, Usage]) -> _Tops:
+    by_part: dict[Part, list[Usage]] = defaultdict(list)
+    parts: dict[str, list[Usage]] = defaultdict(list)
+    for key, usage in chunk.items():
+        if key.part in layout.areas:  # most: a layer area's, one top dir for the part
+            by_part[key.part].append(usage)
+        else:
+            top = layout.top_of(key)
+            if top is not None:
+                parts[top].append(usage)
+    for part, us in by_part.items():
+        top = layout.areas[part]
+        if top is not None:
+            parts[top].extend(us)
+    summed = {top: total(us) for top, us in parts.items()}
+    errors = sum(u.errors for us in (*by_part.values(), *parts.values()) for u in us)
+    return _Tops(summed, errors)
+
+
+def _area_keys(d: AreaDir) -> tuple[Key, ...]:
+    parts = d.parts
+    return (Key(Part.AREA_DIR, d.name),) if parts is None else (Key(parts[0], d.name), Key(parts[1], d.name))
+
+
+def _area_part(layout: StoreLayout, r: Results, where: str) -> _AreaPart:
+    acc: dict[Owner, list[Usage]] = defaultdict(list)
+    orphans, live = [], []
+    dirs: dict[str, Usage] = {}
+    for d in layout.area_dirs:
+        if d.owner is None:
+            continue
+        keys = _area_keys(d)
+        if any(k in r.live for k in keys):
+            live.append(d)
+            continue
+        u = dirs[d.name] = total(r.get(k, EMPTY) for k in keys)
+        acc[d.owner].append(u)
+        if d.owner is Owner.ORPHAN:
+            orphans.append(OrphanDir(d.name, os.path.join(where, d.name), u))
+    return _AreaPart({o: total(us) for o, us in acc.items()}, tuple(orphans), tuple(live), dirs)
+
+
+def _content_part(layout: StoreLayout, r: Results) -> tuple[dict[str, Usage], tuple[tuple[Key, str], ...]]:
+    """The content store's settled blobs summed by kind, and the keys measured this scan."""
+    acc: dict[str, list[Usage]] = defaultdict(list)
+    live = []
+    for key, kind in layout.content.items():
+        if key in r.live:
+            live.append((key, kind))
+            continue
+        usage = r.get(key)
+        if usage is not None:
+            acc[kind].append(usage)
+    return {kind: total(us) for kind, us in acc.items()}, tuple(live)
+
+
+def _images(
+    layout: StoreLayout, layers: _ImagePart, area: _AreaPart, live: Mapping[str, Usage], r: Results
+) -> tuple[tuple[ImageScan, ...], bool]:
+    """Each image's blobs and unpacked dirs; and whether a dir summed every scan is one."""
+    images = []
+    of_live = False
+    for image, keys in layout.image_content.items():
+        unpacked = []
+        for n in layout.image_dirs.get(image, ()):
+            u = layers.dirs.get(n) or area.dirs.get(n)
+            if u is None and n in live:
+                u, of_live = live[n], True
+            if u is not None:
+                unpacked.append(u)
+        blobs = [u for u in map(r.get, keys) if u is not None]
+        images.append(ImageScan(image, total(blobs), total(unpacked)))
+    biggest = sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id))
+    return tuple(biggest), of_live
+
+
+def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
     users: dict[str, int] = defaultdict(int)
     for chain in layout.image_layers.values():
         for cid in set(chain):
             users[cid] += 1
+    flat = r.flat()  # 20,000 lookups: a plain dict's
+    dirs = {}
+    for sid in layout.layer_dirs:
+        a, b = flat.get(Key(Part.LAYER, sid)), flat.get(Key(Part.LAYER_REST, sid))
+        dirs[sid] = a + b if a is not None and b is not None else a or b or EMPTY
     layers = [
         LayerScan(
             chain_id=x.chain_id,
             diff_id=x.diff_id,
             cache_id=x.store_id,
             size=x.size or 0,
-            diff=r.get(Key(Part.LAYER, x.store_id), EMPTY),
-            total=_layer_dir(r, x.store_id),
+            diff=flat.get(Key(Part.LAYER, x.store_id), EMPTY),
+            total=dirs.get(x.store_id, EMPTY),
             images=users.get(x.chain_id, 0),
         )
         for x in layout.layers
     ]
-    return (
-        tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))),
-        total(_layer_dir(r, sid) for sid in layout.layer_dirs),
+    return _ImagePart(
+        tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))), total(dirs.values()), dirs
     )
 
 
-def _layer_dir(r: Mapping[Key, Usage], store_id: str) -> Usage:
-    """A layer's whole dir: its content and the rest, walked apart."""
-    return r.get(Key(Part.LAYER, store_id), EMPTY) + r.get(Key(Part.LAYER_REST, store_id), EMPTY)
-
-
-def _area_dir(r: Mapping[Key, Usage], d: AreaDir) -> Usage:
-    parts = d.parts
-    if parts is None:
-        return r.get(Key(Part.AREA_DIR, d.name), EMPTY)
-    return r.get(Key(parts[0], d.name), EMPTY) + r.get(Key(parts[1], d.name), EMPTY)
+def _area_dir(r: Results, d: AreaDir) -> Usage:
+    return total(r.get(k, EMPTY) for k in _area_keys(d))
 
 
 def _biggest_container(c: ContainerScan) -> tuple[int, str]:

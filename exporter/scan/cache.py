@@ -23,6 +23,7 @@ class UsageCache:
         self._used: dict[Key, _Entry] = {}  # read or written by the scan under way
         self._groups: dict[Key, UsageCache] = {}
         self._used_groups: dict[Key, UsageCache] = {}
+        self._counts: dict[Part, int] | None = None  # count(), until the entries change
 
     def get(self, key: Key, stamp: Stamp | None = None) -> Usage | None:
         hit = self._entries.get(key)
@@ -39,6 +40,7 @@ class UsageCache:
     def put(self, key: Key, usage: Usage, stamp: Stamp | None = None) -> None:
         if self.keeps(usage):
             self._used[key] = (stamp, usage)
+            self._counts = None
 
     def group(self, key: Key) -> UsageCache:
         """The cache of a group's members (exporter.stores.inventory.MetaDir.members), kept as
@@ -53,11 +55,19 @@ class UsageCache:
 
     def sweep(self) -> None:
         """The scan is over: keep what it read or wrote, forget the rest."""
+        self._counts = None
         self._entries, self._used = self._used, {}
         self._groups, self._used_groups = self._used_groups, {}
 
     def count(self, part: Part) -> int:
-        return sum(1 for key in self._entries if key.part is part)
+        """Entries of one part, its groups' included: counted again only after a change (a
+        rescan that reuses a group whole does not count its members one by one)."""
+        if self._counts is None:
+            counts: dict[Part, int] = {}
+            for key in self._entries:
+                counts[key.part] = counts.get(key.part, 0) + 1
+            self._counts = counts
+        return self._counts.get(part, 0) + sum(sub.count(part) for sub in self._groups.values())
 
     def __len__(self) -> int:
         """Entries, a group's members included."""

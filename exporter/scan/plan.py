@@ -13,9 +13,20 @@ from dataclasses import dataclass, field
 
 from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
+from exporter.scan.results import Results
 from exporter.sources.du import WalkJob, one_inode
 from exporter.sources.stamps import Stamp
-from exporter.stores.inventory import Key, MetaDir, Part, Reuse, StoreLayout
+from exporter.stores.inventory import (
+    NO_RESULTS,
+    AreaDir,
+    Key,
+    LayerArea,
+    MetaDir,
+    Owner,
+    Part,
+    Reuse,
+    StoreLayout,
+)
 
 BYTES_PER_FILE = 4096  # a layer's guessed inodes from its recorded bytes: a rough median file
 
@@ -47,6 +58,14 @@ class Plan:
     # Jobs whose result may be kept: in which cache, valid while which stamp holds.
     reusable: dict[Key, tuple[UsageCache, Stamp | None]] = field(default_factory=dict)
     groups: list[GroupWalk] = field(default_factory=list)
+    # Results taken whole: the layer area's settled part (the same object while it holds, see
+    # _plan_area) and what the reader measured once (StoreLayout.measured_settled).
+    settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
+    measured: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
+    sweeps: list[UsageCache] = field(default_factory=list)  # sub-caches this plan read whole
+
+    def results(self, walked: Mapping[Key, Usage]) -> Results:
+        return Results({**self.known, **walked}, (self.settled, self.measured))
 
     def keep(self, cache: UsageCache, walked: Mapping[Key, Usage], ok: bool) -> None:
         """After the walk, finished (`ok`) or not: the cache keeps what may be reused and
@@ -55,6 +74,8 @@ class Plan:
             usage = walked.get(key)
             if usage is not None:
                 where.put(key, usage, stamp)
+        for sub in self.sweeps:
+            sub.sweep()
         for group in self.groups:
             group.members.sweep()
             if ok and group.stamp:  # every part is in: the group as one figure from now on
@@ -64,9 +85,15 @@ class Plan:
 
 class _Planner:
     def __init__(
-        self, cache: UsageCache, hints: Mapping[Key, int], plan: Plan | None = None, root: str = ""
+        self,
+        cache: UsageCache,
+        hints: Mapping[Key, int],
+        plan: Plan | None = None,
+        root: str = "",
+        known: dict[Key, Usage] | None = None,
     ) -> None:
         self.cache, self.hints, self.plan, self.root = cache, hints, plan or Plan(), root
+        self.known = self.plan.known if known is None else known  # where cache hits go
 
     def walk(
         self,
@@ -83,7 +110,7 @@ class _Planner:
         if reuse is Reuse.SETTLED:
             hit = self.cache.get(key, stamp)
             if hit is not None:
-                plan.known[key] = hit
+                self.known[key] = hit
                 return
             plan.reusable[key] = (self.cache, stamp)
         plan.jobs.append(WalkJob(key, path, exclude, self.hints.get(key, guess), isolate))
@@ -106,8 +133,11 @@ def _plan_group(planner: _Planner, group: MetaDir) -> None:
     plan.groups.append(GroupWalk(key, group.stamp, members, parts))
 
 
-def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) -> Plan:
-    """`hints`: inodes each dir walked every scan had last time (the Walker's balance)."""
+def make_plan(
+    layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int], memo: PlanMemo | None = None
+) -> Plan:
+    """`hints`: inodes each dir walked every scan had last time (the Walker's balance);
+    `memo`: what the last plan of the same sampler left (the layer area's settled part)."""
     planner = _Planner(cache, hints, root=layout.root)
     plan, walk, root = planner.plan, planner.walk, layout.root
 
@@ -122,6 +152,7 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
     for rel in layout.entries:
         plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
     plan.known.update(layout.measured)
+    plan.measured = layout.measured_settled
     for meta in layout.meta:
         key = Key(Part.META, meta.rel)
         if meta.group:
@@ -131,51 +162,8 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
         else:
             walk(key, f"{root}/{meta.rel}", meta.exclude, reuse=meta.reuse, stamp=meta.stamp)
 
-    area = layout.area
-    if area is not None:
-        present = layout.layer_dirs
-        for layer in layout.layers:
-            sid = layer.store_id
-            if sid not in present:
-                continue
-            content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
-            recorded = layer.recorded
-            # The common case on a rescan: what the layer needs is there (its content as the
-            # store recorded it, or walked once, and the rest walked once).
-            a = recorded if recorded is not None else cache.get(content)
-            b = cache.get(rest)
-            if a is not None and b is not None:
-                plan.known[content], plan.known[rest] = a, b
-                continue
-            d = f"{area.path}/{sid}"  # not os.path.join: thousands of names a scan, all plain
-            if recorded is not None:  # the store measured its content at commit
-                plan.known[content] = recorded
-            else:
-                # Never walked: its recorded bytes guess its inodes, so the first scan's batches
-                # are balanced by cost, not count (a few layers hold most of the files).
-                guess = (layer.size or 0) // BYTES_PER_FILE + 1
-                walk(content, f"{d}/{area.content}", reuse=Reuse.SETTLED, guess=guess)
-            walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
-        for other in layout.area_dirs:
-            d = f"{area.path}/{other.name}"
-            parts = other.parts
-            if parts is None:
-                walk(
-                    Key(Part.AREA_DIR, other.name),
-                    d,
-                    area.whole_exclude,
-                    reuse=other.reuse,
-                    stamp=other.stamp,
-                )
-                continue
-            content, rest = Key(parts[0], other.name), Key(parts[1], other.name)
-            if other.recorded is not None:  # committed: its content as recorded, the rest once
-                plan.known[content] = other.recorded
-                walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
-            else:  # a writable layer's content apart: the engine's SizeRw
-                walk(content, f"{d}/{area.content}", reuse=other.reuse, stamp=other.stamp)
-                walk(rest, d, area.rest_exclude, reuse=other.reuse, stamp=other.stamp)
-
+    if layout.area is not None:
+        plan.settled = _plan_area(planner, layout, memo)
     for c in layout.containers:
         walk(Key(Part.CONTAINER, c.id), c.path, c.exclude)
         plan.known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
@@ -185,3 +173,101 @@ def make_plan(layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int]) 
         walk(Key(Part.VOLUME_DATA, v.name), v.data, isolate=True)
         walk(Key(Part.VOLUME_REST, v.name), v.path, v.exclude)
     return plan
+
+
+AREA_GROUP = Key(Part.LAYER, "")  # the sub-cache of the layer area's settled results
+
+
+@dataclass(frozen=True)
+class _AreaPlan:
+    area: LayerArea
+    inputs: tuple[object, ...]  # the layout's records it was planned from (by identity)
+    settled: dict[Key, Usage]  # every settled dir's results: complete, none to walk
+    live: tuple[AreaDir, ...]  # the dirs planned every scan
+
+
+@dataclass
+class PlanMemo:
+    """What a sampler's last plan leaves its next: the layer area's settled part."""
+
+    area: _AreaPlan | None = None
+
+
+def _settled(d: AreaDir) -> bool:
+    """A dir whose figure stands for good once measured (no stamp to check each scan)."""
+    if d.owner is not None and d.parts is not None and d.recorded is not None:
+        return True  # committed: its content as recorded, the rest walked once
+    return d.owner is not Owner.CONTAINER and d.reuse is Reuse.SETTLED and d.stamp is None
+
+
+def _plan_area(planner: _Planner, layout: StoreLayout, memo: PlanMemo | None) -> Mapping[Key, Usage]:
+    """The layer area: its image layers and the other dirs that, once measured, stand for good
+    come from one sub-cache, as one mapping; while the layout hands back the same records and
+    last time nothing of that part had to be walked, that mapping is last scan's, unvisited
+    (a rescan of 10,000 snapshots does not look at each). The rest is planned every scan."""
+    area = layout.area
+    assert area is not None
+    sub = planner.cache.group(AREA_GROUP)  # kept whole while asked for
+    inputs = (layout.layers, layout.layer_dirs, layout.area_dirs)
+    last = memo.area if memo is not None else None
+    if (
+        last is not None
+        and last.area == area  # a small record, made anew by each read
+        and all(a is b for a, b in zip(last.inputs, inputs, strict=True))
+    ):
+        for d in last.live:
+            _plan_dir(planner, area, d)
+        return last.settled
+    plan = planner.plan
+    settled: dict[Key, Usage] = {}
+    inner = _Planner(sub, planner.hints, plan, planner.root, known=settled)
+    before = len(plan.jobs)
+    for layer in layout.layers:
+        sid = layer.store_id
+        if sid not in layout.layer_dirs:
+            continue
+        content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
+        recorded = layer.recorded
+        # The common case: what the layer needs is there (its content as the store recorded it,
+        # or walked once, and the rest walked once).
+        a = recorded if recorded is not None else sub.get(content)
+        b = sub.get(rest)
+        if a is not None and b is not None:
+            settled[content], settled[rest] = a, b
+            continue
+        d = f"{area.path}/{sid}"  # not os.path.join: thousands of names a scan, all plain
+        if recorded is not None:  # the store measured its content at commit
+            settled[content] = recorded
+        else:
+            # Never walked: its recorded bytes guess its inodes, so the first scan's batches
+            # are balanced by cost, not count (a few layers hold most of the files).
+            guess = (layer.size or 0) // BYTES_PER_FILE + 1
+            inner.walk(content, f"{d}/{area.content}", reuse=Reuse.SETTLED, guess=guess)
+        inner.walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
+    live = [d for d in layout.area_dirs if not _settled(d)]
+    for other in layout.area_dirs:
+        if _settled(other):
+            _plan_dir(inner, area, other)
+    complete = len(plan.jobs) == before  # nothing of the settled part had to be walked
+    for other in live:
+        _plan_dir(planner, area, other)
+    plan.sweeps.append(sub)
+    if memo is not None:
+        memo.area = _AreaPlan(area, inputs, settled, tuple(live)) if complete else None
+    return settled
+
+
+def _plan_dir(planner: _Planner, area: LayerArea, other: AreaDir) -> None:
+    d = f"{area.path}/{other.name}"
+    parts = other.parts
+    if parts is None:
+        key = Key(Part.AREA_DIR, other.name)
+        planner.walk(key, d, area.whole_exclude, reuse=other.reuse, stamp=other.stamp)
+        return
+    content, rest = Key(parts[0], other.name), Key(parts[1], other.name)
+    if other.recorded is not None:  # committed: its content as recorded, the rest once
+        planner.known[content] = other.recorded
+        planner.walk(rest, d, area.rest_exclude, reuse=Reuse.SETTLED)
+    else:  # a writable layer's content apart: the engine's SizeRw
+        planner.walk(content, f"{d}/{area.content}", reuse=other.reuse, stamp=other.stamp)
+        planner.walk(rest, d, area.rest_exclude, reuse=other.reuse, stamp=other.stamp)

@@ -18,16 +18,17 @@ from typing import Any
 
 import structlog
 
+from exporter.gcpause import cyclic_gc_paused
 from exporter.model import EngineInfo, EngineSnapshot, ScanSnapshot, Usage
 from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
-from exporter.scan.plan import Plan, make_plan
-from exporter.sources.du import Walker
+from exporter.scan.plan import Plan, PlanMemo, make_plan
+from exporter.sources.du import Walker, WalkJob
 from exporter.sources.fs import host_to_local
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
-from exporter.stores.inventory import Key, Part, StoreOptions, StoreReader
+from exporter.stores.inventory import Key, Part, Prefetch, StoreOptions, StoreReader
 
 log = structlog.get_logger("exporter.scan")
 
@@ -63,10 +64,15 @@ class ScanSampler(Sampler):
         self._trees: dict[Key, AtomicTree] = {}  # one per rename-only tree: each keeps its dirs' stamps
         self._hints: dict[Key, int] = {}  # inodes per dir walked every scan, last time
         self._attribution = Attribution()
+        self._plan_memo = PlanMemo()
         self._said_unavailable = ""
         self.last_pass = ScanPass()
 
     def sample(self) -> ScanSnapshot:
+        with cyclic_gc_paused():
+            return self._sample()
+
+    def _sample(self) -> ScanSnapshot:
         engine = self.store.latest(EngineSnapshot)
         if engine is None or not engine.info.root_dir:
             raise NotDue()  # the engine names the root; wait for its first sample
@@ -84,10 +90,25 @@ class ScanSampler(Sampler):
         self._said_unavailable = ""
         deadline = time.monotonic() + self.budget
 
-        layout = self._reader_of(info, root).read(root, info)
+        reader = self._reader_of(info, root)
+        started = None
+        if not len(self.cache):  # nothing to reuse yet: the workers start on what surely is walked
+            pre = reader.prefetch(root, info)
+            started = self.walker.start([WalkJob(p, p.path, p.exclude) for p in pre], deadline)
+        layout = reader.read(root, info)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
-        plan = make_plan(layout, self.cache, self._hints)
+        plan = make_plan(layout, self.cache, self._hints, self._plan_memo)
+        jobs, walked_before = plan.jobs, {}
+        if started is not None:
+            done = started.results(timeout=max(0.0, deadline - time.monotonic()))
+            jobs = []
+            for job in plan.jobs:
+                usage = done.get(Prefetch(job.path, job.exclude))
+                if usage is None:
+                    jobs.append(job)
+                else:
+                    walked_before[job.key] = usage
         trees: dict[Key, Usage] = {}
 
         def walk_trees() -> None:  # in this process, while the workers walk
@@ -98,8 +119,9 @@ class ScanSampler(Sampler):
 
         # A rescan of small live dirs shares the walk between this process and a running pool.
         walked: dict[Any, Usage] = self.walker.run(
-            plan.jobs, deadline, local_below=LOCAL_BELOW_FILES, alongside=walk_trees
+            jobs, deadline, local_below=LOCAL_BELOW_FILES, alongside=walk_trees
         )
+        walked.update(walked_before)
         walked.update(trees)
         self._keep(plan, walked, ok=not any(u.partial for u in walked.values()))
         listed = sum(tree.listed for key, tree in self._trees.items() if key in trees)
@@ -115,7 +137,7 @@ class ScanSampler(Sampler):
             layout,
             info.root_dir,
             engine,
-            {**plan.known, **walked},
+            plan.results(walked),
             walks,
             cached_layers=self.cache.count(Part.LAYER),
         )

@@ -236,6 +236,29 @@ def _default_workers() -> int:
         return os.cpu_count() or 1
 
 
+class Started:
+    """Walks handed to the workers by Walker.start."""
+
+    def __init__(self, futures: dict[Future[list[Usage]], list[WalkJob]]) -> None:
+        self._futures = futures
+        self.jobs = sum(map(len, futures.values()))  # handed to the workers
+        self.walks = 0  # came back
+
+    def results(self, timeout: float | None = None) -> dict[Hashable, Usage]:
+        """What came back complete, by job key, waiting at most `timeout` for the rest."""
+        done, _ = wait(self._futures, timeout=timeout)
+        out: dict[Hashable, Usage] = {}
+        for fut in done:
+            if fut.cancelled() or fut.exception() is not None:
+                continue
+            batch = self._futures[fut]
+            self.walks += len(batch)
+            for job, usage in zip(batch, fut.result(), strict=True):
+                if not usage.partial:
+                    out[job.key] = usage
+        return out
+
+
 class Walker:
     """Runs WalkJobs in parallel across worker processes: the Python walk is GIL-bound, and a
     worker stuck on a hung mount can be killed, which a thread in a syscall cannot.
@@ -378,6 +401,23 @@ class Walker:
                 self._drop_pool(kill=True)  # recreated on the next run
             self._walk_here(redo, deadline, add)
             return results
+
+    def start(self, jobs: list[WalkJob], deadline: float | None = None) -> Started:
+        """Hand `jobs` to the workers and return at once (the caller works meanwhile); only with
+        a pool (`workers` > 1) that can run, else nothing is started. What a worker does not
+        finish is simply absent from `Started.results`: the caller walks it as it would have."""
+        if self.workers < 2 or not jobs:
+            return Started({})
+        with self._lock:
+            pool = self._get_pool()
+            futures: dict[Future[list[Usage]], list[WalkJob]] = {}
+            if pool is not None:
+                for batch in _batches(jobs, self.workers * _BATCHES_PER_WORKER):
+                    try:
+                        futures[pool.submit(_walk_batch, batch, deadline, self.python_walk)] = batch
+                    except (BrokenProcessPool, RuntimeError, OSError):
+                        break  # the next run() finds the pool broken and starts another
+        return Started(futures)
 
     def _walk_here(
         self, jobs: list[WalkJob], deadline: float | None, add: Callable[[Hashable, Usage], None]

@@ -32,15 +32,18 @@ from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
 from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.layout import names_in
+from exporter.sources.stamps import Stamp, settled_stamp
 from exporter.stores import register
 from exporter.stores.content import CONTENT, ContentStore, within
 from exporter.stores.inventory import (
     AreaDir,
+    Key,
     LayerArea,
     LayerDir,
     MetaDir,
     Owner,
     Part,
+    Prefetch,
     StoreLayout,
     StoreOptions,
 )
@@ -63,6 +66,7 @@ OWNERS = (
     Owner.ORPHAN,
 )
 NEW_DIR_GRACE = 3600.0  # a `new-*` dir younger than this is a snapshot being made, not a leak
+REST_EXCLUDE = frozenset({"fs"})  # a snapshot dir beside its content
 GC_FLAT = "containerd.io/gc.flat"  # BuildKit's leases (moby/buildkit cache/manager.go)
 
 
@@ -86,10 +90,22 @@ class ContainerdReader:
         self._failing: set[str] = set()
         self.content = ContentStore()
         self._classified: Derived[_Classified] = Derived()
+        self._image_content: Derived[dict[str, tuple[Key, ...]]] = Derived()
+        self._listing: tuple[Stamp | None, tuple[str, ...]] | None = None
+        self._new_in: tuple[tuple[str, ...], bool] | None = None
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
         return info.image_store == "containerd"
+
+    def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
+        """Every snapshot dir with a record's name (a number) is walked beside its content
+        (`fs/`), whatever its record says: the workers walk them while the bolt files are read."""
+        croot = self._root(root, info)
+        if croot is None:
+            return ()
+        area = os.path.join(croot, SNAPSHOTTER, "snapshots")
+        return tuple(Prefetch(f"{area}/{n}", REST_EXCLUDE) for n in self._list(area) if n.isdigit())
 
     def read(self, root: str, info: EngineInfo) -> StoreLayout:
         base = self.docker.read(root, info)  # unattributed: this store keeps no layers there
@@ -108,7 +124,7 @@ class ContainerdReader:
         top = within(root, croot)
         cids = {c.id for c in base.containers}
         ns = self.options.containerd_namespace or info.containerd_namespace or "moby"
-        listing = tuple(names_in(area_path))
+        listing = self._list(area_path)
         c = self._classified.get(
             lambda: self._classify(parsed, ns, croot, listing, cids),
             parsed,
@@ -116,15 +132,11 @@ class ContainerdReader:
             key=(
                 listing,
                 frozenset(cids),
-                any(n.startswith("new-") for n in listing) and int(time.time() // 300),
+                self._young_new(listing) and int(time.time() // 300),
             ),
         )
-        content, measured = self.content.measure(croot, root, parsed.meta, c.doc_kinds)
-        blob_key = {k.id.rsplit("/", 1)[-1]: k for k in measured if "/blobs/sha256/" in k.id}
-        image_content = {
-            image: tuple(blob_key[d[7:]] for d in sorted(digests) if d[7:] in blob_key)
-            for image, digests in c.image_blobs.items()
-        }
+        content, measured, blobs = self.content.measure(croot, root, parsed.meta, c.doc_kinds)
+        image_content = self._image_content.get(lambda: _image_content(blobs, c.image_blobs), blobs, c)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
         if top is not None:  # Docker's own containerd: under its root, given item by item
@@ -143,7 +155,7 @@ class ContainerdReader:
                 _rel(root, area_path) if top is not None else area_path,
                 area_path,
                 "fs",
-                frozenset({"fs"}),
+                REST_EXCLUDE,
                 frozenset(),
                 host=local_to_host(area_path, self.options.rootfs),
             ),
@@ -166,10 +178,30 @@ class ContainerdReader:
             rw_allocated=True,  # SizeRw here is containerd's Usage: continuity's du, st_blocks
             content=content,
             measured=measured,
+            measured_settled=blobs,
             image_content=image_content,
             image_dirs=c.image_dirs,
             read_errors={name: self._errors.get(name, 0) for name in BOLT_FILES},
         )
+
+    def _list(self, area: str) -> tuple[str, ...]:
+        """The snapshot dirs, read again only when the dir's settled stamp moved (a dir made,
+        removed or renamed in it moves it): one lstat a rescan, not 10,000 names."""
+        stamp = settled_stamp(area)
+        last = self._listing
+        if stamp is not None and last is not None and last[0] == stamp:
+            return last[1]
+        listing = tuple(names_in(area))
+        if last is not None and listing == last[1]:  # the same object for the same names
+            listing = last[1]
+        self._listing = (stamp, listing)
+        return listing
+
+    def _young_new(self, listing: tuple[str, ...]) -> bool:
+        """Whether the listing holds a `new-*` dir (asked once per listing)."""
+        if self._new_in is None or self._new_in[0] is not listing:
+            self._new_in = (listing, any(n.startswith("new-") for n in listing))
+        return self._new_in[1]
 
     # -- where containerd keeps its files ---------------------------------------------------
 
@@ -311,6 +343,17 @@ class _Classified:
     doc_kinds: Mapping[str, str]
     image_blobs: Mapping[str, frozenset[str]]  # image -> the digests of its blobs
     image_dirs: Mapping[str, tuple[str, ...]]  # image -> its snapshots' dirs, top first
+
+
+def _image_content(
+    blobs: Mapping[Key, Usage], image_blobs: Mapping[str, frozenset[str]]
+) -> dict[str, tuple[Key, ...]]:
+    """Each image's blobs as result keys (those in the store)."""
+    blob_key = {k.id.rsplit("/", 1)[-1]: k for k in blobs}
+    return {
+        image: tuple(blob_key[d[7:]] for d in sorted(digests) if d[7:] in blob_key)
+        for image, digests in image_blobs.items()
+    }
 
 
 def _hex64(key: str) -> bool:

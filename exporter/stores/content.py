@@ -31,7 +31,9 @@ class ContentStore:
         self._docs: dict[str, Any] = {}  # parsed manifest/config blobs by digest
         self._blobs: dict[str, Usage] = {}  # blob file name -> its stat
         self._blob_list: Derived[tuple[str, ...]] = Derived()
+        self._names: tuple[str, ...] = ()
         self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage]]] = Derived()
+        self._kinds: Derived[dict[Key, str]] = Derived()
 
     def images(
         self, croot: str, ns: containerd_meta.Namespace | None
@@ -115,35 +117,46 @@ class ContentStore:
         self._blobs = live
         return kinds, measured
 
+    def _same(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Last listing's object when the blobs are the same (a dir whose stamp has not settled
+        is listed again, and what is derived from the listing is kept by its identity)."""
+        last = self._names
+        self._names = names if names != last else last
+        return self._names
+
     def measure(
         self, croot: str, root: str, meta: Metadata, doc_kinds: Mapping[str, str]
-    ) -> tuple[dict[Key, str], dict[Key, Usage]]:
+    ) -> tuple[dict[Key, str], dict[Key, Usage], dict[Key, Usage]]:
         """Each blob stat'ed once (content-addressed: immutable), by kind; downloads in
         progress walked every scan; the store's own dirs. Keys relative to the Docker root when
-        the store lies in it, else absolute."""
+        the store lies in it, else absolute. Returns the kinds of all, what was measured now,
+        and the blobs' stats (the same object while the blobs are)."""
         base = os.path.join(croot, CONTENT)
         rel = within(root, base) or base
         sha = os.path.join(base, "blobs", "sha256")
-        names = self._blob_list.get(lambda: tuple(names_in(sha)), key=settled_stamp(sha))
-        kinds, measured = self._blob_part.get(
+        names = self._blob_list.get(lambda: self._same(tuple(names_in(sha))), key=settled_stamp(sha))
+        kinds, blobs = self._blob_part.get(
             lambda: self._blob_records(sha, rel, names, meta, doc_kinds), names, meta, doc_kinds
         )
-        kinds, measured = dict(kinds), dict(measured)
+        extra: dict[Key, str] = {}
+        measured: dict[Key, Usage] = {}
         for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
             key = Key(Part.BLOB, d)
             measured[key] = one_inode(os.path.join(root, d) if not os.path.isabs(d) else d)
-            kinds[key] = "other"
+            extra[key] = "other"
         for name in names_in(os.path.join(base, "ingest")):
             key = Key(Part.BLOB, f"{rel}/ingest/{name}")
             measured[key] = _walk_small(os.path.join(base, "ingest", name))
-            kinds[key] = "partial"
+            extra[key] = "partial"
         for name in names_in(base):
             if name not in ("blobs", "ingest"):
                 key = Key(Part.BLOB, f"{rel}/{name}")
                 measured[key] = _walk_small(os.path.join(base, name))
-                kinds[key] = "other"
-        return kinds, measured
-
+                extra[key] = "other"
+        # The same objects while no blob and no download came or went: the scan sums the
+        # blobs once (exporter.scan.results), not every rescan.
+        all_kinds = self._kinds.get(lambda: {**kinds, **extra}, kinds, key=tuple(extra.items()))
+        return all_kinds, measured, blobs
 
 def _labels_by_digest(meta: Metadata) -> dict[str, list[Mapping[str, str]]]:
     out: dict[str, list[Mapping[str, str]]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from types import MappingProxyType
 from typing import ClassVar, NamedTuple, Protocol
 
 from exporter.model import EngineInfo, Usage
@@ -170,6 +171,9 @@ class MetaDir:
     members: tuple[MetaDir, ...] = ()
 
 
+NO_RESULTS: Mapping[Key, Usage] = MappingProxyType({})  # one object: "unchanged" by identity
+
+
 @dataclass(frozen=True)
 class StoreLayout:
     """Everything under one engine root, as one reader read it. A reader hands back the same
@@ -198,6 +202,9 @@ class StoreLayout:
     rw_allocated: bool = False  # the engine's SizeRw counts allocated bytes here (else apparent)
     content: Mapping[Key, str] = field(default_factory=dict)  # content-store results, by kind
     measured: Mapping[Key, Usage] = field(default_factory=dict)  # what the reader stat'ed itself
+    # What it stat'ed once and hands back as the same object while it holds (immutable blobs):
+    # the scan sums it once, not every rescan (exporter.scan.results).
+    measured_settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
     image_content: Mapping[str, tuple[Key, ...]] = field(default_factory=dict)  # image -> its blobs' keys
     image_dirs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # image -> its unpacked dirs
     skipped: int = 0  # malformed metadata entries left out
@@ -228,6 +235,19 @@ class StoreReader(Protocol):
         """`root`: the engine's root as this process sees it. Never raises for a malformed
         entry: it is left out and counted in `skipped`."""
         ...
+
+    def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
+        """Dirs a first scan will walk whatever the metadata says, known from a listing alone
+        (containerd's snapshot dirs, beside their content): walked by the workers while the
+        reader reads its metadata. () when the metadata is what tells."""
+        ...
+
+
+class Prefetch(NamedTuple):
+    """A walk a plan will ask for, told by what it walks (path, exclude), not by its key."""
+
+    path: str
+    exclude: frozenset[str]
 
 
 # overlay2's owners, in exposition order (a layout lists its own in StoreLayout.owners)

@@ -33,6 +33,7 @@ from exporter.stores.inventory import (
     MetaDir,
     Owner,
     Part,
+    Prefetch,
     Reuse,
     StoreLayout,
     StoreOptions,
@@ -65,6 +66,9 @@ class Overlay2Reader:
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
         return True  # the catch-all: every Docker root has this shape, attributed or not
+
+    def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
+        return ()  # which walks a layer dir needs, layerdb tells
 
     def read(self, root: str, info: EngineInfo) -> StoreLayout:
         attribution, why = True, ""

@@ -23,6 +23,8 @@ from exporter.model import (
     BuildCacheSnapshot,
     Container,
     ContainerScan,
+    DesktopDiskImage,
+    DesktopSnapshot,
     DiskUsage,
     EngineInfo,
     EngineSnapshot,
@@ -683,13 +685,25 @@ def test_a_label_that_is_not_text_fails_its_group_not_the_scrape() -> None:
 # --- one definition per family ----------------------------------------------------------
 
 
+def every_source_store() -> Store:
+    """scan_store() and what only some hosts have: Docker Desktop's disk image."""
+    store = scan_store()
+    image = DesktopDiskImage(
+        "/d/Docker.raw", "raw", "macos", "default", 64 << 30, 2 << 30, 500 << 30, 90 << 30
+    )
+    store.publish(SamplerStatus("desktop", success=True, runs=1), DesktopSnapshot((image,)))
+    return store
+
+
 def test_each_family_is_defined_once_and_served_as_defined() -> None:
     """Every family comes from one definition (a second one raises at import), and what a
     scrape serves matches it: one family per name, with its HELP, type and label names."""
     with pytest.raises(ValueError, match="defined twice"):
         gauge("used_bytes", "A second definition of a family several groups fill.")
     for hide in (False, True):
-        collector = StorageCollector(scan_store(), top_n=1, hide_names=hide, request_counts=lambda: {"/x": 1})
+        collector = StorageCollector(
+            every_source_store(), top_n=1, hide_names=hide, request_counts=lambda: {"/x": 1}
+        )
         collected = list(collector.collect())
         names = [f.name for f in collected]
         assert len(names) == len(set(names))

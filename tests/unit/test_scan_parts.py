@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from exporter.model import EMPTY, Container, EngineInfo, EngineSnapshot, Usage
+from exporter.model import EMPTY, Container, EngineInfo, EngineSnapshot, ScanSnapshot, Usage, total
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
-from exporter.scan.plan import BYTES_PER_FILE, make_plan
+from exporter.scan.plan import BYTES_PER_FILE, PlanMemo, make_plan
+from exporter.scan.results import Results
 from exporter.stores import READERS, reader_for, register
 from exporter.stores.containerd import ContainerdReader
 from exporter.stores.inventory import (
@@ -169,12 +170,23 @@ def test_plan_walks_what_it_must_and_reuses_what_it_may(tmp_path: Path) -> None:
     }
 
     # What the first scan walked and may keep comes from the cache next time; the rest again.
-    for key in plan.reusable:
-        cache.put(key, U)
-    cache.sweep()
-    again = make_plan(layout, cache, hints={})
+    plan.keep(cache, dict.fromkeys(plan.reusable, U), ok=True)
+    memo = PlanMemo()
+    again = make_plan(layout, cache, hints={}, memo=memo)
     assert {j.key for j in again.jobs} == set(jobs) - set(plan.reusable)
-    assert {k: again.known[k] for k in plan.reusable} == dict.fromkeys(plan.reusable, U)
+    results = again.results({})
+    assert {k: results[k] for k in plan.reusable} == dict.fromkeys(plan.reusable, U)
+    # The layer area's settled part is one mapping, handed over whole while the layout's
+    # records are the same objects: a rescan does not visit each layer.
+    assert set(again.settled) == set(plan.reusable)
+    third = make_plan(layout, cache, hints={}, memo=memo)
+    assert third.settled is again.settled and {j.key for j in third.jobs} == set(jobs) - set(plan.reusable)
+    third.keep(cache, {}, ok=True)
+    assert {k: make_plan(layout, cache, {}).results({})[k] for k in plan.reusable} == dict.fromkeys(
+        plan.reusable, U
+    )  # kept all along, untouched: the cache's sweep left the part whole
+    relisted = layout_over(tmp_path, layers=tuple(layout.layers))  # equal, not the same
+    assert make_plan(relisted, cache, {}, memo=memo).settled is not again.settled
 
 
 def test_plan_rewalks_a_settled_dir_whose_stamp_moved(tmp_path: Path) -> None:
@@ -302,6 +314,60 @@ def test_attribution_reuses_the_image_part_only_while_nothing_changed(tmp_path: 
     relisted = layout_over(tmp_path, layers=tuple(list(layout.layers)))  # equal, not the same
     # (The memo holds `fresh`'s layers: only a recomputation from `r` gives `first`'s.)
     assert attr.snapshot(relisted, "/h", engine_with(), r, {}, 0).layers == first.layers != fresh.layers
+
+
+def test_attribution_over_settled_chunks_sums_them_once_and_live_results_every_scan(
+    tmp_path: Path,
+) -> None:
+    """Results taken whole (the plan's settled part, the reader's blob stats) are summed once
+    per chunk object; what was measured this scan is summed every scan; the figures equal
+    those of the same results given flat."""
+    blobs = {Key(Part.BLOB, "area/blobs/b1"): u(7), Key(Part.BLOB, "area/blobs/b2"): u(8)}
+    layout = layout_over(
+        tmp_path,
+        area_dirs=(AreaDir("I", Owner.INIT, Reuse.SETTLED), AreaDir("O", Owner.ORPHAN)),
+        content={k: "layer" for k in blobs},
+        image_content={"sha256:i1": tuple(blobs)},
+        image_dirs={"sha256:i1": ("L2", "L1", "I")},
+        areas={**layout_over(tmp_path).areas, Part.BLOB: "area"},
+    )
+    cache = UsageCache()
+    first = make_plan(layout, cache, {})
+    first.keep(cache, {j.key: u(2) for j in first.jobs}, ok=True)
+    memo = PlanMemo()
+    plan = make_plan(layout, cache, {}, memo=memo)  # everything settled is in the cache now
+    settled = dict(plan.settled)
+    assert Key(Part.AREA_DIR, "I") in settled and Key(Part.AREA_DIR, "O") not in settled
+    live = {**plan.known, **{j.key: u(3) for j in plan.jobs}}
+    attr = Attribution()
+    ct = Container("c1", "web", "sha256:i1", "web:1", "exited", ())
+
+    def snap(results: Results | dict[Key, Usage], attr: Attribution = attr) -> ScanSnapshot:
+        return attr.snapshot(layout, "/h", engine_with((ct,)), results, {}, 0)
+
+    a = snap(Results(live, (plan.settled, blobs)))
+    flat = snap({**settled, **blobs, **live}, Attribution())
+    assert (a.root_dirs, a.owners, a.layers, a.images, a.content, a.orphans) == (
+        flat.root_dirs, flat.owners, flat.layers, flat.images, flat.content, flat.orphans,
+    )  # fmt: skip
+    (image,) = a.images
+    assert image.content == u(7) + u(8) and image.unpacked == total(
+        [settled[Key(p, n)] for p in (Part.LAYER, Part.LAYER_REST) for n in ("L1", "L2")]
+        + [settled[Key(Part.AREA_DIR, "I")]]
+    )
+    # The next scan: the orphan grew (walked every scan), the settled chunks are the same objects.
+    again = make_plan(layout, cache, {}, memo=memo)
+    assert again.settled is plan.settled
+    grown = {**live, Key(Part.AREA_DIR, "O"): u(50)}
+    b = snap(Results(grown, (again.settled, blobs)))
+    assert b.owners["orphan"] == u(50) and b.orphans[0].usage == u(50)
+    assert total(b.root_dirs.values()) == total(a.root_dirs.values()) + u(47)
+    assert b.images is a.images and b.layers is a.layers  # nothing they sum was measured anew
+    assert b.content == a.content
+    # A settled chunk that is another object (say a blob came back with other figures): anew.
+    other_blobs = {**blobs, Key(Part.BLOB, "area/blobs/b2"): u(9)}
+    c = snap(Results(grown, (again.settled, other_blobs)))
+    assert c.images[0].content == u(7) + u(9) and c.content["layer"] == u(7) + u(9)
 
 
 def test_unattributed_layout_has_no_owners_layers_or_writable_layers(tmp_path: Path) -> None:
