@@ -7,16 +7,18 @@
  * bolt.py walks in Python (tests/unit/test_bolt.py runs both on real, torn and fuzzed files
  * and compares them).
  *
- * init(corrupt: type, full: int)  the exception raised for a broken structure; the _FULL kind
+ * init(corrupt: type)  the exception raised for a broken structure
  * walk(fd, pread, page_size, hwm, root, sequence, node) -> the root bucket as `node` says
  *   pread: None for the pread(2) syscall, else a callable (fd, size, offset) -> bytes (tests).
- *   node: bolt._compile's output: an int kind, or (0, {name: node}, any-node or None).
+ *   node: bolt._compile's output: an int kind, or (kind, {name: (slot, node)}, node or None).
  * OSError comes out as is (bolt.py makes it Unreadable). The GIL is held throughout: each
  * pread is a few microseconds, and releasing it 20,000 times would hand it to every other
  * thread in turn.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <structmember.h>
 
 #include <errno.h>
 #include <stdint.h>
@@ -26,29 +28,31 @@
 
 #define MAX_DEPTH 64
 #define PAGE_HEADER 16
+#define HEAD 512 /* bytes read first of each page (less than any page size) */
 #define ELEMENT 16
 #define INBUCKET 16
 #define BRANCH 0x01
 #define LEAF 0x02
 #define BUCKET_LEAF 0x01
 
-enum { K_BUCKET = 0, K_TEXT = 1, K_BYTES = 2, K_UVARINT = 3, K_VARINT = 4, K_KEYS = 5, K_FULL = 6 };
+enum { K_BUCKET = 0, K_TEXT = 1, K_BYTES = 2, K_UVARINT = 3, K_VARINT = 4, K_KEYS = 5, K_FULL = 6, K_ROW = 7 };
 
 static PyObject *Corrupt = NULL;
-static long FullKind = K_FULL;
 
 /* --- the compiled shape ------------------------------------------------------------------ */
 
 typedef struct Node {
     int kind;
-    Py_ssize_t n;           /* named children */
-    const char **name;      /* into the shape's bytes keys, alive for the call */
+    Py_ssize_t n;        /* named children */
+    const char **name;   /* into the shape's bytes keys: the shape lives through the call */
     Py_ssize_t *len;
+    PyObject **slot;     /* borrowed: the key in the result (text), or the Row's index */
+    Py_ssize_t *index;   /* K_ROW: slot as a C integer */
     struct Node **kid;
-    struct Node *other;     /* ANY */
+    struct Node *other;  /* ANY */
 } Node;
 
-static Node FULL_NODE = {K_FULL, 0, NULL, NULL, NULL, NULL};
+static Node FULL_NODE = {K_FULL, 0, NULL, NULL, NULL, NULL, NULL, NULL};
 
 static void node_free(Node *n) {
     if (n == NULL || n == &FULL_NODE) return;
@@ -56,6 +60,8 @@ static void node_free(Node *n) {
     node_free(n->other);
     free(n->name);
     free(n->len);
+    free(n->slot);
+    free(n->index);
     free(n->kid);
     free(n);
 }
@@ -67,7 +73,7 @@ static Node *node_new(PyObject *obj, int depth) {
     }
     if (PyLong_Check(obj)) {
         long k = PyLong_AsLong(obj);
-        if (k == FullKind) return &FULL_NODE;
+        if (k == K_FULL) return &FULL_NODE;
         if (k < K_TEXT || k > K_KEYS) {
             PyErr_SetString(PyExc_ValueError, "not a shape kind");
             return NULL;
@@ -77,37 +83,61 @@ static Node *node_new(PyObject *obj, int depth) {
         n->kind = (int)k;
         return n;
     }
-    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 3 || !PyDict_Check(PyTuple_GET_ITEM(obj, 1))) {
-        PyErr_SetString(PyExc_TypeError, "a compiled shape: (0, {name: node}, node or None)");
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 3 || !PyLong_Check(PyTuple_GET_ITEM(obj, 0)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(obj, 1))) {
+        PyErr_SetString(PyExc_TypeError, "a compiled shape: (kind, {name: (slot, node)}, node or None)");
+        return NULL;
+    }
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(obj, 0));
+    if (kind != K_BUCKET && kind != K_ROW) {
+        PyErr_SetString(PyExc_ValueError, "not a bucket's shape kind");
         return NULL;
     }
     PyObject *names = PyTuple_GET_ITEM(obj, 1), *other = PyTuple_GET_ITEM(obj, 2);
     Py_ssize_t count = PyDict_GET_SIZE(names);
     Node *n = calloc(1, sizeof(Node));
     if (n == NULL) return (Node *)PyErr_NoMemory();
-    n->kind = K_BUCKET;
+    n->kind = (int)kind;
     n->name = calloc(count + 1, sizeof(char *));
     n->len = calloc(count + 1, sizeof(Py_ssize_t));
+    n->slot = calloc(count + 1, sizeof(PyObject *));
+    n->index = calloc(count + 1, sizeof(Py_ssize_t));
     n->kid = calloc(count + 1, sizeof(Node *));
-    if (n->name == NULL || n->len == NULL || n->kid == NULL) {
+    if (n->name == NULL || n->len == NULL || n->slot == NULL || n->index == NULL || n->kid == NULL) {
         node_free(n);
         return (Node *)PyErr_NoMemory();
     }
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(names, &pos, &k, &v)) {
-        if (!PyBytes_Check(k)) {
-            PyErr_SetString(PyExc_TypeError, "shape names are bytes once compiled");
+        if (!PyBytes_Check(k) || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a compiled shape's names: {bytes: (slot, node)}");
             node_free(n);
             return NULL;
         }
-        Node *kid = node_new(v, depth + 1);
+        PyObject *slot = PyTuple_GET_ITEM(v, 0);
+        Py_ssize_t index = -1;
+        if (kind == K_ROW) {
+            index = PyLong_Check(slot) ? PyLong_AsSsize_t(slot) : -1;
+            if (index < 0 || index >= count) {
+                PyErr_SetString(PyExc_ValueError, "a Row's index out of range");
+                node_free(n);
+                return NULL;
+            }
+        } else if (!PyUnicode_Check(slot)) {
+            PyErr_SetString(PyExc_TypeError, "a bucket's result keys are str");
+            node_free(n);
+            return NULL;
+        }
+        Node *kid = node_new(PyTuple_GET_ITEM(v, 1), depth + 1);
         if (kid == NULL) {
             node_free(n);
             return NULL;
         }
         n->name[n->n] = PyBytes_AS_STRING(k);
         n->len[n->n] = PyBytes_GET_SIZE(k);
+        n->slot[n->n] = slot;
+        n->index[n->n] = index;
         n->kid[n->n++] = kid;
     }
     if (other != Py_None && (n->other = node_new(other, depth + 1)) == NULL) {
@@ -117,14 +147,15 @@ static Node *node_new(PyObject *obj, int depth) {
     return n;
 }
 
-static Node *node_find(const Node *n, const uint8_t *key, size_t ks) {
+/* The index of the name `key` in n, or -1. */
+static Py_ssize_t node_find(const Node *n, const uint8_t *key, size_t ks) {
     for (Py_ssize_t i = 0; i < n->n; i++)
-        if ((size_t)n->len[i] == ks && memcmp(n->name[i], key, ks) == 0) return n->kid[i];
-    return n->other;
+        if ((size_t)n->len[i] == ks && memcmp(n->name[i], key, ks) == 0) return i;
+    return -1;
 }
 
 static int is_value_kind(int k) { return k >= K_TEXT && k <= K_VARINT; }
-static int is_bucket_kind(int k) { return k == K_BUCKET || k == K_KEYS || k == K_FULL; }
+static int is_bucket_kind(int k) { return k == K_BUCKET || k == K_KEYS || k == K_FULL || k == K_ROW; }
 
 /* --- little-endian fields ---------------------------------------------------------------- */
 
@@ -192,8 +223,24 @@ static int read_at(Walk *w, uint8_t *buf, uint64_t size, uint64_t offset) {
     return rc;
 }
 
-/* Page pgid with its overflow pages, read, checked and marked seen: a malloc'd buffer of *len
- * bytes, or NULL with an exception set. */
+/* buf holds *have bytes of the page at `at`: read on to `want` */
+static int more(Walk *w, uint8_t **buf, size_t *have, uint64_t want, uint64_t at) {
+    if (want <= *have) return 0;
+    uint8_t *grown = realloc(*buf, (size_t)want);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = grown;
+    if (read_at(w, grown + *have, want - *have, at + *have) < 0) return -1;
+    *have = (size_t)want;
+    return 0;
+}
+
+/* Page pgid with its overflow pages, checked and marked seen: a malloc'd buffer of its bytes
+ * as far as its elements reach, *len the length of its span; or NULL with an exception set.
+ * Read in up to three steps, as _PyWalk._page: HEAD bytes, the rest of the element array,
+ * the rest of the keys and values. */
 static uint8_t *fetch(Walk *w, uint64_t pgid, size_t *len) {
     if (pgid < 2 || pgid >= w->hwm) {
         PyErr_Format(Corrupt, "pgid %llu outside 2..%llu", (unsigned long long)pgid,
@@ -204,10 +251,13 @@ static uint8_t *fetch(Walk *w, uint64_t pgid, size_t *len) {
         PyErr_Format(Corrupt, "page %llu reached twice", (unsigned long long)pgid);
         return NULL;
     }
-    uint8_t *buf = malloc((size_t)w->ps);
+    uint64_t at = pgid * w->ps;
+    size_t have = HEAD;
+    uint8_t *buf = malloc(have);
     if (buf == NULL) return (uint8_t *)PyErr_NoMemory();
-    if (read_at(w, buf, w->ps, pgid * w->ps) < 0) goto fail;
+    if (read_at(w, buf, HEAD, at) < 0) goto fail;
     uint64_t pid = rd64(buf);
+    uint16_t flags = rd16(buf + 8), count = rd16(buf + 10);
     uint32_t overflow = rd32(buf + 12);
     uint64_t n = 1 + (uint64_t)overflow;
     if (pid != pgid || pgid + n > w->hwm) {
@@ -220,16 +270,21 @@ static uint8_t *fetch(Walk *w, uint64_t pgid, size_t *len) {
         goto fail;
     }
     memset(w->seen + pgid, 1, (size_t)n);
-    if (n > 1) {
-        uint8_t *more = realloc(buf, (size_t)(n * w->ps));
-        if (more == NULL) {
-            PyErr_NoMemory();
-            goto fail;
+    uint64_t span = n * w->ps;
+    if (flags == BRANCH || flags == LEAF) { /* else leaves() refuses it from the header alone */
+        uint64_t array = PAGE_HEADER + (uint64_t)count * ELEMENT;
+        if (more(w, &buf, &have, array < span ? array : span, at) < 0) goto fail;
+        if (flags == LEAF && array <= span) {
+            uint64_t reach = 0;
+            for (uint64_t e = PAGE_HEADER; e < array; e += ELEMENT) {
+                uint64_t end = e + rd32(buf + e + 4) + rd32(buf + e + 8) + rd32(buf + e + 12);
+                if (end > reach) reach = end;
+            }
+            /* past the span: leaves() refuses it */
+            if (more(w, &buf, &have, reach < span ? reach : span, at) < 0) goto fail;
         }
-        buf = more;
-        if (read_at(w, buf + w->ps, (n - 1) * w->ps, (pgid + 1) * w->ps) < 0) goto fail;
     }
-    *len = (size_t)(n * w->ps);
+    *len = (size_t)span;
     return buf;
 fail:
     free(buf);
@@ -347,8 +402,16 @@ static int element(Walk *w, Bk *b, uint32_t flags, const uint8_t *k, size_t ks, 
         Py_DECREF(key);
         return rc;
     }
-    const Node *sub = kind == K_FULL ? &FULL_NODE : node_find(b->node, k, ks);
-    if (sub == NULL) return 0;
+    const Node *sub;
+    Py_ssize_t at = -1;
+    if (kind == K_FULL) {
+        sub = &FULL_NODE;
+    } else if ((at = node_find(b->node, k, ks)) >= 0) {
+        sub = b->node->kid[at];
+    } else if ((sub = b->node->other) == NULL) {
+        return 0;
+    }
+    PyObject *got;
     if (flags == BUCKET_LEAF) { /* bucket.go openBucket */
         if (!is_bucket_kind(sub->kind)) return 0;
         if (vs < INBUCKET) {
@@ -358,22 +421,34 @@ static int element(Walk *w, Bk *b, uint32_t flags, const uint8_t *k, size_t ks, 
             return -1;
         }
         uint64_t sub_root = rd64(v), sub_seq = rd64(v + 8);
-        PyObject *got;
         if (sub->kind == K_BUCKET && sub->n == 0 && sub->other == NULL)
             got = PyDict_New(); /* its name is all the shape asks: its pages are not read */
         else /* root 0: an inline bucket, whose leaf page follows the header in the value */
             got = bucket(w, sub, sub_root, sub_seq, sub_root == 0 ? v + INBUCKET : NULL, vs - INBUCKET,
                          depth + 1);
         if (got == NULL) return -1;
-        PyObject *key = kind == K_FULL ? PyBytes_FromStringAndSize((const char *)k, (Py_ssize_t)ks) : text(k, ks);
-        return put(b->out, key, got);
+        if (kind == K_FULL)
+            return put(b->out, PyBytes_FromStringAndSize((const char *)k, (Py_ssize_t)ks), got);
+    } else {
+        if (kind != K_FULL && !is_value_kind(sub->kind)) return 0;
+        if (spend(w, vs) < 0) return -1;
+        if (kind == K_FULL)
+            return put(b->values, PyBytes_FromStringAndSize((const char *)k, (Py_ssize_t)ks),
+                       PyBytes_FromStringAndSize((const char *)v, (Py_ssize_t)vs));
+        if ((got = decode(sub->kind, v, vs)) == NULL) return -1;
     }
-    if (kind != K_FULL && !is_value_kind(sub->kind)) return 0;
-    if (spend(w, vs) < 0) return -1;
-    if (kind == K_FULL)
-        return put(b->values, PyBytes_FromStringAndSize((const char *)k, (Py_ssize_t)ks),
-                   PyBytes_FromStringAndSize((const char *)v, (Py_ssize_t)vs));
-    return put(b->out, text(k, ks), decode(sub->kind, v, vs));
+    if (kind == K_ROW) { /* keys are unique: each slot is filled once */
+        Py_ssize_t i = b->node->index[at];
+        PyObject *old = PyTuple_GET_ITEM(b->out, i);
+        PyTuple_SET_ITEM(b->out, i, got);
+        Py_DECREF(old);
+        return 0;
+    }
+    if (at >= 0) {
+        Py_INCREF(b->node->slot[at]);
+        return put(b->out, b->node->slot[at], got);
+    }
+    return put(b->out, text(k, ks), got);
 }
 
 /* The leaf elements under page pgid (or the inline page inl), in key order, into b. */
@@ -437,7 +512,15 @@ done:
 static PyObject *bucket(Walk *w, const Node *node, uint64_t root, uint64_t seq, const uint8_t *inl,
                         size_t inl_len, int depth) {
     Bk b = {node, NULL, NULL, NULL, 0, 0};
-    b.out = node->kind == K_KEYS ? PyFrozenSet_New(NULL) : PyDict_New();
+    if (node->kind == K_ROW) {
+        if ((b.out = PyTuple_New(node->n)) == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < node->n; i++) {
+            Py_INCREF(Py_None);
+            PyTuple_SET_ITEM(b.out, i, Py_None);
+        }
+    } else {
+        b.out = node->kind == K_KEYS ? PyFrozenSet_New(NULL) : PyDict_New();
+    }
     if (b.out == NULL) return NULL;
     if (node->kind == K_FULL && (b.values = PyDict_New()) == NULL) goto fail;
     if (leaves(w, &b, root, inl, inl_len, depth) < 0) goto fail;
@@ -483,23 +566,100 @@ static PyObject *py_walk(PyObject *self, PyObject *args) {
     return out;
 }
 
-static PyObject *py_init(PyObject *self, PyObject *args) {
+/* --- records: instances of a frozen slots dataclass without its __init__ ------------------ */
+
+/* A frozen dataclass's __init__ sets each field through object.__setattr__: ~0.2 us a field,
+ * more than the rest of reading a record. A Maker fills the slots the way a slot's own
+ * descriptor does (Python/structmember.c PyMember_SetOne, T_OBJECT_EX). bolt.maker() checks
+ * that the class is one whose __init__ does nothing else. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *cls;
+    Py_ssize_t n;
+    Py_ssize_t *offset;
+    vectorcallfunc vectorcall;
+} Maker;
+
+static PyObject *maker_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Maker *m = (Maker *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != m->n || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_Format(PyExc_TypeError, "%s: %zd positional arguments, not %zd", m->cls->tp_name, m->n, nargs);
+        return NULL;
+    }
+    PyObject *obj = m->cls->tp_alloc(m->cls, 0);
+    if (obj == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        *(PyObject **)((char *)obj + m->offset[i]) = args[i];
+    }
+    return obj;
+}
+
+static void maker_dealloc(PyObject *self) {
+    Maker *m = (Maker *)self;
+    Py_XDECREF(m->cls);
+    PyMem_Free(m->offset);
+    PyObject_Free(self);
+}
+
+static PyTypeObject MakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter.sources._bolt.Maker",
+    .tp_basicsize = sizeof(Maker),
+    .tp_dealloc = maker_dealloc,
+    .tp_vectorcall_offset = offsetof(Maker, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Maker(cls, fields)(*values): a cls with its slots set to values, in fields' order",
+};
+
+static PyObject *py_maker(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *corrupt;
-    long full;
-    if (!PyArg_ParseTuple(args, "Ol", &corrupt, &full)) return NULL;
+    PyObject *cls, *fields;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &cls, &PyTuple_Type, &fields)) return NULL;
+    PyTypeObject *type = (PyTypeObject *)cls;
+    Py_ssize_t n = PyTuple_GET_SIZE(fields);
+    Maker *m = PyObject_New(Maker, &MakerType);
+    if (m == NULL) return NULL;
+    m->cls = NULL;
+    m->n = n;
+    m->vectorcall = maker_call;
+    if ((m->offset = PyMem_Calloc(n + 1, sizeof(Py_ssize_t))) == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(fields, i);
+        PyObject *d = PyUnicode_Check(name) ? PyDict_GetItemWithError(type->tp_dict, name) : NULL;
+        if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX ||
+            ((PyMemberDescrObject *)d)->d_member->flags & READONLY) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%s.%S is not an object slot of its own", type->tp_name, name);
+            Py_DECREF(m);
+            return NULL;
+        }
+        m->offset[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    Py_INCREF(cls);
+    m->cls = type;
+    return (PyObject *)m;
+}
+
+static PyObject *py_init(PyObject *self, PyObject *corrupt) {
+    (void)self;
     if (!PyExceptionClass_Check(corrupt)) {
         PyErr_SetString(PyExc_TypeError, "an exception class");
         return NULL;
     }
     Py_INCREF(corrupt);
     Py_XSETREF(Corrupt, corrupt);
-    FullKind = full;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"init", py_init, METH_VARARGS, "init(corrupt, full_kind): the exception for a broken file"},
+    {"init", py_init, METH_O, "init(corrupt): the exception raised for a broken file"},
+    {"maker", py_maker, METH_VARARGS, "maker(cls, fields) -> Maker: see bolt.maker"},
     {"walk", py_walk, METH_VARARGS,
      "walk(fd, pread, page_size, hwm, root, sequence, node) -> the root bucket as node says"},
     {NULL, NULL, 0, NULL},
@@ -509,4 +669,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_bolt", "bbolt tree walk in C", -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__bolt(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__bolt(void) {
+    if (PyType_Ready(&MakerType) < 0) return NULL;
+    return PyModule_Create(&module);
+}

@@ -20,14 +20,16 @@ Python; `BOLT_IMPL` says which.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import stat
 import struct
 from collections.abc import Callable, ItemsView, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 MAX_BYTES = 256 << 20  # the files are tens of MB at most (moby/buildkit#6977: 24 MB)
 TRIES = 3
@@ -45,8 +47,10 @@ _META_END = _PAGE.size + _META.size
 _BRANCH = struct.Struct("<IIQ")  # page.go branchPageElement: pos, ksize, pgid
 _LEAF = struct.Struct("<IIII")  # page.go leafPageElement: flags, pos, ksize, vsize
 _INBUCKET = struct.Struct("<QQ")  # InBucket: root pgid (0 = inline), sequence
+_HEAD = 512  # bytes read first of each page (less than any page size)
 
 Pread = Callable[[int, int, int], bytes]  # os.pread's signature: (fd, size, offset)
+T = TypeVar("T")
 
 
 class BoltError(Exception):
@@ -111,17 +115,30 @@ ANY: Any = _Any()  # a shape key: every key the bucket's shape does not name
 # the bytes, or Go's binary.Uvarint / Varint of its first bytes (None when empty or bad).
 TEXT, BYTES, UVARINT, VARINT = 1, 2, 3, 4
 KEYS = 5  # for a bucket: the frozenset of all its keys (values' and nested buckets'), as text
-_BUCKET, _FULL = 0, 6  # compiled: a bucket's shape; the whole subtree as read_db reads it
+_BUCKET, _FULL, _ROW = 0, 6, 7  # compiled: a bucket's shape; the whole subtree as read_db reads it; a Row
 _VALUE_KINDS = (TEXT, BYTES, UVARINT, VARINT)
-_BUCKET_KINDS = (_BUCKET, KEYS, _FULL)
+_BUCKET_KINDS = (_BUCKET, KEYS, _FULL, _ROW)
 
-Shape: TypeAlias = "int | Mapping[Any, Shape]"
+
+class Row:
+    """A bucket's shape that gives a tuple, not a dict: what each named key holds, in the
+    order given, None where the bucket has no such key (or one of the other sort). Cheaper
+    than a dict for the many small buckets of a record each."""
+
+    def __init__(self, **fields: Shape) -> None:
+        self.fields = fields
+
+
+Shape: TypeAlias = "int | Row | Mapping[Any, Shape]"
 """A bucket's shape is a mapping of key (str as UTF-8, bytes, or ANY) to what to take there: a
-value kind for a plain value, a mapping for a nested bucket (an empty one: its name only, its
-pages unread), KEYS. A key whose element is of the other sort (a bucket where a value kind is
-asked, or the reverse) is left out, as a key the shape does not name is. Keys come out as text."""
+value kind for a plain value, a mapping or a Row for a nested bucket (an empty mapping: its
+name only, its pages unread), KEYS. A key whose element is of the other sort (a bucket where a
+value kind is asked, or the reverse) is left out, as a key the shape does not name is. Keys
+come out as text."""
 
-_Node: TypeAlias = "int | tuple[int, dict[bytes, _Node], _Node | None]"
+# compiled: a kind, or (_BUCKET or _ROW, {name: (its key in the result: text, or the Row's
+# index; its node)}, the node for every other key or None)
+_Node: TypeAlias = "int | tuple[int, dict[bytes, tuple[str | int, _Node]], _Node | None]"
 
 
 def _compile(shape: Shape) -> _Node:
@@ -129,13 +146,16 @@ def _compile(shape: Shape) -> _Node:
         if shape not in (*_VALUE_KINDS, KEYS):
             raise ValueError(f"not a shape: {shape!r}")
         return shape
-    names: dict[bytes, _Node] = {}
+    if isinstance(shape, Row):
+        fields = {_b(k): (i, _compile(v)) for i, (k, v) in enumerate(shape.fields.items())}
+        return (_ROW, fields, None)
+    names: dict[bytes, tuple[str | int, _Node]] = {}
     other: _Node | None = None
     for key, sub in shape.items():
         if key is ANY:
             other = _compile(sub)
         else:
-            names[_b(key)] = _compile(sub)
+            names[_b(key)] = (_text(_b(key)), _compile(sub))
     return (_BUCKET, names, other)
 
 
@@ -170,25 +190,34 @@ def _to_bucket(raw: tuple[int, int, dict[bytes, bytes], dict[bytes, Any]]) -> Bu
     return Bucket(seq, MappingProxyType(values), MappingProxyType(subs), root)
 
 
-def _read(path: str | os.PathLike[str], pread: Pread, max_bytes: int, node: _Node) -> tuple[int, int, Any]:
-    fd = _open(path)
-    # The result holds no reference cycles; the cyclic GC's passes over it while it grows (tens
-    # of thousands of dicts) were a third of the parse (bench/containerd_store.py).
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic GC off while a tree or records are built from one: they hold no reference
+    cycles, and the GC's passes over them while they grow (tens of thousands of dicts and
+    records) were a third of the parse (bench/containerd_store.py)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(TRIES - 1):
-            try:
-                return _attempt(fd, pread, max_bytes, node)
-            except (Corrupt, Inconsistent):  # a torn meta or page, or the writer moved on
-                pass
-        try:
-            return _attempt(fd, pread, max_bytes, node)
-        except (Corrupt, Inconsistent) as e:
-            raise type(e)(f"{path}: {e} (after {TRIES} tries)") from e
+        yield
     finally:
         if collecting:
             gc.enable()
+
+
+def _read(path: str | os.PathLike[str], pread: Pread, max_bytes: int, node: _Node) -> tuple[int, int, Any]:
+    fd = _open(path)
+    try:
+        with gc_paused():
+            for _ in range(TRIES - 1):
+                try:
+                    return _attempt(fd, pread, max_bytes, node)
+                except (Corrupt, Inconsistent):  # a torn meta or page, or the writer moved on
+                    pass
+            try:
+                return _attempt(fd, pread, max_bytes, node)
+            except (Corrupt, Inconsistent) as e:
+                raise type(e)(f"{path}: {e} (after {TRIES} tries)") from e
+    finally:
         os.close(fd)
 
 
@@ -327,6 +356,24 @@ def _metas(fd: int, pread: Pread) -> tuple[int, _Meta]:
     return size, max(found, key=lambda m: m.txid)
 
 
+def maker(cls: type[T]) -> Callable[..., T]:
+    """A constructor of `cls`, a frozen slots dataclass whose __init__ only sets its fields,
+    called with every field, positionally: what a file's records are made with by the
+    thousand. In C it sets the slots as their descriptors do, at a fifth of the cost of
+    __init__'s object.__setattr__ per field; without the C walk, it is `cls` itself."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = tuple(f.name for f in fields)
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    if (
+        not params.frozen
+        or getattr(cls, "__slots__", None) != names
+        or hasattr(cls, "__post_init__")
+        or any(not f.init for f in fields)
+    ):
+        raise TypeError(f"{cls.__name__}: not a frozen slots dataclass whose __init__ only sets its fields")
+    return cls if _native is None else _native.maker(cls, names)
+
+
 def _walk(fd: int, pread: Pread, meta: _Meta, node: _Node) -> Any:
     """The root bucket by `node`, in C where it is built (raw preads when `pread` is os.pread,
     else through it), else in Python; the same result and the same errors either way."""
@@ -357,11 +404,12 @@ class _PyWalk:
         self.copied = used  # and each real key and value its own bytes
 
     def bucket(self, node: _Node, root: int, seq: int, inline: _Inline | None, depth: int) -> Any:
-        """One bucket as `node` says: a dict (text keys), KEYS' frozenset, or _FULL's
-        (sequence, root, values, buckets) with bytes keys."""
+        """One bucket as `node` says: a dict (text keys), a Row's tuple, KEYS' frozenset, or
+        _FULL's (sequence, root, values, buckets) with bytes keys."""
         kind = node if isinstance(node, int) else node[0]
         names, other = (node[1], node[2]) if isinstance(node, tuple) else ({}, None)
         out: dict[Any, Any] = {}
+        row: list[Any] = [None] * len(names) if kind == _ROW else []
         values: dict[bytes, bytes] = {}
         keys: list[str] = []
         last = b""
@@ -378,8 +426,14 @@ class _PyWalk:
             if kind == KEYS:
                 keys.append(_text(key))
                 continue
-            sub = _FULL if kind == _FULL else names.get(key, other)
-            if sub is None:
+            if kind == _FULL:
+                slot: Any = key
+                sub: _Node | None = _FULL
+            elif key in names:
+                slot, sub = names[key]
+            elif other is not None:
+                slot, sub = _text(key), other
+            else:
                 continue
             sub_kind = sub if isinstance(sub, int) else sub[0]
             if flags == BUCKET_LEAF:  # bucket.go openBucket
@@ -394,22 +448,31 @@ class _PyWalk:
                     # root 0: an inline bucket, whose leaf page follows the header in the value
                     span = (buf, k1 + _INBUCKET.size, v1) if sub_root == 0 else None
                     got = self.bucket(sub, sub_root, sub_seq, span, depth + 1)
-                out[key if kind == _FULL else _text(key)] = got
             elif kind == _FULL or sub_kind in _VALUE_KINDS:
                 self.copied -= v1 - k1
                 if self.copied < 0:
                     raise Corrupt("keys and values larger than the file")
                 if kind == _FULL:
                     values[key] = buf[k1:v1]
-                else:
-                    out[_text(key)] = _decode(sub_kind, buf[k1:v1])
+                    continue
+                got = _decode(sub_kind, buf[k1:v1])
+            else:
+                continue
+            if kind == _ROW:
+                row[slot] = got
+            else:
+                out[slot] = got
         if kind == KEYS:
             return frozenset(keys)
+        if kind == _ROW:
+            return tuple(row)
         if kind == _FULL:
             return (seq, root, values, out)
         return out
 
-    def _leaves(self, pgid: int, inline: _Inline | None, depth: int) -> Iterator[tuple[bytes, int, int, int, int]]:
+    def _leaves(
+        self, pgid: int, inline: _Inline | None, depth: int
+    ) -> Iterator[tuple[bytes, int, int, int, int]]:
         """(buffer, flags, key start, key end = value start, value end) of the leaf elements
         under a page, in key order."""
         if depth > MAX_DEPTH:
@@ -417,8 +480,8 @@ class _PyWalk:
         if inline:
             buf, start, end = inline
         else:
-            buf = self._page(pgid)
-            start, end = 0, len(buf)
+            buf, end = self._page(pgid)
+            start = 0
         if end - start < _PAGE.size:
             raise Corrupt(f"page of {end - start} bytes")
         _, flags, count, _ = _PAGE.unpack_from(buf, start)
@@ -444,23 +507,40 @@ class _PyWalk:
                 yield buf, eflags, k0, k0 + ksize, k0 + ksize + vsize
                 e += _LEAF.size
 
-    def _page(self, pgid: int) -> bytes:
-        """Page `pgid` with its overflow pages, read, checked and marked seen."""
+    def _page(self, pgid: int) -> tuple[bytes, int]:
+        """Page `pgid` with its overflow pages, checked and marked seen: its bytes as far as
+        its elements reach, and the length of its span. Read in up to three steps, as _bolt.c
+        does: _HEAD bytes, then the rest of the element array, then the rest of the keys and
+        values: most of meta.db's pages are one small bucket each, in a fraction of a page."""
         if not 2 <= pgid < self.hwm:
             raise Corrupt(f"pgid {pgid} outside 2..{self.hwm - 1}")
         if self.seen[pgid]:
             raise Corrupt(f"page {pgid} reached twice")
-        buf = _pread_exact(self.fd, self.pread, self.ps, pgid * self.ps)
-        pid, _, _, overflow = _PAGE.unpack_from(buf)
+        at = pgid * self.ps
+        buf = _pread_exact(self.fd, self.pread, _HEAD, at)
+        pid, flags, count, overflow = _PAGE.unpack_from(buf)
         n = 1 + overflow
         if pid != pgid or pgid + n > self.hwm:
             raise Corrupt(f"page {pgid}: header says id {pid}, overflow {overflow}")
         if self.seen.find(1, pgid, pgid + n) != -1:
             raise Corrupt(f"page {pgid} reached twice")
         self.seen[pgid : pgid + n] = b"\x01" * n
-        if n > 1:
-            buf += _pread_exact(self.fd, self.pread, (n - 1) * self.ps, (pgid + 1) * self.ps)
-        return buf
+        span = n * self.ps
+        if flags in (BRANCH, LEAF):  # else _leaves refuses it from the header alone
+            array = _PAGE.size + count * _LEAF.size
+            buf = self._more(buf, min(array, span), at)
+            if flags == LEAF and array <= span:
+                e, reach = _PAGE.size, 0
+                for _, pos, ksize, vsize in _LEAF.iter_unpack(memoryview(buf)[_PAGE.size : array]):
+                    reach = max(reach, e + pos + ksize + vsize)
+                    e += _LEAF.size
+                buf = self._more(buf, min(reach, span), at)  # past the span: _leaves refuses it
+        return buf, span
+
+    def _more(self, buf: bytes, want: int, at: int) -> bytes:
+        if want <= len(buf):
+            return buf
+        return buf + _pread_exact(self.fd, self.pread, want - len(buf), at + len(buf))
 
 
 def _pread_exact(fd: int, pread: Pread, size: int, offset: int) -> bytes:
@@ -494,5 +574,5 @@ except ImportError:  # built without a C compiler (setup.py's extension is optio
 if os.environ.get("DSE_BOLT") == "python":  # to compare, or to rule the C walk out
     _native = None
 if _native is not None:
-    _native.init(Corrupt, _FULL)
+    _native.init(Corrupt)
 BOLT_IMPL = "c" if _native is not None else "python"

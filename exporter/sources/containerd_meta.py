@@ -66,17 +66,20 @@ class Snapshots:
 
 
 # What read_snapshots takes of metadata.db; its `parents/` index and the timestamps are left.
+_RECORD = bolt.Row(id=bolt.UVARINT, kind=bolt.BYTES, parent=bolt.TEXT, size=bolt.VARINT, inodes=bolt.VARINT)
 _SNAPSHOTS_SHAPE = {
-    "v1": {"snapshots": {bolt.ANY: {
-        "id": bolt.UVARINT, "kind": bolt.BYTES, "parent": bolt.TEXT, "size": bolt.VARINT, "inodes": bolt.VARINT,
-    }}},
+    "v1": {"snapshots": {bolt.ANY: _RECORD}},
     bolt.ANY: {},  # only whether there are other top-level buckets
-}  # fmt: skip
+}
 
 
 def read_snapshots(path: str | os.PathLike[str]) -> Snapshots:
     """The overlayfs snapshotter's records. Raises bolt.BoltError (UnknownSchema included)."""
-    db = bolt.select(path, _SNAPSHOTS_SHAPE)
+    with bolt.gc_paused():
+        return _snapshots(path, bolt.select(path, _SNAPSHOTS_SHAPE))
+
+
+def _snapshots(path: str | os.PathLike[str], db: bolt.Selection) -> Snapshots:
     v1 = db.tree.get("v1")
     snaps = v1.get("snapshots") if v1 is not None else None
     if snaps is None:
@@ -84,12 +87,10 @@ def read_snapshots(path: str | os.PathLike[str]) -> Snapshots:
             return Snapshots(db.txid, {}, {})  # a fresh snapshotter: nothing recorded yet
         raise UnknownSchema(f"{path}: no v1/snapshots bucket")
     by_id: dict[int, SnapshotRecord] = {}
-    for name, b in snaps.items():
-        sid = b.get("id")
-        kind = b.get("kind")
+    for name, (sid, kind, parent, size, inodes) in snaps.items():
         if sid is None or not kind:
             continue  # half a record: skipped, its dir then shows as unknown
-        by_id[sid] = SnapshotRecord(sid, name, kind[0], b.get("parent", ""), b.get("size"), b.get("inodes"))
+        by_id[sid] = _snapshot_record(sid, name, kind[0], parent or "", size, inodes)
     return Snapshots(
         db.txid, MappingProxyType(by_id), MappingProxyType({r.backend: r for r in by_id.values()})
     )
@@ -142,11 +143,14 @@ _LABELS = {bolt.ANY: bolt.TEXT}
 def _meta_shape(snapshotter: str) -> dict[object, bolt.Shape]:
     """What read_metadata takes of meta.db: not the containers' specs, the images' other
     fields, the snapshot records' children or any timestamp."""
+    record = bolt.Row(name=bolt.TEXT, parent=bolt.TEXT, labels=_LABELS)
+    blob = bolt.Row(size=bolt.VARINT, labels=_LABELS)
+    lease = bolt.Row(labels=_LABELS, snapshots={snapshotter: bolt.KEYS}, content=bolt.KEYS)
     namespace: dict[object, bolt.Shape] = {
-        "images": {bolt.ANY: {"target": {"digest": bolt.TEXT}}},
-        "snapshots": {snapshotter: {bolt.ANY: {"name": bolt.TEXT, "parent": bolt.TEXT, "labels": _LABELS}}},
-        "content": {"blob": {bolt.ANY: {"size": bolt.VARINT, "labels": _LABELS}}, "ingests": {bolt.ANY: {}}},
-        "leases": {bolt.ANY: {"labels": _LABELS, "snapshots": {snapshotter: bolt.KEYS}, "content": bolt.KEYS}},
+        "images": {bolt.ANY: bolt.Row(target=bolt.Row(digest=bolt.TEXT))},
+        "snapshots": {snapshotter: {bolt.ANY: record}},
+        "content": {"blob": {bolt.ANY: blob}, "ingests": {bolt.ANY: {}}},
+        "leases": {bolt.ANY: lease},
         "containers": {bolt.ANY: {}},  # their names: a container's own buckets are not read
     }
     return {"v1": {"version": bolt.VARINT, bolt.ANY: namespace}, bolt.ANY: {}}
@@ -155,7 +159,11 @@ def _meta_shape(snapshotter: str) -> dict[object, bolt.Shape]:
 def read_metadata(path: str | os.PathLike[str], snapshotter: str = "overlayfs") -> Metadata:
     """Every namespace of meta.db. Raises bolt.BoltError (UnknownSchema for a version other
     than KNOWN_VERSIONS)."""
-    db = bolt.select(path, _meta_shape(snapshotter))
+    with bolt.gc_paused():
+        return _metadata(path, bolt.select(path, _meta_shape(snapshotter)), snapshotter)
+
+
+def _metadata(path: str | os.PathLike[str], db: bolt.Selection, snapshotter: str) -> Metadata:
     v1 = db.tree.get("v1")
     if v1 is None:
         if not db.tree:
@@ -174,28 +182,20 @@ def _labels(raw: dict[str, str] | None) -> Mapping[str, str]:
 
 def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
     images = {}
-    for image, rec in ns.get("images", {}).items():
-        digest = rec.get("target", {}).get("digest")
+    for image, (target,) in ns.get("images", {}).items():
+        digest = target[0] if target is not None else None
         if digest:
             images[image] = digest
     records = ns.get("snapshots", {}).get(snapshotter, {})
     snapshots = {
-        key: NamespacedSnapshot(key, s.get("name", ""), s.get("parent", ""), _labels(s.get("labels")))
-        for key, s in records.items()
+        key: _namespaced_snapshot(key, backend or "", parent or "", _labels(labels))
+        for key, (backend, parent, labels) in records.items()
     }
     content = ns.get("content", {})
-    blobs = {
-        digest: Blob(digest, b.get("size"), _labels(b.get("labels")))
-        for digest, b in content.get("blob", {}).items()
-    }
+    blobs = {d: _blob(d, size, _labels(labels)) for d, (size, labels) in content.get("blob", {}).items()}
     leases = {
-        lid: Lease(
-            lid,
-            _labels(le.get("labels")),
-            le.get("snapshots", {}).get(snapshotter, _NONE),
-            le.get("content", _NONE),
-        )
-        for lid, le in ns.get("leases", {}).items()
+        lid: _lease(lid, _labels(labels), (held or {}).get(snapshotter, _NONE), resources or _NONE)
+        for lid, (labels, held, resources) in ns.get("leases", {}).items()
     }
     return Namespace(
         name=name,
@@ -209,4 +209,9 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
 
 
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
+# The records, by the ten thousand: made without their dataclass __init__'s cost (bolt.maker).
+_snapshot_record = bolt.maker(SnapshotRecord)
+_namespaced_snapshot = bolt.maker(NamespacedSnapshot)
+_blob = bolt.maker(Blob)
+_lease = bolt.maker(Lease)
 _NONE: frozenset[str] = frozenset()
