@@ -67,7 +67,7 @@ class Snapshots:
 
 # What read_snapshots takes of metadata.db; its `parents/` index and the timestamps are left.
 _RECORD = bolt.Row(id=bolt.UVARINT, kind=bolt.BYTES, parent=bolt.TEXT, size=bolt.VARINT, inodes=bolt.VARINT)
-_SNAPSHOTS_SHAPE = {
+SNAPSHOTS_SHAPE = {
     "v1": {"snapshots": {bolt.ANY: _RECORD}},
     bolt.ANY: {},  # only whether there are other top-level buckets
 }
@@ -76,7 +76,7 @@ _SNAPSHOTS_SHAPE = {
 def read_snapshots(path: str | os.PathLike[str]) -> Snapshots:
     """The overlayfs snapshotter's records. Raises bolt.BoltError (UnknownSchema included)."""
     with bolt.gc_paused():
-        return _snapshots(path, bolt.select(path, _SNAPSHOTS_SHAPE))
+        return _snapshots(path, bolt.select(path, SNAPSHOTS_SHAPE))
 
 
 def _snapshots(path: str | os.PathLike[str], db: bolt.Selection) -> Snapshots:
@@ -140,7 +140,7 @@ class Metadata:
 _LABELS = {bolt.ANY: bolt.TEXT}
 
 
-def _meta_shape(snapshotter: str) -> dict[object, bolt.Shape]:
+def metadata_shape(snapshotter: str) -> dict[object, bolt.Shape]:
     """What read_metadata takes of meta.db: not the containers' specs, the images' other
     fields, the snapshot records' children or any timestamp."""
     record = bolt.Row(name=bolt.TEXT, parent=bolt.TEXT, labels=_LABELS)
@@ -160,7 +160,7 @@ def read_metadata(path: str | os.PathLike[str], snapshotter: str = "overlayfs") 
     """Every namespace of meta.db. Raises bolt.BoltError (UnknownSchema for a version other
     than KNOWN_VERSIONS)."""
     with bolt.gc_paused():
-        return _metadata(path, bolt.select(path, _meta_shape(snapshotter)), snapshotter)
+        return _metadata(path, bolt.select(path, metadata_shape(snapshotter)), snapshotter)
 
 
 def _metadata(path: str | os.PathLike[str], db: bolt.Selection, snapshotter: str) -> Metadata:
