@@ -28,7 +28,7 @@
 
 #define MAX_DEPTH 64
 #define PAGE_HEADER 16
-#define HEAD 512 /* bytes read first of each page (less than any page size) */
+#define HEAD 512 /* bytes read first of a bucket's root page (less than any page size) */
 #define ELEMENT 16
 #define INBUCKET 16
 #define BRANCH 0x01
@@ -239,9 +239,9 @@ static int more(Walk *w, uint8_t **buf, size_t *have, uint64_t want, uint64_t at
 
 /* Page pgid with its overflow pages, checked and marked seen: a malloc'd buffer of its bytes
  * as far as its elements reach, *len the length of its span; or NULL with an exception set.
- * Read in up to three steps, as _PyWalk._page: HEAD bytes, the rest of the element array,
- * the rest of the keys and values. */
-static uint8_t *fetch(Walk *w, uint64_t pgid, size_t *len) {
+ * Read in up to three steps, as _PyWalk._page: HEAD bytes (a whole page if `whole`), the rest
+ * of the element array, the rest of the keys and values. */
+static uint8_t *fetch(Walk *w, uint64_t pgid, int whole, size_t *len) {
     if (pgid < 2 || pgid >= w->hwm) {
         PyErr_Format(Corrupt, "pgid %llu outside 2..%llu", (unsigned long long)pgid,
                      (unsigned long long)(w->hwm - 1));
@@ -252,10 +252,10 @@ static uint8_t *fetch(Walk *w, uint64_t pgid, size_t *len) {
         return NULL;
     }
     uint64_t at = pgid * w->ps;
-    size_t have = HEAD;
+    size_t have = whole ? (size_t)w->ps : HEAD;
     uint8_t *buf = malloc(have);
     if (buf == NULL) return (uint8_t *)PyErr_NoMemory();
-    if (read_at(w, buf, HEAD, at) < 0) goto fail;
+    if (read_at(w, buf, have, at) < 0) goto fail;
     uint64_t pid = rd64(buf);
     uint16_t flags = rd16(buf + 8), count = rd16(buf + 10);
     uint32_t overflow = rd32(buf + 12);
@@ -451,8 +451,11 @@ static int element(Walk *w, Bk *b, uint32_t flags, const uint8_t *k, size_t ks, 
     return put(b->out, text(k, ks), got);
 }
 
-/* The leaf elements under page pgid (or the inline page inl), in key order, into b. */
-static int leaves(Walk *w, Bk *b, uint64_t pgid, const uint8_t *inl, size_t inl_len, int depth) {
+/* The leaf elements under page pgid (or the inline page inl), in key order, into b. A branch's
+ * children are read a whole page at once: they are a big bucket's nodes, which bbolt fills to
+ * half a page at least (node.go split); a bucket's root page is often a small bucket's only
+ * page. */
+static int leaves(Walk *w, Bk *b, uint64_t pgid, int whole, const uint8_t *inl, size_t inl_len, int depth) {
     if (depth > MAX_DEPTH) {
         PyErr_Format(Corrupt, "deeper than %d", MAX_DEPTH);
         return -1;
@@ -464,7 +467,7 @@ static int leaves(Walk *w, Bk *b, uint64_t pgid, const uint8_t *inl, size_t inl_
         p = inl;
         len = inl_len;
     } else {
-        if ((owned = fetch(w, pgid, &len)) == NULL) return -1;
+        if ((owned = fetch(w, pgid, whole, &len)) == NULL) return -1;
         p = owned;
     }
     int rc = -1;
@@ -491,7 +494,7 @@ static int leaves(Walk *w, Bk *b, uint64_t pgid, const uint8_t *inl, size_t inl_
                 PyErr_Format(Corrupt, "page %llu: branch key out of the page", (unsigned long long)pgid);
                 goto done;
             }
-            if (leaves(w, b, child, NULL, 0, depth + 1) < 0) goto done;
+            if (leaves(w, b, child, 1, NULL, 0, depth + 1) < 0) goto done;
         } else {
             uint64_t pos = rd32(el + 4), ksize = rd32(el + 8), vsize = rd32(el + 12);
             uint64_t k0 = e + pos;
@@ -523,7 +526,7 @@ static PyObject *bucket(Walk *w, const Node *node, uint64_t root, uint64_t seq, 
     }
     if (b.out == NULL) return NULL;
     if (node->kind == K_FULL && (b.values = PyDict_New()) == NULL) goto fail;
-    if (leaves(w, &b, root, inl, inl_len, depth) < 0) goto fail;
+    if (leaves(w, &b, root, 0, inl, inl_len, depth) < 0) goto fail;
     free(b.last);
     if (node->kind == K_FULL) {
         PyObject *t = Py_BuildValue("(KKNN)", (unsigned long long)seq, (unsigned long long)root, b.values, b.out);

@@ -47,7 +47,7 @@ _META_END = _PAGE.size + _META.size
 _BRANCH = struct.Struct("<IIQ")  # page.go branchPageElement: pos, ksize, pgid
 _LEAF = struct.Struct("<IIII")  # page.go leafPageElement: flags, pos, ksize, vsize
 _INBUCKET = struct.Struct("<QQ")  # InBucket: root pgid (0 = inline), sequence
-_HEAD = 512  # bytes read first of each page (less than any page size)
+_HEAD = 512  # bytes read first of a bucket's root page (less than any page size)
 
 Pread = Callable[[int, int, int], bytes]  # os.pread's signature: (fd, size, offset)
 T = TypeVar("T")
@@ -471,16 +471,18 @@ class _PyWalk:
         return out
 
     def _leaves(
-        self, pgid: int, inline: _Inline | None, depth: int
+        self, pgid: int, inline: _Inline | None, depth: int, whole: bool = False
     ) -> Iterator[tuple[bytes, int, int, int, int]]:
         """(buffer, flags, key start, key end = value start, value end) of the leaf elements
-        under a page, in key order."""
+        under a page, in key order. A branch's children are read a whole page at once: they
+        are a big bucket's nodes, which bbolt fills to half a page at least (node.go split);
+        a bucket's root page is often a small bucket's only page."""
         if depth > MAX_DEPTH:
             raise Corrupt(f"deeper than {MAX_DEPTH}")
         if inline:
             buf, start, end = inline
         else:
-            buf, end = self._page(pgid)
+            buf, end = self._page(pgid, whole)
             start = 0
         if end - start < _PAGE.size:
             raise Corrupt(f"page of {end - start} bytes")
@@ -497,7 +499,7 @@ class _PyWalk:
             for pos, ksize, child in _BRANCH.iter_unpack(elements):
                 if e + pos + ksize > end:
                     raise Corrupt(f"page {pgid}: branch key out of the page")
-                yield from self._leaves(child, None, depth + 1)
+                yield from self._leaves(child, None, depth + 1, whole=True)
                 e += _BRANCH.size
         else:
             for eflags, pos, ksize, vsize in _LEAF.iter_unpack(elements):
@@ -507,17 +509,18 @@ class _PyWalk:
                 yield buf, eflags, k0, k0 + ksize, k0 + ksize + vsize
                 e += _LEAF.size
 
-    def _page(self, pgid: int) -> tuple[bytes, int]:
+    def _page(self, pgid: int, whole: bool) -> tuple[bytes, int]:
         """Page `pgid` with its overflow pages, checked and marked seen: its bytes as far as
         its elements reach, and the length of its span. Read in up to three steps, as _bolt.c
-        does: _HEAD bytes, then the rest of the element array, then the rest of the keys and
-        values: most of meta.db's pages are one small bucket each, in a fraction of a page."""
+        does: _HEAD bytes (a whole page if `whole`), then the rest of the element array, then
+        the rest of the keys and values: most of meta.db's pages are one small bucket each, in
+        a fraction of a page."""
         if not 2 <= pgid < self.hwm:
             raise Corrupt(f"pgid {pgid} outside 2..{self.hwm - 1}")
         if self.seen[pgid]:
             raise Corrupt(f"page {pgid} reached twice")
         at = pgid * self.ps
-        buf = _pread_exact(self.fd, self.pread, _HEAD, at)
+        buf = _pread_exact(self.fd, self.pread, self.ps if whole else _HEAD, at)
         pid, flags, count, overflow = _PAGE.unpack_from(buf)
         n = 1 + overflow
         if pid != pgid or pgid + n > self.hwm:
