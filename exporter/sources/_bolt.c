@@ -11,9 +11,12 @@
  * walk(fd, pread, page_size, hwm, root, sequence, node) -> the root bucket as `node` says
  *   pread: None for the pread(2) syscall, else a callable (fd, size, offset) -> bytes (tests).
  *   node: bolt._compile's output: an int kind, or (kind, {name: (slot, node)}, node or None).
- * OSError comes out as is (bolt.py makes it Unreadable). The GIL is held throughout: each
- * pread is a few microseconds, and releasing it 20,000 times would hand it to every other
- * thread in turn.
+ * OSError comes out as is (bolt.py makes it Unreadable). The GIL is held throughout (tens of
+ * ms for meta.db): each pread is about a microsecond, and releasing the GIL around 20,000 of
+ * them would hand it to any busy thread each time and wait its switch interval to get it back.
+ *
+ * maker(cls, fields) -> a constructor of a frozen slots dataclass that sets its slots directly
+ *   (bolt.maker checks the class; the records of both files are made with it).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -142,6 +142,8 @@ _Node: TypeAlias = "int | tuple[int, dict[bytes, tuple[str | int, _Node]], _Node
 
 
 def _compile(shape: Shape) -> _Node:
+    if isinstance(shape, bool) or not isinstance(shape, int | Row | Mapping):
+        raise TypeError(f"not a shape: {shape!r}")
     if isinstance(shape, int):
         if shape not in (*_VALUE_KINDS, KEYS):
             raise ValueError(f"not a shape: {shape!r}")
@@ -154,8 +156,10 @@ def _compile(shape: Shape) -> _Node:
     for key, sub in shape.items():
         if key is ANY:
             other = _compile(sub)
-        else:
+        elif isinstance(key, str | bytes):
             names[_b(key)] = (_text(_b(key)), _compile(sub))
+        else:
+            raise TypeError(f"a shape's key is str, bytes or ANY, not {key!r}")
     return (_BUCKET, names, other)
 
 
@@ -167,9 +171,12 @@ class Selection:
 
 
 def select(
-    path: str | os.PathLike[str], shape: Mapping[Any, Shape], *, pread: Pread = os.pread,
+    path: str | os.PathLike[str],
+    shape: Mapping[Any, Shape],
+    *,
+    pread: Pread = os.pread,
     max_bytes: int = MAX_BYTES,
-) -> Selection:  # fmt: skip
+) -> Selection:
     """The part of the tree at the newest committed txid that `shape` names (the root bucket's
     shape: its keys are the top-level buckets). Only the pages of the buckets it descends into
     are read and checked. `pread` is replaceable for tests."""
