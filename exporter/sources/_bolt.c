@@ -176,6 +176,10 @@ typedef struct {
     uint64_t ps, hwm;
     uint8_t *seen;
     long long elements, copied; /* budgets, as _PyWalk's */
+    /* one page buffer per depth, kept for the walk: a page's parents are below it, and its
+     * children, once it is done with them, above; no malloc and free per page */
+    uint8_t *buf[MAX_DEPTH + 1];
+    size_t cap[MAX_DEPTH + 1];
 } Walk;
 
 static PyObject *bytes_head(const uint8_t *p, size_t n) {
@@ -226,25 +230,28 @@ static int read_at(Walk *w, uint8_t *buf, uint64_t size, uint64_t offset) {
     return rc;
 }
 
-/* buf holds *have bytes of the page at `at`: read on to `want` */
-static int more(Walk *w, uint8_t **buf, size_t *have, uint64_t want, uint64_t at) {
+/* w->buf[depth] holds *have bytes of the page at `at`: read on to `want` */
+static int more(Walk *w, int depth, size_t *have, uint64_t want, uint64_t at) {
     if (want <= *have) return 0;
-    uint8_t *grown = realloc(*buf, (size_t)want);
-    if (grown == NULL) {
-        PyErr_NoMemory();
-        return -1;
+    if (want > w->cap[depth]) {
+        uint8_t *grown = realloc(w->buf[depth], (size_t)want);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        w->buf[depth] = grown;
+        w->cap[depth] = (size_t)want;
     }
-    *buf = grown;
-    if (read_at(w, grown + *have, want - *have, at + *have) < 0) return -1;
+    if (read_at(w, w->buf[depth] + *have, want - *have, at + *have) < 0) return -1;
     *have = (size_t)want;
     return 0;
 }
 
-/* Page pgid with its overflow pages, checked and marked seen: a malloc'd buffer of its bytes
- * as far as its elements reach, *len the length of its span; or NULL with an exception set.
- * Read in up to three steps, as _PyWalk._page: HEAD bytes (a whole page if `whole`), the rest
- * of the element array, the rest of the keys and values. */
-static uint8_t *fetch(Walk *w, uint64_t pgid, int whole, size_t *len) {
+/* Page pgid with its overflow pages, checked and marked seen, in w->buf[depth] as far as its
+ * elements reach; *len the length of its span. NULL with an exception set on error. Read in
+ * up to three steps, as _PyWalk._page: HEAD bytes (a whole page if `whole`), the rest of the
+ * element array, the rest of the keys and values. */
+static const uint8_t *fetch(Walk *w, uint64_t pgid, int whole, int depth, size_t *len) {
     if (pgid < 2 || pgid >= w->hwm) {
         PyErr_Format(Corrupt, "pgid %llu outside 2..%llu", (unsigned long long)pgid,
                      (unsigned long long)(w->hwm - 1));
@@ -255,10 +262,9 @@ static uint8_t *fetch(Walk *w, uint64_t pgid, int whole, size_t *len) {
         return NULL;
     }
     uint64_t at = pgid * w->ps;
-    size_t have = whole ? (size_t)w->ps : HEAD;
-    uint8_t *buf = malloc(have);
-    if (buf == NULL) return (uint8_t *)PyErr_NoMemory();
-    if (read_at(w, buf, have, at) < 0) goto fail;
+    size_t have = 0;
+    if (more(w, depth, &have, whole ? w->ps : HEAD, at) < 0) return NULL;
+    const uint8_t *buf = w->buf[depth];
     uint64_t pid = rd64(buf);
     uint16_t flags = rd16(buf + 8), count = rd16(buf + 10);
     uint32_t overflow = rd32(buf + 12);
@@ -266,17 +272,18 @@ static uint8_t *fetch(Walk *w, uint64_t pgid, int whole, size_t *len) {
     if (pid != pgid || pgid + n > w->hwm) {
         PyErr_Format(Corrupt, "page %llu: header says id %llu, overflow %lu", (unsigned long long)pgid,
                      (unsigned long long)pid, (unsigned long)overflow);
-        goto fail;
+        return NULL;
     }
     if (memchr(w->seen + pgid, 1, (size_t)n) != NULL) {
         PyErr_Format(Corrupt, "page %llu reached twice", (unsigned long long)pgid);
-        goto fail;
+        return NULL;
     }
     memset(w->seen + pgid, 1, (size_t)n);
     uint64_t span = n * w->ps;
     if (flags == BRANCH || flags == LEAF) { /* else leaves() refuses it from the header alone */
         uint64_t array = PAGE_HEADER + (uint64_t)count * ELEMENT;
-        if (more(w, &buf, &have, array < span ? array : span, at) < 0) goto fail;
+        if (more(w, depth, &have, array < span ? array : span, at) < 0) return NULL;
+        buf = w->buf[depth];
         if (flags == LEAF && array <= span) {
             uint64_t reach = 0;
             for (uint64_t e = PAGE_HEADER; e < array; e += ELEMENT) {
@@ -284,14 +291,11 @@ static uint8_t *fetch(Walk *w, uint64_t pgid, int whole, size_t *len) {
                 if (end > reach) reach = end;
             }
             /* past the span: leaves() refuses it */
-            if (more(w, &buf, &have, reach < span ? reach : span, at) < 0) goto fail;
+            if (more(w, depth, &have, reach < span ? reach : span, at) < 0) return NULL;
         }
     }
     *len = (size_t)span;
-    return buf;
-fail:
-    free(buf);
-    return NULL;
+    return w->buf[depth];
 }
 
 /* One bucket being filled. */
@@ -463,15 +467,13 @@ static int leaves(Walk *w, Bk *b, uint64_t pgid, int whole, const uint8_t *inl, 
         PyErr_Format(Corrupt, "deeper than %d", MAX_DEPTH);
         return -1;
     }
-    uint8_t *owned = NULL;
     const uint8_t *p;
     size_t len = 0;
     if (inl != NULL) {
         p = inl;
         len = inl_len;
-    } else {
-        if ((owned = fetch(w, pgid, whole, &len)) == NULL) return -1;
-        p = owned;
+    } else if ((p = fetch(w, pgid, whole, depth, &len)) == NULL) {
+        return -1;
     }
     int rc = -1;
     if (len < PAGE_HEADER) {
@@ -511,7 +513,6 @@ static int leaves(Walk *w, Bk *b, uint64_t pgid, int whole, const uint8_t *inl, 
     }
     rc = 0;
 done:
-    free(owned);
     return rc;
 }
 
@@ -559,14 +560,20 @@ static PyObject *py_walk(PyObject *self, PyObject *args) {
     }
     Node *node = node_new(shape, 0);
     if (node == NULL) return NULL;
-    Walk w = {fd, pread == Py_None ? NULL : pread, ps, hwm, calloc((size_t)hwm, 1), 0, 0};
-    if (w.seen == NULL) {
+    Walk w;
+    memset(&w, 0, sizeof(w));
+    w.fd = fd;
+    w.pread = pread == Py_None ? NULL : pread;
+    w.ps = ps;
+    w.hwm = hwm;
+    if ((w.seen = calloc((size_t)hwm, 1)) == NULL) {
         node_free(node);
         return PyErr_NoMemory();
     }
     w.elements = (long long)(hwm * ps / ELEMENT); /* each real element has 16 bytes of its own */
     w.copied = (long long)(hwm * ps);             /* and each real key and value its own bytes */
     PyObject *out = bucket(&w, node, root, seq, NULL, 0, 0);
+    for (int d = 0; d <= MAX_DEPTH; d++) free(w.buf[d]);
     free(w.seen);
     node_free(node);
     return out;
