@@ -91,9 +91,8 @@ def _snapshots(path: str | os.PathLike[str], db: bolt.Selection) -> Snapshots:
         if sid is None or not kind:
             continue  # half a record: skipped, its dir then shows as unknown
         by_id[sid] = _snapshot_record(sid, name, kind[0], parent or "", size, inodes)
-    return Snapshots(
-        db.txid, MappingProxyType(by_id), MappingProxyType({r.backend: r for r in by_id.values()})
-    )
+    by_backend = {r.backend: r for r in by_id.values()}  # a later record of the same id won
+    return Snapshots(db.txid, MappingProxyType(by_id), MappingProxyType(by_backend))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +186,16 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
         if digest:
             images[image] = digest
     records = ns.get("snapshots", {}).get(snapshotter, {})
+    frozen, none = MappingProxyType, _NO_LABELS  # labels inline below, not by _labels(): 20,000 calls
     snapshots = {
-        key: _namespaced_snapshot(key, backend or "", parent or "", _labels(labels))
+        key: _namespaced_snapshot(key, backend or "", parent or "", frozen(labels) if labels else none)
         for key, (backend, parent, labels) in records.items()
     }
     content = ns.get("content", {})
-    blobs = {d: _blob(d, size, _labels(labels)) for d, (size, labels) in content.get("blob", {}).items()}
+    blobs = {
+        d: _blob(d, size, frozen(labels) if labels else none)
+        for d, (size, labels) in content.get("blob", {}).items()
+    }
     leases = {
         lid: _lease(lid, _labels(labels), (held or {}).get(snapshotter, _NONE), resources or _NONE)
         for lid, (labels, held, resources) in ns.get("leases", {}).items()
