@@ -176,8 +176,8 @@ typedef struct {
     uint64_t ps, hwm;
     uint8_t *seen;
     long long elements, copied; /* budgets, as _PyWalk's */
-    /* one page buffer per depth, kept for the walk: a page's parents are below it, and its
-     * children, once it is done with them, above; no malloc and free per page */
+    /* one page buffer per depth, kept for the walk: at each depth one page is open at a time
+     * (its parents' below, its children's above), so no malloc and free per page */
     uint8_t *buf[MAX_DEPTH + 1];
     size_t cap[MAX_DEPTH + 1];
 } Walk;
