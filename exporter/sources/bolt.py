@@ -3,23 +3,36 @@ volumes/metadata.db, BuildKit's buildkit/*.db.
 
 Their writer holds an exclusive flock on the file for its whole life, and a restarting writer
 waits forever for any lock we hold, so this never locks, maps or writes: it preads the meta
-pages, then the used part of the file (meta pgid * pageSize bytes, one pread), then the metas
-again, like a seqlock. The pages reachable from meta txid T are not reused before txid T+2
-starts (freelist pending pages, released only at the next write tx), so if the highest valid
-txid is still T afterwards, the copy is the consistent tree of T. Layout facts are from
-etcd-io/bbolt internal/common/{page,meta}.go, bucket.go and db.go; native endian, so LE only
-(amd64, arm64).
+pages, then each page the tree reaches from the newest meta, as far as its elements reach (one
+to three preads: its head, the rest of its element array, the rest of its keys and values; not
+the whole file, most of whose pages hold a small bucket in a fraction of the page), then the
+metas again, like a seqlock. The pages reachable from meta txid T are not
+reused before txid T+2 starts (freelist pending pages, released only at the next write tx), so
+if the highest valid txid is still T afterwards, what was read is the consistent tree of T.
+Layout facts are from etcd-io/bbolt internal/common/{page,meta}.go, bucket.go and db.go;
+native endian, so LE only (amd64, arm64).
+
+Two ways to read: `read_db` gives the whole tree as `Bucket`s; `select` reads only the part a
+caller names in a `Shape` (which buckets, which values, decoded how) into plain dicts, never
+reading the pages of buckets the shape leaves out: containerd's meta.db is ~90 MB for 10,000
+snapshots, a page per record, and its callers need a fraction of its values. The walk runs in
+C (`_bolt.c`, built by setup.py where a compiler is found) or, the same step for step, in
+Python; `BOLT_IMPL` says which (bench/containerd_store.py: ~10x less CPU than the whole tree
+in Python was).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import stat
 import struct
 from collections.abc import Callable, ItemsView, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeAlias, TypeVar
 
 MAX_BYTES = 256 << 20  # the files are tens of MB at most (moby/buildkit#6977: 24 MB)
 TRIES = 3
@@ -37,8 +50,10 @@ _META_END = _PAGE.size + _META.size
 _BRANCH = struct.Struct("<IIQ")  # page.go branchPageElement: pos, ksize, pgid
 _LEAF = struct.Struct("<IIII")  # page.go leafPageElement: flags, pos, ksize, vsize
 _INBUCKET = struct.Struct("<QQ")  # InBucket: root pgid (0 = inline), sequence
+_HEAD = 512  # bytes read first of a bucket's root page (less than any page size)
 
 Pread = Callable[[int, int, int], bytes]  # os.pread's signature: (fd, size, offset)
+T = TypeVar("T")
 
 
 class BoltError(Exception):
@@ -90,51 +105,151 @@ class Snapshot:
         return self.root.bucket(*path)
 
 
+# -- shapes: what `select` reads --------------------------------------------------------------
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Any = _Any()  # a shape key: every key the bucket's shape does not name
+# What a shape gives for a plain value: its bytes as UTF-8 text (surrogateescape, so lossless),
+# the bytes, or Go's binary.Uvarint / Varint of its first bytes (None when empty or bad).
+TEXT, BYTES, UVARINT, VARINT = 1, 2, 3, 4
+KEYS = 5  # for a bucket: the frozenset of all its keys (values' and nested buckets'), as text
+_BUCKET, _FULL, _ROW = 0, 6, 7  # compiled: a bucket's shape; the whole subtree as read_db reads it; a Row
+_VALUE_KINDS = (TEXT, BYTES, UVARINT, VARINT)
+_BUCKET_KINDS = (_BUCKET, KEYS, _FULL, _ROW)
+
+
+class Row:
+    """A bucket's shape that gives a tuple, not a dict: what each named key holds, in the
+    order given, None where the bucket has no such key (or one of the other sort). Cheaper
+    than a dict for the many small buckets of a record each."""
+
+    def __init__(self, **fields: Shape) -> None:
+        self.fields = fields
+
+
+Shape: TypeAlias = "int | Row | Mapping[Any, Shape]"
+"""A bucket's shape is a mapping of key (str as UTF-8, bytes, or ANY) to what to take there: a
+value kind for a plain value, a mapping or a Row for a nested bucket (an empty mapping: its
+name only, its pages unread), KEYS. A key whose element is of the other sort (a bucket where a
+value kind is asked, or the reverse) is left out, as a key the shape does not name is. Keys
+come out as text."""
+
+# compiled: a kind, or (_BUCKET or _ROW, {name: (its key in the result: text, or the Row's
+# index; its node)}, the node for every other key or None)
+_Node: TypeAlias = "int | tuple[int, dict[bytes, tuple[str | int, _Node]], _Node | None]"
+
+
+def _compile(shape: Shape) -> _Node:
+    if isinstance(shape, bool) or not isinstance(shape, int | Row | Mapping):
+        raise TypeError(f"not a shape: {shape!r}")
+    if isinstance(shape, int):
+        if shape not in (*_VALUE_KINDS, KEYS):
+            raise ValueError(f"not a shape: {shape!r}")
+        return shape
+    if isinstance(shape, Row):
+        fields = {_b(k): (i, _compile(v)) for i, (k, v) in enumerate(shape.fields.items())}
+        return (_ROW, fields, None)
+    names: dict[bytes, tuple[str | int, _Node]] = {}
+    other: _Node | None = None
+    for key, sub in shape.items():
+        if key is ANY:
+            other = _compile(sub)
+        elif isinstance(key, str | bytes):
+            names[_b(key)] = (_text(_b(key)), _compile(sub))
+        else:
+            raise TypeError(f"a shape's key is str, bytes or ANY, not {key!r}")
+    return (_BUCKET, names, other)
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    txid: int  # changes with every commit: cache what you derive by it
+    page_size: int
+    tree: dict[str, Any]  # the root bucket, as its shape says
+
+
+def select(
+    path: str | os.PathLike[str],
+    shape: Mapping[Any, Shape],
+    *,
+    pread: Pread = os.pread,
+    max_bytes: int = MAX_BYTES,
+) -> Selection:
+    """The part of the tree at the newest committed txid that `shape` names (the root bucket's
+    shape: its keys are the top-level buckets). Only the pages of the buckets it descends into
+    are read and checked. `pread` is replaceable for tests."""
+    node = _compile(shape)
+    txid_, page_size, tree = _read(path, pread, max_bytes, node)
+    return Selection(txid_, page_size, tree)
+
+
 def read_db(path: str | os.PathLike[str], *, pread: Pread = os.pread, max_bytes: int = MAX_BYTES) -> Snapshot:
     """The whole tree at the newest committed txid. `pread` is replaceable for tests."""
-    fd = _open(path)
-    # The tree holds no reference cycles; the cyclic GC's passes over it while it grows (tens of
-    # thousands of buckets) are a third of the parse (bench/containerd_store.py).
+    txid_, page_size, tree = _read(path, pread, max_bytes, _FULL)
+    return Snapshot(txid_, page_size, _to_bucket(tree))
+
+
+def _to_bucket(raw: tuple[int, int, dict[bytes, bytes], dict[bytes, Any]]) -> Bucket:
+    seq, root, values, buckets = raw
+    subs = {k: _to_bucket(v) for k, v in buckets.items()}
+    return Bucket(seq, MappingProxyType(values), MappingProxyType(subs), root)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic GC off while a tree or records are built from one: they hold no reference
+    cycles, and the GC's passes over them while they grow (tens of thousands of dicts and
+    records) were a third of the parse (bench/containerd_store.py)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(TRIES - 1):
-            try:
-                return _attempt(fd, pread, max_bytes)
-            except (Corrupt, Inconsistent):  # a torn meta or page, or the writer moved on
-                pass
-        try:
-            return _attempt(fd, pread, max_bytes)
-        except (Corrupt, Inconsistent) as e:
-            raise type(e)(f"{path}: {e} (after {TRIES} tries)") from e
+        yield
     finally:
         if collecting:
             gc.enable()
+
+
+def _read(path: str | os.PathLike[str], pread: Pread, max_bytes: int, node: _Node) -> tuple[int, int, Any]:
+    fd = _open(path)
+    try:
+        with gc_paused():
+            for _ in range(TRIES - 1):
+                try:
+                    return _attempt(fd, pread, max_bytes, node)
+                except (Corrupt, Inconsistent):  # a torn meta or page, or the writer moved on
+                    pass
+            try:
+                return _attempt(fd, pread, max_bytes, node)
+            except (Corrupt, Inconsistent) as e:
+                raise type(e)(f"{path}: {e} (after {TRIES} tries)") from e
+    finally:
         os.close(fd)
 
 
-def _attempt(fd: int, pread: Pread, max_bytes: int) -> Snapshot:
+def _attempt(fd: int, pread: Pread, max_bytes: int, node: _Node) -> tuple[int, int, Any]:
     size, meta = _metas(fd, pread)
     need = meta.hwm * meta.page_size
     if need > size:
         raise Corrupt(f"meta txid {meta.txid} uses {need} bytes, the file has {size}")
     if need > max_bytes:  # a real limit, not a race: BoltError, not retried
         raise BoltError(f"{need} bytes in use, more than the {max_bytes} bytes cap")
-    data = _pread(fd, pread, need, 0)
-    walk_error = root = None
+    walk_error = tree = None
     try:
-        if len(data) != need:
-            raise Corrupt(f"short read: {len(data)} of {need} bytes")
-        root = _Walk(data, meta).bucket(meta.root, meta.sequence, None, 0)
+        tree = _walk(fd, pread, meta, node)
     except Corrupt as e:
         walk_error = e
     # The seqlock check: a page we read may have been rewritten only once txid T+2 started.
     again = _metas(fd, pread)[1].txid
     if again != meta.txid:
         raise Inconsistent(f"txid moved from {meta.txid} to {again} while reading")
-    if walk_error is not None or root is None:
+    if walk_error is not None or tree is None:
         raise walk_error or Corrupt("no tree")
-    return Snapshot(meta.txid, meta.page_size, root)
+    return meta.txid, meta.page_size, tree
 
 
 def txid(path: str | os.PathLike[str], *, pread: Pread = os.pread) -> int:
@@ -251,85 +366,226 @@ def _metas(fd: int, pread: Pread) -> tuple[int, _Meta]:
     return size, max(found, key=lambda m: m.txid)
 
 
-class _Walk:
-    """The tree of one meta over the file's bytes, checked as it goes: every page is visited
-    at most once and elements and bytes copied are budgeted by the file size, so corrupt
-    input costs at most linear time and memory."""
+def maker(cls: type[T]) -> Callable[..., T]:
+    """A constructor of `cls`, a frozen slots dataclass whose __init__ only sets its fields,
+    called with every field, positionally: what a file's records are made with by the
+    thousand. In C it sets the slots as their descriptors do, at a fifth of the cost of
+    __init__'s object.__setattr__ per field; without the C walk, it is `cls` itself."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = tuple(f.name for f in fields)
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    if (
+        not params.frozen
+        or getattr(cls, "__slots__", None) != names
+        or hasattr(cls, "__post_init__")
+        or any(not f.init for f in fields)
+    ):
+        raise TypeError(f"{cls.__name__}: not a frozen slots dataclass whose __init__ only sets its fields")
+    return cls if _native is None else _native.maker(cls, names)
 
-    def __init__(self, data: bytes, meta: _Meta) -> None:
-        self.data, self.ps, self.hwm = data, meta.page_size, meta.hwm
-        self.seen = bytearray(meta.hwm)  # pgids already visited, overflow pages included
-        self.elements = len(data) // _LEAF.size  # each real element has 16 bytes of its own
-        self.copied = len(data)  # and each real key and value its own bytes
 
-    def bucket(self, root: int, seq: int, inline: tuple[int, int] | None, depth: int) -> Bucket:
+def _walk(fd: int, pread: Pread, meta: _Meta, node: _Node) -> Any:
+    """The root bucket by `node`, in C where it is built (raw preads when `pread` is os.pread,
+    else through it), else in Python; the same result and the same errors either way."""
+    if _native is None:
+        return _PyWalk(fd, pread, meta).bucket(node, meta.root, meta.sequence, None, 0)
+    try:
+        return _native.walk(
+            fd, None if pread is os.pread else pread, meta.page_size, meta.hwm, meta.root, meta.sequence, node
+        )
+    except OSError as e:
+        raise Unreadable(f"read failed: {e.strerror or e}") from e
+
+
+_Inline: TypeAlias = "tuple[bytes, int, int]"  # an inline bucket's page: (buffer, start, end)
+
+
+class _PyWalk:
+    """The tree of one meta, page by page as it is reached, checked as it goes: every page is
+    read at most once, elements are budgeted by the bytes in use and the bytes of keys and
+    values taken likewise, so corrupt input costs at most linear time and memory. _bolt.c does
+    the same, step for step."""
+
+    def __init__(self, fd: int, pread: Pread, meta: _Meta) -> None:
+        self.fd, self.pread, self.ps, self.hwm = fd, pread, meta.page_size, meta.hwm
+        self.seen = bytearray(meta.hwm)  # pgids already read, overflow pages included
+        used = meta.hwm * meta.page_size
+        self.elements = used // _LEAF.size  # each real element has 16 bytes of its own
+        self.copied = used  # and each real key and value its own bytes
+
+    def bucket(self, node: _Node, root: int, seq: int, inline: _Inline | None, depth: int) -> Any:
+        """One bucket as `node` says: a dict (text keys), a Row's tuple, KEYS' frozenset, or
+        _FULL's (sequence, root, values, buckets) with bytes keys."""
+        kind = node if isinstance(node, int) else node[0]
+        names, other = (node[1], node[2]) if isinstance(node, tuple) else ({}, None)
+        out: dict[Any, Any] = {}
+        row: list[Any] = [None] * len(names) if kind == _ROW else []
         values: dict[bytes, bytes] = {}
-        buckets: dict[bytes, Bucket] = {}
+        keys: list[str] = []
         last = b""
-        for flags, k0, k1, v1 in self._leaves(root, inline, depth):
-            key = self._copy(k0, k1)
+        for buf, flags, k0, k1, v1 in self._leaves(root, inline, depth):
+            self.copied -= k1 - k0
+            if self.copied < 0:
+                raise Corrupt("keys and values larger than the file")
+            key = buf[k0:k1]
             if key <= last:  # bbolt keys are non-empty, unique and sorted (node.go put)
                 raise Corrupt(f"key {key[:60]!r} out of order after {last[:60]!r}")
             last = key
+            if flags not in (0, BUCKET_LEAF):
+                raise Corrupt(f"leaf element flags {flags:#x}")
+            if kind == KEYS:
+                keys.append(_text(key))
+                continue
+            if kind == _FULL:
+                slot: Any = key
+                sub: _Node | None = _FULL
+            elif key in names:
+                slot, sub = names[key]
+            elif other is not None:
+                slot, sub = _text(key), other
+            else:
+                continue
+            sub_kind = sub if isinstance(sub, int) else sub[0]
             if flags == BUCKET_LEAF:  # bucket.go openBucket
+                if sub_kind not in _BUCKET_KINDS:
+                    continue
                 if v1 - k1 < _INBUCKET.size:
                     raise Corrupt(f"bucket {key[:60]!r}: value of {v1 - k1} bytes")
-                sub, sub_seq = _INBUCKET.unpack_from(self.data, k1)
-                # root 0: an inline bucket, whose leaf page follows the header in the value
-                span = (k1 + _INBUCKET.size, v1) if sub == 0 else None
-                buckets[key] = self.bucket(sub, sub_seq, span, depth + 1)
-            elif flags == 0:
-                values[key] = self._copy(k1, v1)
+                sub_root, sub_seq = _INBUCKET.unpack_from(buf, k1)
+                if sub_kind == _BUCKET and not sub[1] and sub[2] is None:  # type: ignore[index]
+                    got: Any = {}  # its name is all the shape asks: its pages are not read
+                else:
+                    # root 0: an inline bucket, whose leaf page follows the header in the value
+                    span = (buf, k1 + _INBUCKET.size, v1) if sub_root == 0 else None
+                    got = self.bucket(sub, sub_root, sub_seq, span, depth + 1)
+            elif kind == _FULL or sub_kind in _VALUE_KINDS:
+                self.copied -= v1 - k1
+                if self.copied < 0:
+                    raise Corrupt("keys and values larger than the file")
+                if kind == _FULL:
+                    values[key] = buf[k1:v1]
+                    continue
+                got = _decode(sub_kind, buf[k1:v1])
             else:
-                raise Corrupt(f"leaf element flags {flags:#x}")
-        return Bucket(seq, MappingProxyType(values), MappingProxyType(buckets), root)
+                continue
+            if kind == _ROW:
+                row[slot] = got
+            else:
+                out[slot] = got
+        if kind == KEYS:
+            return frozenset(keys)
+        if kind == _ROW:
+            return tuple(row)
+        if kind == _FULL:
+            return (seq, root, values, out)
+        return out
 
     def _leaves(
-        self, pgid: int, inline: tuple[int, int] | None, depth: int
-    ) -> Iterator[tuple[int, int, int, int]]:
-        """(flags, key start, key end = value start, value end) of the leaf elements under a
-        page, in key order."""
+        self, pgid: int, inline: _Inline | None, depth: int, whole: bool = False
+    ) -> Iterator[tuple[bytes, int, int, int, int]]:
+        """(buffer, flags, key start, key end = value start, value end) of the leaf elements
+        under a page, in key order. A branch's children are read a whole page at once: they
+        are a big bucket's nodes, which bbolt fills to half a page at least (node.go split);
+        a bucket's root page is often a small bucket's only page."""
         if depth > MAX_DEPTH:
             raise Corrupt(f"deeper than {MAX_DEPTH}")
-        start, end = inline if inline else self._page(pgid)
+        if inline:
+            buf, start, end = inline
+        else:
+            buf, end = self._page(pgid, whole)
+            start = 0
         if end - start < _PAGE.size:
             raise Corrupt(f"page of {end - start} bytes")
-        _, flags, count, _ = _PAGE.unpack_from(self.data, start)
+        _, flags, count, _ = _PAGE.unpack_from(buf, start)
         if flags not in ((LEAF,) if inline else (BRANCH, LEAF)):
             raise Corrupt(f"page {pgid}: flags {flags:#x}")
         self.elements -= count
-        if self.elements < 0 or start + _PAGE.size + count * _LEAF.size > end:
+        first = start + _PAGE.size
+        if self.elements < 0 or first + count * _LEAF.size > end:
             raise Corrupt(f"page {pgid}: {count} elements do not fit")
-        for i in range(count):
-            e = start + _PAGE.size + i * _LEAF.size  # positions count from the element
-            if flags == BRANCH:
-                pos, ksize, child = _BRANCH.unpack_from(self.data, e)
+        elements = memoryview(buf)[first : first + count * _LEAF.size]
+        e = first  # positions count from the element
+        if flags == BRANCH:
+            for pos, ksize, child in _BRANCH.iter_unpack(elements):
                 if e + pos + ksize > end:
                     raise Corrupt(f"page {pgid}: branch key out of the page")
-                yield from self._leaves(child, None, depth + 1)
-            else:
-                eflags, pos, ksize, vsize = _LEAF.unpack_from(self.data, e)
+                yield from self._leaves(child, None, depth + 1, whole=True)
+                e += _BRANCH.size
+        else:
+            for eflags, pos, ksize, vsize in _LEAF.iter_unpack(elements):
                 k0 = e + pos
                 if k0 + ksize + vsize > end:
                     raise Corrupt(f"page {pgid}: leaf element out of the page")
-                yield eflags, k0, k0 + ksize, k0 + ksize + vsize
+                yield buf, eflags, k0, k0 + ksize, k0 + ksize + vsize
+                e += _LEAF.size
 
-    def _page(self, pgid: int) -> tuple[int, int]:
-        """The byte span of page `pgid` (1 + overflow pages), checked and marked seen."""
+    def _page(self, pgid: int, whole: bool) -> tuple[bytes, int]:
+        """Page `pgid` with its overflow pages, checked and marked seen: its bytes as far as
+        its elements reach, and the length of its span. Read in up to three steps, as _bolt.c
+        does: _HEAD bytes (a whole page if `whole`), then the rest of the element array, then
+        the rest of the keys and values: most of meta.db's pages are one small bucket each, in
+        a fraction of a page."""
         if not 2 <= pgid < self.hwm:
             raise Corrupt(f"pgid {pgid} outside 2..{self.hwm - 1}")
-        start = pgid * self.ps
-        pid, _, _, overflow = _PAGE.unpack_from(self.data, start)
+        if self.seen[pgid]:
+            raise Corrupt(f"page {pgid} reached twice")
+        at = pgid * self.ps
+        buf = _pread_exact(self.fd, self.pread, self.ps if whole else _HEAD, at)
+        pid, flags, count, overflow = _PAGE.unpack_from(buf)
         n = 1 + overflow
         if pid != pgid or pgid + n > self.hwm:
             raise Corrupt(f"page {pgid}: header says id {pid}, overflow {overflow}")
         if self.seen.find(1, pgid, pgid + n) != -1:
             raise Corrupt(f"page {pgid} reached twice")
         self.seen[pgid : pgid + n] = b"\x01" * n
-        return start, start + n * self.ps
+        span = n * self.ps
+        if flags in (BRANCH, LEAF):  # else _leaves refuses it from the header alone
+            array = _PAGE.size + count * _LEAF.size
+            buf = self._more(buf, min(array, span), at)
+            if flags == LEAF and array <= span:
+                e, reach = _PAGE.size, 0
+                for _, pos, ksize, vsize in _LEAF.iter_unpack(memoryview(buf)[_PAGE.size : array]):
+                    reach = max(reach, e + pos + ksize + vsize)
+                    e += _LEAF.size
+                buf = self._more(buf, min(reach, span), at)  # past the span: _leaves refuses it
+        return buf, span
 
-    def _copy(self, a: int, b: int) -> bytes:
-        self.copied -= b - a
-        if self.copied < 0:
-            raise Corrupt("keys and values larger than the file")
-        return self.data[a:b]
+    def _more(self, buf: bytes, want: int, at: int) -> bytes:
+        if want <= len(buf):
+            return buf
+        return buf + _pread_exact(self.fd, self.pread, want - len(buf), at + len(buf))
+
+
+def _pread_exact(fd: int, pread: Pread, size: int, offset: int) -> bytes:
+    data = _pread(fd, pread, size, offset)
+    if len(data) != size:  # the file shrank under us: retried as a torn read
+        raise Corrupt(f"short read: {len(data)} of {size} bytes at {offset}")
+    return data
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _decode(kind: int, raw: bytes) -> Any:
+    if kind == TEXT:
+        return _text(raw)
+    if kind == BYTES:
+        return raw
+    if not raw:
+        return None
+    try:
+        return (uvarint if kind == UVARINT else varint)(raw)[0]
+    except Corrupt:
+        return None
+
+
+try:
+    from exporter.sources import _bolt as _native
+except ImportError:  # built without a C compiler (setup.py's extension is optional)
+    _native = None
+if os.environ.get("DSE_BOLT") == "python":  # to compare, or to rule the C walk out
+    _native = None
+if _native is not None:
+    _native.init(Corrupt)
+BOLT_IMPL = "c" if _native is not None else "python"
