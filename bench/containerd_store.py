@@ -71,7 +71,7 @@ from exporter import logs
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
 from exporter.scan import ScanSampler
-from exporter.sources import bolt
+from exporter.sources import bolt, bolt_walk
 from exporter.sources.bolt import BOLT_IMPL
 from exporter.sources.containerd_meta import (
     ACTIVE,
@@ -593,7 +593,7 @@ def _pages(path: Path, shape: Any) -> dict[str, int]:
     fd = os.open(path, os.O_RDONLY)
     try:
         meta = bolt._metas(fd, os.pread)[1]
-        w = bolt._PyWalk(fd, os.pread, meta)
+        w = bolt_walk._PyWalk(fd, os.pread, meta)
         tree = bolt._to_bucket(w.bucket(bolt._FULL, meta.root, meta.sequence, None, 0))
     finally:
         os.close(fd)

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.sources import bolt, containerd_meta
+from exporter.sources import bolt, bolt_format, containerd_meta
 from exporter.sources.bolt import (
     ANY,
     KEYS,
@@ -556,7 +556,7 @@ def test_uvarint_round_trip(x: int) -> None:
 
 def test_fnv1a64_vectors() -> None:
     """meta.go Sum64 is hash/fnv New64a; the reference vectors for "" and "a"."""
-    for f in (bolt._fnv1a64, bb.fnv1a64):
+    for f in (bolt_format._fnv1a64, bb.fnv1a64):
         assert f(b"") == 0xCBF29CE484222325 and f(b"a") == 0xAF63DC4C8601EC8C
 
 
