@@ -60,7 +60,6 @@ from exporter.sources.bolt_walk import _PyWalk
 MAX_BYTES = 256 << 20  # the files are tens of MB at most (moby/buildkit#6977: 24 MB)
 TRIES = 3
 T = TypeVar("T")
-gc_paused = cyclic_gc_paused  # records built from a read hold no cycles either
 __all__ = [  # what callers use; the format's names (bolt_format) among them
     "ANY",
     "BOLT_IMPL",
@@ -79,7 +78,6 @@ __all__ = [  # what callers use; the format's names (bolt_format) among them
     "Shape",
     "Snapshot",
     "Unreadable",
-    "gc_paused",
     "maker",
     "read_db",
     "select",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from exporter.gcpause import cyclic_gc_paused
 from exporter.sources import bolt
 
 KNOWN_VERSIONS = (3, 4)  # meta.db's dbVersion: containerd 1.6/1.7, and 2.x
@@ -75,7 +76,7 @@ SNAPSHOTS_SHAPE = {
 
 def read_snapshots(path: str | os.PathLike[str]) -> Snapshots:
     """The overlayfs snapshotter's records. Raises bolt.BoltError (UnknownSchema included)."""
-    with bolt.gc_paused():
+    with cyclic_gc_paused():
         return _snapshots(path, bolt.select(path, SNAPSHOTS_SHAPE))
 
 
@@ -158,7 +159,7 @@ def metadata_shape(snapshotter: str) -> dict[object, bolt.Shape]:
 def read_metadata(path: str | os.PathLike[str], snapshotter: str = "overlayfs") -> Metadata:
     """Every namespace of meta.db. Raises bolt.BoltError (UnknownSchema for a version other
     than KNOWN_VERSIONS)."""
-    with bolt.gc_paused():
+    with cyclic_gc_paused():
         return _metadata(path, bolt.select(path, metadata_shape(snapshotter)), snapshotter)
 
 
