@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml setup.py exporter/sources/_walk.c
+$(BIN)/.installed: pyproject.toml setup.py exporter/sources/_walk.c exporter/sources/_bolt.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -26,7 +26,7 @@ lint: venv
 
 test: deps venv lint
 	@# a venv made before gcc was there (make run): build the C walk now that deps installed it
-	$(BIN)/python -c 'import exporter.sources._walk' 2>/dev/null || $(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -c 'import exporter.sources._walk, exporter.sources._bolt' 2>/dev/null || $(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; $(BIN)/python -m tests.harness.cleanup; exit $$rc
 
 accuracy: deps venv

@@ -17,8 +17,8 @@ rest. The live mounts of the running containers (`rootfs/overlayfs/<id>`, `conta
 mounts/shm`) are tmpfs mounts while the benchmark runs (as root), as on a host. Then it times:
   (1) containerd's two bolt files as the exporter reads them (exporter.sources.containerd_meta):
       `read_metadata(meta.db)` and `read_snapshots(metadata.db)`, CPU time (time.process_time)
-      per read; and parts of them: `bolt.read_db` alone (the pages into Buckets), the one
-      pread of meta.db's used part, `read_metadata` with the cyclic GC off
+      per read; and parts of them: `bolt.select` alone (the pages their shapes name), its
+      preads replayed, and for reference `bolt.read_db` of meta.db (the whole tree)
   (2) over the whole Docker root: (a) `du -sx --block-size=1 ROOT`; (b) a full scan: a fresh
       ScanSampler (empty cache), Walker(workers=nproc), `run()`; (c) a first rescan and (d) a
       steady-state rescan: `run()` twice more on the same sampler, nothing changed
@@ -71,8 +71,16 @@ from exporter import logs
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
 from exporter.scan import ScanSampler
-from exporter.sources import bolt
-from exporter.sources.containerd_meta import ACTIVE, COMMITTED, read_metadata, read_snapshots
+from exporter.sources import bolt, bolt_walk
+from exporter.sources.bolt import BOLT_IMPL
+from exporter.sources.containerd_meta import (
+    ACTIVE,
+    COMMITTED,
+    SNAPSHOTS_SHAPE,
+    metadata_shape,
+    read_metadata,
+    read_snapshots,
+)
 from exporter.sources.du import WALK_IMPL, Walker, walk
 from exporter.sources.layout import chain_ids
 from exporter.stores.containerd import META_DB, SNAPSHOTTER
@@ -414,11 +422,29 @@ def cpu(fn: Callable[[], Any], gc_off: bool = False) -> tuple[float, float]:
         gc.enable()
 
 
-def _pread_used(path: Path) -> None:
+class _Preads:
+    """os.pread, keeping the calls: (size, offset) each."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, fd: int, size: int, offset: int) -> bytes:
+        self.calls.append((size, offset))
+        return os.pread(fd, size, offset)
+
+
+def _preads_of(path: Path, shape: Any) -> list[tuple[int, int]]:
+    """The preads `bolt.select` makes for `shape`: the metas, each page it reaches, the metas."""
+    spy = _Preads()
+    bolt.select(path, shape, pread=spy)
+    return spy.calls
+
+
+def _replay(path: Path, calls: list[tuple[int, int]]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        meta = bolt._metas(fd, os.pread)[1]
-        os.pread(fd, meta.hwm * meta.page_size, 0)
+        for size, offset in calls:
+            os.pread(fd, size, offset)
     finally:
         os.close(fd)
 
@@ -427,15 +453,16 @@ def measure(
     store: Store, root: Path, runs: int, workers: int
 ) -> tuple[dict[str, list[float]], ScanSnapshot, ScanSnapshot, float, int, bool]:
     meta_db, snaps_db = bolt_paths(root)
+    meta_preads = _preads_of(meta_db, metadata_shape("overlayfs"))
     walker = Walker(workers=workers)
     try:
         reads: dict[str, tuple[Callable[[], Any], bool]] = {
             "meta": (lambda: read_metadata(meta_db), False),
             "snaps": (lambda: read_snapshots(snaps_db), False),
-            "meta_tree": (lambda: bolt.read_db(meta_db), False),  # the pages into Buckets alone
-            "meta_pread": (lambda: _pread_used(meta_db), False),
-            "snaps_tree": (lambda: bolt.read_db(snaps_db), False),
-            "meta_nogc": (lambda: read_metadata(meta_db), True),
+            "meta_tree": (lambda: bolt.select(meta_db, metadata_shape("overlayfs")), False),
+            "meta_pread": (lambda: _replay(meta_db, meta_preads), False),
+            "snaps_tree": (lambda: bolt.select(snaps_db, SNAPSHOTS_SHAPE), False),
+            "meta_whole": (lambda: bolt.read_db(meta_db), False),
         }
         # Warm-up, one of each: du first warms the page cache, so the first scan's extra time over
         # a timed one is the start of the worker pool (reported on its own).
@@ -547,8 +574,8 @@ def describe_bolt(root: Path) -> dict[str, Any]:
     return {
         "meta_bytes": meta_db.stat().st_size,
         "snaps_bytes": snaps_db.stat().st_size,
-        **{f"meta_{k}": v for k, v in _pages(meta_db).items()},
-        **{f"snaps_{k}": v for k, v in _pages(snaps_db).items()},
+        **{f"meta_{k}": v for k, v in _pages(meta_db, metadata_shape("overlayfs")).items()},
+        **{f"snaps_{k}": v for k, v in _pages(snaps_db, SNAPSHOTS_SHAPE).items()},
         "version": meta.version,
         "images": len(ns.images),
         "snapshots": len(ns.snapshots),
@@ -560,27 +587,31 @@ def describe_bolt(root: Path) -> dict[str, Any]:
     }
 
 
-def _pages(path: Path) -> dict[str, int]:
-    """The bolt file's used part, the pages its tree reaches, its buckets and values."""
+def _pages(path: Path, shape: Any) -> dict[str, int]:
+    """The bolt file's used part; the pages of its whole tree, its buckets and values; what
+    the reader's shape reads of it: its preads, the pages they reach, the bytes."""
     fd = os.open(path, os.O_RDONLY)
     try:
         meta = bolt._metas(fd, os.pread)[1]
-        data = os.pread(fd, meta.hwm * meta.page_size, 0)
+        w = bolt_walk._PyWalk(fd, os.pread, meta)
+        tree = bolt._to_bucket(w.bucket(bolt._FULL, meta.root, meta.sequence, None, 0))
     finally:
         os.close(fd)
-    w = bolt._Walk(data, meta)
-    tree = w.bucket(meta.root, meta.sequence, None, 0)
     buckets, values, stack = 0, 0, [tree]
     while stack:
         b = stack.pop()
         buckets, values = buckets + 1, values + len(b.values)
         stack += b.buckets.values()
+    calls = _preads_of(path, shape)[2:-2]  # not the metas
     return {
-        "used": len(data),
+        "used": meta.hwm * meta.page_size,
         "pages": meta.hwm,
         "pages_reached": sum(w.seen),
         "buckets": buckets,
         "values": values,
+        "preads": len(calls),
+        "shape_pages": len({offset // meta.page_size for _, offset in calls}),
+        "shape_bytes": sum(size for size, _ in calls),
     }
 
 
@@ -675,27 +706,28 @@ def main() -> int:
         ),
         ("both reads, CPU (per run: the sum)", "bolt_cpu", "what a scan pays when both txids moved"),
         (
-            "part of `read_metadata`: `bolt.read_db` alone, CPU",
+            "part of `read_metadata`: `bolt.select` alone, CPU",
             "meta_tree",
-            f"the pages into `Bucket`s: {facts['meta_pages_reached']:,} pages reached of"
-            f" {facts['meta_pages']:,} in use, {facts['meta_buckets']:,} buckets, {facts['meta_values']:,}"
-            " values; the rest of `read_metadata` is the typed records",
+            f"the pages its shape names into dicts and tuples: {facts['meta_shape_pages']:,} pages of"
+            f" {facts['meta_pages']:,} in use, read as far as their elements reach"
+            f" ({facts['meta_shape_bytes']:,} bytes); the rest of `read_metadata` is the typed records",
         ),
         (
-            "part of it: the one `pread` of meta.db's used part, CPU",
+            "part of it: its preads, replayed in a Python loop, CPU",
             "meta_pread",
-            f"{facts['meta_used']:,} bytes copied",
+            f"{facts['meta_preads']:,} preads",
         ),
         (
-            "part of `read_snapshots`: `bolt.read_db` alone, CPU",
+            "part of `read_snapshots`: `bolt.select` alone, CPU",
             "snaps_tree",
-            f"{facts['snaps_pages_reached']:,} pages reached of {facts['snaps_pages']:,},"
-            f" {facts['snaps_buckets']:,} buckets, {facts['snaps_values']:,} values",
+            f"{facts['snaps_shape_pages']:,} pages of {facts['snaps_pages']:,},"
+            f" {facts['snaps_preads']:,} preads, {facts['snaps_shape_bytes']:,} bytes",
         ),
         (
-            "for reference: `read_metadata` with the cyclic GC off during the read, CPU",
-            "meta_nogc",
-            "what the GC's passes over the growing tree cost",
+            "for reference: `bolt.read_db` of meta.db, the whole tree as `Bucket`s, CPU",
+            "meta_whole",
+            f"{facts['meta_pages_reached']:,} pages, {facts['meta_buckets']:,} buckets,"
+            f" {facts['meta_values']:,} values; what `read_metadata` does not read",
         ),
         (f"`{shlex.join(du_command(root))}`", "du", ""),
         (
@@ -713,7 +745,7 @@ def main() -> int:
         ),
     ]
     table = timing_table(rows, med, times)
-    machine = scan_machine_line(load_before, load_after, WALK_IMPL)
+    machine = scan_machine_line(load_before, load_after, f"{WALK_IMPL}, bolt walk {BOLT_IMPL}")
     busy = busy_note(ceiling, args.workers)
     built = manifest["build_seconds"]
     snaps = ", ".join(f"{n:,} {kind.lower()}" for kind, n in manifest["snapshots"].items())

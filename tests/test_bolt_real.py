@@ -18,10 +18,20 @@ from exporter.sources import bolt
 from exporter.sources.bolt import Inconsistent, Snapshot, read_db, uvarint, varint
 from tests.harness import containerd as hc
 from tests.harness.engine import PrivateEngine, default_test_root
+from tests.unit.test_bolt import BOLT_NOT_BUILT
 
 TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT") or default_test_root())
 NS = "dse-bolt"
-CHURN = b"dse-churn-"
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both walks: _bolt.c where it is built, and bolt.py's own."""
+    if request.param == "python":
+        monkeypatch.setattr(bolt, "_native", None)
+    elif bolt._native is None:
+        pytest.fail(BOLT_NOT_BUILT)  # a suite run without it fails, never skips
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +118,47 @@ def test_reads_while_containerd_holds_its_files(live: hc.PrivateContainerd) -> N
     assert live.ctr("version", check=False) is not None
 
 
-def test_reads_while_containerd_writes(live: hc.PrivateContainerd) -> None:
+def test_containerd_records_from_the_live_files(live: hc.PrivateContainerd) -> None:
+    """read_metadata and read_snapshots, which read only their shapes' buckets, on the files
+    containerd holds: what ctr lists, and the same records as from read_db's whole tree."""
+    from exporter.sources.containerd_meta import read_metadata, read_snapshots
+    from tests.unit.test_bolt import records, reference_metadata, reference_snapshots
+
+    for read, reference, db in (
+        (read_metadata, reference_metadata, live.meta_db),
+        (read_snapshots, reference_snapshots, live.snapshots_db),
+    ):
+        for _ in range(20):  # containerd's GC may commit in between
+            got, want = read(db), reference(db)
+            if got.txid == want.txid:
+                break
+        assert got.txid == want.txid and records(got) == records(want)
+    ns = read_metadata(live.meta_db).namespaces[NS]
+    assert set(ns.images) == set(hc.images(live, NS)) == {hc.TAG}
+    assert {d: dict(b.labels) for d, b in ns.blobs.items()} == hc.content(live, NS)
+    listed = hc.snapshots(live, NS)
+    assert {k: (s.parent, s.backend) for k, s in ns.snapshots.items()}.keys() == listed.keys()
+    assert all(ns.snapshots[k].parent == parent for k, (parent, _) in listed.items())
+    by_backend = read_snapshots(live.snapshots_db).by_backend
+    assert {by_backend[s.backend].key for s in ns.snapshots.values()} == set(listed)
+
+
+def test_reads_while_containerd_writes(live: hc.PrivateContainerd, impl: str) -> None:
     """`ctr` commits label changes (meta.db) and snapshot prepares and removes (both files)
     while we read in a loop: every view is a committed one, in commit order."""
     config = hc.config_digest(live, NS)
     rounds = 30
+    churn_key = f"dse-churn-{impl}-"  # once per walk, in the same containerd
+    prefix = churn_key.encode()
     done, errors = threading.Event(), []
 
     def write() -> None:
         try:
             for i in range(rounds):
                 live.ctr("content", "label", config, f"dse.test/n={i}", ns=NS)
-                live.ctr("snapshots", "prepare", f"dse-churn-{i}", ns=NS)
+                live.ctr("snapshots", "prepare", f"{churn_key}{i}", ns=NS)
                 if i:
-                    live.ctr("snapshots", "rm", f"dse-churn-{i - 1}", ns=NS)
+                    live.ctr("snapshots", "rm", f"{churn_key}{i - 1}", ns=NS)
         except BaseException as e:  # noqa: BLE001 - handed to the test
             errors.append(e)
         finally:
@@ -138,12 +175,15 @@ def test_reads_while_containerd_writes(live: hc.PrivateContainerd) -> None:
             seen.append((snap.txid, int(n) if n is not None else -1))
             # `ctr snapshots rm` drops the record at once: at most the new one and the last
             records = snap.bucket("v1", NS, "snapshots", "overlayfs").buckets
-            churn = sorted(int(k[len(CHURN) :]) for k in records if k.startswith(CHURN))
+            churn = sorted(int(k[len(prefix) :]) for k in records if k.startswith(prefix))
             assert not churn or churn[1:] in ([], [churn[0] + 1])
-            # the snapshotter's own records go later, with the GC: ids stay unique
+            # the snapshotter's own records go later, with the GC: ids stay unique, and a
+            # record meta.db held both before and after is in the snapshotter's meanwhile (one
+            # only before may have been removed and collected in between: `rm` runs on)
             backend = read_db(live.snapshots_db).bucket("v1", "snapshots").buckets
             ids = [uvarint(r.get("id"))[0] for r in backend.values()]
-            assert len(ids) == len(set(ids)) and backend.keys() >= set(hc_names(snap))
+            held = hc_names(snap) & hc_names(read_db(live.meta_db))
+            assert len(ids) == len(set(ids)) and backend.keys() >= held
             churn_views += bool(churn)
         except Inconsistent:
             inconsistent += 1

@@ -102,6 +102,8 @@ class Attribution:
             area = self._area.get(
                 lambda: _area_part(layout, r, where), layout.area_dirs, *r.settled, key=where
             )
+            if not any(r.settled):  # nothing settled: every figure is this scan's, none kept
+                self._area.forget()
             acc: dict[Owner, list[Usage]] = {owner: [] for owner in layout.owners}
             acc[Owner.IMAGE].append(image_part.total)
             for owner, usage in area.owners.items():
@@ -154,6 +156,8 @@ class Attribution:
             settled_kinds, live_keys = self._content.get(
                 lambda: _content_part(layout, r), layout.content, *r.settled
             )
+            if not any(r.settled):
+                self._content.forget()
             acc_kinds: dict[str, list[Usage]] = {kind: [u] for kind, u in settled_kinds.items()}
             for key, kind in live_keys:
                 usage = r.get(key)

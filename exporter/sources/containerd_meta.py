@@ -24,7 +24,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
+from exporter.gcpause import cyclic_gc_paused
 from exporter.sources import bolt
 
 KNOWN_VERSIONS = (3, 4)  # meta.db's dbVersion: containerd 1.6/1.7, and 2.x
@@ -33,25 +35,6 @@ VIEW, ACTIVE, COMMITTED = 1, 2, 3  # core/snapshots/snapshotter.go Kind
 
 class UnknownSchema(bolt.BoltError):
     """A file in a layout this reader does not know (another schema version): not guessed at."""
-
-
-def _text(raw: bytes | None) -> str:
-    return raw.decode("utf-8", "surrogateescape") if raw else ""
-
-
-def _varint(raw: bytes | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return bolt.varint(raw)[0]
-    except (ValueError, IndexError, bolt.BoltError):
-        return None
-
-
-def _labels(b: bolt.Bucket | None) -> Mapping[str, str]:
-    if b is None:
-        return MappingProxyType({})
-    return MappingProxyType({_text(k): _text(v) for k, v in b.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,36 +66,34 @@ class Snapshots:
     by_backend: Mapping[str, SnapshotRecord]
 
 
+# What read_snapshots takes of metadata.db; its `parents/` index and the timestamps are left.
+_RECORD = bolt.Row(id=bolt.UVARINT, kind=bolt.BYTES, parent=bolt.TEXT, size=bolt.VARINT, inodes=bolt.VARINT)
+SNAPSHOTS_SHAPE = {
+    "v1": {"snapshots": {bolt.ANY: _RECORD}},
+    bolt.ANY: {},  # only whether there are other top-level buckets
+}
+
+
 def read_snapshots(path: str | os.PathLike[str]) -> Snapshots:
     """The overlayfs snapshotter's records. Raises bolt.BoltError (UnknownSchema included)."""
-    db = bolt.read_db(path)
-    snaps = db.bucket("v1", "snapshots")
+    with cyclic_gc_paused():
+        return _snapshots(path, bolt.select(path, SNAPSHOTS_SHAPE))
+
+
+def _snapshots(path: str | os.PathLike[str], db: bolt.Selection) -> Snapshots:
+    v1 = db.tree.get("v1")
+    snaps = v1.get("snapshots") if v1 is not None else None
     if snaps is None:
-        if db.bucket("v1") is None and not db.root.buckets:
+        if v1 is None and not db.tree:
             return Snapshots(db.txid, {}, {})  # a fresh snapshotter: nothing recorded yet
         raise UnknownSchema(f"{path}: no v1/snapshots bucket")
     by_id: dict[int, SnapshotRecord] = {}
-    for name, b in snaps.buckets.items():
-        raw_id = b.get("id")
-        kind = b.get("kind")
-        if not raw_id or not kind:
+    for name, (sid, kind, parent, size, inodes) in snaps.items():
+        if sid is None or not kind:
             continue  # half a record: skipped, its dir then shows as unknown
-        try:
-            sid = bolt.uvarint(raw_id)[0]
-        except (ValueError, IndexError, bolt.BoltError):
-            continue
-        rec = SnapshotRecord(
-            id=sid,
-            backend=_text(name),
-            kind=kind[0],
-            parent=_text(b.get("parent")),
-            size=_varint(b.get("size")),
-            inodes=_varint(b.get("inodes")),
-        )
-        by_id[sid] = rec
-    return Snapshots(
-        db.txid, MappingProxyType(by_id), MappingProxyType({r.backend: r for r in by_id.values()})
-    )
+        by_id[sid] = _snapshot_record(sid, name, kind[0], parent or "", size, inodes)
+    by_backend = {r.backend: r for r in by_id.values()}  # a later record of the same id won
+    return Snapshots(db.txid, MappingProxyType(by_id), MappingProxyType(by_backend))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,69 +137,85 @@ class Metadata:
     namespaces: Mapping[str, Namespace]
 
 
+_LABELS = {bolt.ANY: bolt.TEXT}
+
+
+def metadata_shape(snapshotter: str) -> dict[object, bolt.Shape]:
+    """What read_metadata takes of meta.db: not the containers' specs, the images' other
+    fields, the snapshot records' children or any timestamp."""
+    record = bolt.Row(name=bolt.TEXT, parent=bolt.TEXT, labels=_LABELS)
+    blob = bolt.Row(size=bolt.VARINT, labels=_LABELS)
+    lease = bolt.Row(labels=_LABELS, snapshots={snapshotter: bolt.KEYS}, content=bolt.KEYS)
+    namespace: dict[object, bolt.Shape] = {
+        "images": {bolt.ANY: bolt.Row(target=bolt.Row(digest=bolt.TEXT))},
+        "snapshots": {snapshotter: {bolt.ANY: record}},
+        "content": {"blob": {bolt.ANY: blob}, "ingests": {bolt.ANY: {}}},
+        "leases": {bolt.ANY: lease},
+        "containers": {bolt.ANY: {}},  # their names: a container's own buckets are not read
+    }
+    return {"v1": {"version": bolt.VARINT, bolt.ANY: namespace}, bolt.ANY: {}}
+
+
 def read_metadata(path: str | os.PathLike[str], snapshotter: str = "overlayfs") -> Metadata:
     """Every namespace of meta.db. Raises bolt.BoltError (UnknownSchema for a version other
     than KNOWN_VERSIONS)."""
-    db = bolt.read_db(path)
-    v1 = db.bucket("v1")
+    with cyclic_gc_paused():
+        return _metadata(path, bolt.select(path, metadata_shape(snapshotter)), snapshotter)
+
+
+def _metadata(path: str | os.PathLike[str], db: bolt.Selection, snapshotter: str) -> Metadata:
+    v1 = db.tree.get("v1")
     if v1 is None:
-        if not db.root.buckets:
+        if not db.tree:
             return Metadata(db.txid, 0, {})  # created, nothing written yet
         raise UnknownSchema(f"{path}: no v1 bucket")
-    version = _varint(v1.get("version"))
+    version = v1.pop("version", None)
     if version not in KNOWN_VERSIONS:
         raise UnknownSchema(f"{path}: schema version {version}, not one of {KNOWN_VERSIONS}")
-    namespaces = {}
-    for raw, ns in v1.buckets.items():
-        name = _text(raw)
-        namespaces[name] = _namespace(name, ns, snapshotter)
+    namespaces = {name: _namespace(name, ns, snapshotter) for name, ns in v1.items()}
     return Metadata(db.txid, version, MappingProxyType(namespaces))
 
 
-def _namespace(name: str, ns: bolt.Bucket, snapshotter: str) -> Namespace:
+def _labels(raw: dict[str, str] | None) -> Mapping[str, str]:
+    return MappingProxyType(raw) if raw else _NO_LABELS
+
+
+def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
     images = {}
-    for raw, img in (ns.bucket("images") or _EMPTY).buckets.items():
-        target = img.bucket("target")
-        digest = _text(target.get("digest")) if target is not None else ""
+    for image, (target,) in ns.get("images", {}).items():
+        digest = target[0] if target is not None else None
         if digest:
-            images[_text(raw)] = digest
-    snapshots = {}
-    for raw, s in (ns.bucket("snapshots", snapshotter) or _EMPTY).buckets.items():
-        key = _text(raw)
-        snapshots[key] = NamespacedSnapshot(
-            key, _text(s.get("name")), _text(s.get("parent")), _labels(s.bucket("labels"))
-        )
-    blobs = {}
-    for raw, b in (ns.bucket("content", "blob") or _EMPTY).buckets.items():
-        digest = _text(raw)
-        blobs[digest] = Blob(digest, _varint(b.get("size")), _labels(b.bucket("labels")))
-    leases = {}
-    for raw, le in (ns.bucket("leases") or _EMPTY).buckets.items():
-        lid = _text(raw)
-        held = le.bucket("snapshots", snapshotter)
-        content = le.bucket("content")
-        leases[lid] = Lease(
-            lid,
-            _labels(le.bucket("labels")),
-            frozenset(_text(k) for k in (held.values if held else ())) | _names(held),
-            frozenset(_text(k) for k in (content.values if content else ())) | _names(content),
-        )
-    ingests = ns.bucket("content", "ingests")
-    containers = ns.bucket("containers")
+            images[image] = digest
+    records = ns.get("snapshots", {}).get(snapshotter, {})
+    frozen, none = MappingProxyType, _NO_LABELS  # labels inline below, not by _labels(): 20,000 calls
+    snapshots = {
+        key: _namespaced_snapshot(key, backend or "", parent or "", frozen(labels) if labels else none)
+        for key, (backend, parent, labels) in records.items()
+    }
+    content = ns.get("content", {})
+    blobs = {
+        d: _blob(d, size, frozen(labels) if labels else none)
+        for d, (size, labels) in content.get("blob", {}).items()
+    }
+    leases = {
+        lid: _lease(lid, _labels(labels), (held or {}).get(snapshotter, _NONE), resources or _NONE)
+        for lid, (labels, held, resources) in ns.get("leases", {}).items()
+    }
     return Namespace(
         name=name,
         images=MappingProxyType(images),
         snapshots=MappingProxyType(snapshots),
         blobs=MappingProxyType(blobs),
         leases=MappingProxyType(leases),
-        ingests=_names(ingests),
-        containers=_names(containers),
+        ingests=frozenset(content.get("ingests", ())),
+        containers=frozenset(ns.get("containers", ())),
     )
 
 
-def _names(b: bolt.Bucket | None) -> frozenset[str]:
-    """A bucket's sub-bucket names (a lease's resources are keys; an ingest is a bucket)."""
-    return frozenset(_text(k) for k in b.buckets) if b is not None else frozenset()
-
-
-_EMPTY = bolt.Bucket(0, MappingProxyType({}), MappingProxyType({}), 0)
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+# The records, by the ten thousand: made without their dataclass __init__'s cost (bolt.maker).
+_snapshot_record = bolt.maker(SnapshotRecord)
+_namespaced_snapshot = bolt.maker(NamespacedSnapshot)
+_blob = bolt.maker(Blob)
+_lease = bolt.maker(Lease)
+_NONE: frozenset[str] = frozenset()

@@ -19,8 +19,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.sources import bolt
-from exporter.sources.bolt import BoltError, Corrupt, Inconsistent, Unreadable, read_db, uvarint, varint
+from exporter.sources import bolt, bolt_format, containerd_meta
+from exporter.sources.bolt import (
+    ANY,
+    KEYS,
+    TEXT,
+    VARINT,
+    BoltError,
+    Corrupt,
+    Inconsistent,
+    Row,
+    Unreadable,
+    read_db,
+    uvarint,
+    varint,
+)
 from tests.harness import boltbytes as bb
 from tests.harness import containerd as hc
 from tests.harness.engine import default_test_root
@@ -81,6 +94,22 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
         )  # fmt: skip
     finally:
         ctd.stop()
+
+
+BOLT_NOT_BUILT = (
+    "the C bolt walk (exporter/sources/_bolt.c) is not built, or DSE_BOLT=python set it aside:"
+    " install gcc and Python's headers, then `pip install -e .` (make venv) again"
+)
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both walks: _bolt.c where it is built, and bolt.py's own."""
+    if request.param == "python":
+        monkeypatch.setattr(bolt, "_native", None)
+    elif bolt._native is None:
+        pytest.fail(BOLT_NOT_BUILT)  # a suite run without it fails, never skips
+    return str(request.param)
 
 
 SCRATCH: list[Path] = []  # one dir for the module's throwaway files
@@ -287,7 +316,12 @@ def test_a_branch_page_pointing_back_is_corrupt_not_a_loop(made: Made) -> None:
         started = time.monotonic()
         with pytest.raises(Corrupt, match=why):
             read_db(put(bb.set_branch_child(made.after, branch, ps, element, child)), pread=spy)
-        assert time.monotonic() - started < 2 and len(spy.calls) == 3 * 5  # 3 tries of 5 reads
+        assert time.monotonic() - started < 2
+        # 3 tries, each the same reads: the metas, each page it reached once, the metas again
+        one = spy.calls[: len(spy.calls) // 3]
+        assert spy.calls == one * 3 and one[:2] == one[-2:] == [(4096, 0), (80, ps)]
+        firsts = [offset for size, offset in one[2:-2] if offset % ps == 0]
+        assert len(firsts) == len(set(firsts)) <= len(made.after) // ps
 
 
 def test_a_page_naming_another_page_is_corrupt(made: Made) -> None:
@@ -316,18 +350,40 @@ def struct_root(data: bytes, meta_offset: int) -> int:
 
 
 class Versions:
-    """A pread over one file version or another: after the n-th call, of `size` bytes,
-    it moves on to the next version if `flip(n, size)`."""
+    """A pread over one file version or another: after a call of `size` bytes at `offset`,
+    it moves on to the next version if `flip(size, offset)`. `tries`: how many reads began
+    with meta 0 (each try reads meta 0, meta 1, the pages, meta 0, meta 1)."""
 
     def __init__(self, versions: list[bytes], flip: Callable[[int, int], bool]) -> None:
-        self.versions, self.flip, self.current, self.calls = versions, flip, 0, 0
+        self.versions, self.flip, self.current, self.calls, self.meta0 = versions, flip, 0, 0, 0
 
     def __call__(self, fd: int, size: int, offset: int) -> bytes:
         self.calls += 1
+        self.meta0 += (size, offset) == (4096, 0)
         out = self.versions[self.current][offset : offset + size]
-        if self.flip(self.calls, size):
+        if self.flip(size, offset):
             self.current = (self.current + 1) % len(self.versions)
         return out
+
+    @property
+    def tries(self) -> int:
+        return self.meta0 // 2
+
+
+class AfterMetas:
+    """A flip: True at the first read of a page after the metas, once per try (the writer
+    commits while we read the pages); with `at_close_of` N, instead only once, at the closing
+    meta 1 of try N (it commits right after we checked)."""
+
+    def __init__(self, ps: int, at_close_of: int = 0) -> None:
+        self.ps, self.at_close_of, self.prev, self.meta1 = ps, at_close_of, 0, 0
+
+    def __call__(self, size: int, offset: int) -> bool:
+        was, self.prev = self.prev, offset
+        if offset == self.ps and size == 80:
+            self.meta1 += 1
+            return self.at_close_of > 0 and self.meta1 == 2 * self.at_close_of
+        return not self.at_close_of and was == self.ps and offset != 0
 
 
 def padded(made: Made) -> Path:
@@ -336,10 +392,12 @@ def padded(made: Made) -> Path:
 
 def test_retries_when_the_txid_moves_while_reading(made: Made) -> None:
     """Metas and pages of T, then the metas say T+1: read again, and return T+1's tree."""
-    pread = Versions([made.before, made.after], lambda n, _: n == 3)
+    ps = bb.page_size(made.after)
+    once = AfterMetas(ps)
+    pread = Versions([made.before, made.after], lambda size, offset: once(size, offset) and pread.tries == 0)
     snap = read_db(padded(made), pread=pread)
     assert snap.txid == bb.newest(made.after).txid and snap.root == read(made.after).root
-    assert pread.calls == 10  # two tries of: meta 0, meta 1, the pages, meta 0, meta 1
+    assert pread.tries == 2 and pread.current == 1  # T's metas, a page of T, the rest of T+1: again
 
 
 def test_retries_a_torn_page_then_reads_it_whole(made: Made) -> None:
@@ -347,15 +405,15 @@ def test_retries_a_torn_page_then_reads_it_whole(made: Made) -> None:
     snap = read(made.after)
     branch = snap.bucket("v1", NS, "content", "blob", made.config, "labels").root
     torn = bb.set_branch_child(made.after, branch, snap.page_size, 0, branch)
-    pread = Versions([torn, made.after], lambda n, _: n == 5)
-    assert read_db(put(made.after), pread=pread).root == snap.root and pread.calls == 10
+    pread = Versions([torn, made.after], AfterMetas(snap.page_size, at_close_of=1))
+    assert read_db(put(made.after), pread=pread).root == snap.root and pread.tries == 2
 
 
 def test_gives_up_with_inconsistent_after_three_moving_tries(made: Made) -> None:
-    pread = Versions([made.before, made.after], lambda _, size: size > 4096)  # after each page read
+    pread = Versions([made.before, made.after], AfterMetas(bb.page_size(made.after)))  # once a try
     with pytest.raises(Inconsistent, match="after 3 tries") as e:
         read_db(padded(made), pread=pread)
-    assert isinstance(e.value, BoltError) and pread.calls == 15
+    assert isinstance(e.value, BoltError) and pread.tries == 3
 
 
 def test_too_large_is_refused_without_retrying(made: Made) -> None:
@@ -384,6 +442,8 @@ def test_reading_changes_nothing_and_holds_no_lock(made: Made, tmp_path: Path) -
 
     before = state()
     fds = sorted(os.listdir("/proc/self/fd"))
+    count = Spy()
+    read_db(path, pread=count)
     seen = []
 
     def spy(fd: int, size: int, offset: int) -> bytes:
@@ -403,7 +463,7 @@ def test_reading_changes_nothing_and_holds_no_lock(made: Made, tmp_path: Path) -
     assert sorted(os.listdir("/proc/self/fd")) == fds
     # a torn meta 0 means probing for meta 1 at 1 KiB << i, as bbolt does: bounded, per try
     probes = sum(1 for i in range(15) if (1024 << i) + 80 <= len(made.after))
-    assert len(seen) == 3 * (5 + 2 + 3 * (1 + probes))
+    assert len(seen) == 3 * (len(count.calls) + 2 + 3 * (1 + probes))
     want = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     for flags, locks in seen:
         assert flags & os.O_ACCMODE == os.O_RDONLY and flags & want == want and not locks
@@ -496,5 +556,257 @@ def test_uvarint_round_trip(x: int) -> None:
 
 def test_fnv1a64_vectors() -> None:
     """meta.go Sum64 is hash/fnv New64a; the reference vectors for "" and "a"."""
-    for f in (bolt._fnv1a64, bb.fnv1a64):
+    for f in (bolt_format._fnv1a64, bb.fnv1a64):
         assert f(b"") == 0xCBF29CE484222325 and f(b"a") == 0xAF63DC4C8601EC8C
+
+
+# -- select: only what a shape names, and the same from either walk ----------------------------
+
+
+def outcome(fn: Callable[[], object]) -> object:
+    """What a call gave: its result, or its error's type and message (which name the file)."""
+    try:
+        return ("ok", fn())
+    except BoltError as e:
+        return (type(e).__name__, str(e))
+
+
+def on_both(fn: Callable[[], object]) -> tuple[object, object]:
+    """fn's outcome with the C walk and with the Python walk."""
+    native = bolt._native
+    if native is None:
+        pytest.fail(BOLT_NOT_BUILT)
+    c = outcome(fn)
+    bolt._native = None
+    try:
+        return c, outcome(fn)
+    finally:
+        bolt._native = native
+
+
+def tree(b: bolt.Bucket) -> tuple[object, ...]:
+    """A Bucket as plain values, its pages' ids too (Bucket's == leaves them out)."""
+    return (b.sequence, b.root, dict(b.values), {k: tree(v) for k, v in b.buckets.items()})
+
+
+def records(x: object) -> object:
+    """containerd_meta's records as plain values, to compare across walks and readers."""
+    if hasattr(x, "__dataclass_fields__"):
+        return (type(x).__name__, *(records(getattr(x, f)) for f in x.__dataclass_fields__))
+    if hasattr(x, "items"):
+        return {k: records(v) for k, v in x.items()}
+    return x
+
+
+def test_a_shape_reads_only_the_pages_it_names(made: Made, impl: str) -> None:
+    path = put(made.after)
+    whole, names_only = Spy(), Spy()
+    read_db(path, pread=whole)
+    top = bolt.select(path, {ANY: {}}, pread=names_only)
+    assert top.tree == {"v1": {}} and top.txid == bb.newest(made.after).txid
+    assert len(names_only.calls) == 4 + 1  # the metas twice, and the root's page
+    ns = {"images": {ANY: Row(target=Row(digest=TEXT, size=VARINT))}, "content": {"blob": KEYS}}
+    part = Spy()
+    got = bolt.select(path, {"v1": {ANY: ns}}, pread=part).tree["v1"][NS]
+    assert 5 < len(part.calls) < len(whole.calls)
+    snap = read_db(path)
+    blobs = snap.bucket("v1", NS, "content", "blob")
+    assert got["content"] == {"blob": frozenset(k.decode() for k in blobs.buckets)}
+    for name, rec in snap.bucket("v1", NS, "images").buckets.items():
+        target = rec.bucket("target")
+        want = (target.get("digest").decode(), varint(target.get("size"))[0])
+        assert got["images"][name.decode()] == (want,)
+
+
+def test_shapes_take_each_sort_as_named(made: Made, impl: str) -> None:
+    """A value kind for a bucket, or a bucket's shape for a value, is left out; a Row's absent
+    keys are None; ANY is every key not named; keys and TEXT are UTF-8, surrogateescape."""
+    path = put(made.after)
+    snap = read_db(path)
+    blob = snap.bucket("v1", NS, "content", "blob", made.config)
+    shape = {"labels": TEXT, "size": {ANY: TEXT}, "createdat": bolt.BYTES, ANY: VARINT}
+    got = bolt.select(path, {"v1": {NS: {"content": {"blob": {made.config: shape}}}}}).tree
+    mine = got["v1"][NS]["content"]["blob"][made.config]
+    assert mine == {"createdat": blob.get("createdat"), "updatedat": varint(blob.get("updatedat"))[0]}
+    row = Row(nothing=TEXT, size=VARINT, labels={"dse.test/last": TEXT})
+    got = bolt.select(path, {"v1": {NS: {"content": {"blob": {made.config: row}}}}}).tree
+    labels = text(blob.bucket("labels"))
+    assert got["v1"][NS]["content"]["blob"][made.config] == (
+        None, varint(blob.get("size"))[0], {"dse.test/last": labels["dse.test/last"]}
+    )  # fmt: skip
+    with pytest.raises(ValueError):
+        bolt.select(path, {"v1": 99})
+
+
+def test_containerd_records_as_from_the_whole_tree(made: Made, impl: str, tmp_path: Path) -> None:
+    """read_metadata and read_snapshots, which read by shape, give what the whole tree gives
+    (reference_* below: the records made from read_db's Buckets)."""
+    meta, snaps = put(made.after, tmp_path / "meta.db"), put(made.snaps, tmp_path / "metadata.db")
+    assert records(containerd_meta.read_metadata(meta)) == records(reference_metadata(meta))
+    assert records(containerd_meta.read_snapshots(snaps)) == records(reference_snapshots(snaps))
+    ns = containerd_meta.read_metadata(meta).namespaces[NS]
+    assert set(ns.images) == set(made.images) and set(ns.blobs) == set(made.content)
+    assert {d: dict(b.labels) for d, b in ns.blobs.items()} == made.content
+
+
+def fuzzed(data: bytes, flips: list[tuple[int, int, bool, int]]) -> bytes:
+    out = bytearray(data)
+    ps = bb.page_size(data)
+    for where, near, header, xor in flips:
+        out[(where % (len(out) // ps)) * ps + near if header else where % len(out)] ^= xor
+    return bytes(out)
+
+
+FLIPS = st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 600), st.booleans(), st.integers(1, 255)),
+                 min_size=1, max_size=6)  # fmt: skip
+
+
+class TestBothWalks:
+    """Tests that compare the two walks themselves: run once, not once per walk."""
+
+    @pytest.fixture(autouse=True)
+    def impl(self) -> str:  # the module's, overridden: the C walk stays in place here
+        return "both"
+
+    @settings(max_examples=150, deadline=None)
+    @given(FLIPS, st.booleans())
+    def test_c_and_python_walks_agree_on_fuzzed_files(self, made: Made, flips: list, snaps: bool) -> None:
+        """Byte for byte the same result, or the same error with the same message, from either
+        walk: the whole tree, and containerd's records."""
+        path = put(fuzzed(made.snaps if snaps else made.after, flips))
+        c, py = on_both(lambda: tree(read_db(path).root))
+        assert c == py
+        reader = containerd_meta.read_snapshots if snaps else containerd_meta.read_metadata
+        c, py = on_both(lambda: records(reader(path)))
+        assert c == py
+
+
+@settings(max_examples=150, deadline=None)
+@given(FLIPS, st.booleans())
+def test_records_by_shape_or_from_the_whole_tree_on_fuzzed(made: Made, flips: list, snaps: bool) -> None:
+    """Where the whole tree reads, the records by shape are the same; where the shape's part
+    is broken, the whole tree is broken too (the shape reads a part of what read_db reads)."""
+    path = put(fuzzed(made.snaps if snaps else made.after, flips))
+    mine, ref = containerd_meta.read_snapshots, reference_snapshots
+    if not snaps:
+        mine, ref = containerd_meta.read_metadata, reference_metadata
+    got, want = outcome(lambda: records(mine(path))), outcome(lambda: records(ref(path)))
+    if want[0] == "ok":
+        assert got == want
+    if got[0] != "ok":
+        assert want[0] != "ok"
+
+
+def test_records_made_without_init_are_the_same(impl: str) -> None:
+    from types import MappingProxyType
+
+    from exporter.sources.containerd_meta import Blob, SnapshotRecord
+
+    make = bolt.maker(SnapshotRecord)
+    made_one = make(7, "moby/3/sha256:x", 3, "", 4096, 2)
+    plain = SnapshotRecord(7, "moby/3/sha256:x", 3, "", 4096, 2)
+    assert made_one == plain and hash(made_one) == hash(plain) and repr(made_one) == repr(plain)
+    assert type(made_one) is SnapshotRecord and made_one.key == "sha256:x" and made_one.namespace == "moby"
+    with pytest.raises(AttributeError):
+        made_one.size = 1  # type: ignore[misc]
+    blob = bolt.maker(Blob)("sha256:y", None, MappingProxyType({"a": "b"}))
+    assert blob == Blob("sha256:y", None, MappingProxyType({"a": "b"}))
+    with pytest.raises(TypeError):
+        make(1, 2)
+    for cls in (bolt.Snapshot, bolt.Bucket, Made):  # not frozen, not slots, or neither
+        with pytest.raises(TypeError):
+            bolt.maker(cls)
+
+
+def reference_snapshots(path: Path) -> containerd_meta.Snapshots:
+    """metadata.db's records from read_db's whole tree, as containerd_meta made them before
+    it read by shape."""
+    from types import MappingProxyType
+
+    db = read_db(path)
+    snaps = db.bucket("v1", "snapshots")
+    if snaps is None:
+        if db.bucket("v1") is None and not db.root.buckets:
+            return containerd_meta.Snapshots(db.txid, {}, {})
+        raise containerd_meta.UnknownSchema(f"{path}: no v1/snapshots bucket")
+    by_id = {}
+    for name, b in snaps.buckets.items():
+        raw_id, kind = b.get("id"), b.get("kind")
+        if not raw_id or not kind:
+            continue
+        try:
+            sid = uvarint(raw_id)[0]
+        except BoltError:
+            continue
+        size, inodes = _varint(b.get("size")), _varint(b.get("inodes"))
+        parent = _text(b.get("parent"))
+        by_id[sid] = containerd_meta.SnapshotRecord(sid, _text(name), kind[0], parent, size, inodes)
+    return containerd_meta.Snapshots(
+        db.txid, MappingProxyType(by_id), MappingProxyType({r.backend: r for r in by_id.values()})
+    )
+
+
+def reference_metadata(path: Path, snapshotter: str = "overlayfs") -> containerd_meta.Metadata:
+    """meta.db's records from read_db's whole tree, as containerd_meta made them before it
+    read by shape."""
+    from types import MappingProxyType
+
+    cm = containerd_meta
+    db = read_db(path)
+    v1 = db.bucket("v1")
+    if v1 is None:
+        if not db.root.buckets:
+            return cm.Metadata(db.txid, 0, {})
+        raise cm.UnknownSchema(f"{path}: no v1 bucket")
+    version = _varint(v1.get("version"))
+    if version not in cm.KNOWN_VERSIONS:
+        raise cm.UnknownSchema(f"{path}: schema version {version}, not one of {cm.KNOWN_VERSIONS}")
+    empty = bolt.Bucket(0, MappingProxyType({}), MappingProxyType({}))
+
+    def labels(b: bolt.Bucket | None) -> MappingProxyType[str, str]:
+        return MappingProxyType({_text(k): _text(v) for k, v in b.items()} if b else {})
+
+    def names(b: bolt.Bucket | None) -> frozenset[str]:
+        return frozenset(_text(k) for k in b.buckets) if b is not None else frozenset()
+
+    def keys(b: bolt.Bucket | None) -> frozenset[str]:
+        return frozenset(_text(k) for k in b.values) | names(b) if b is not None else frozenset()
+
+    namespaces = {}
+    for raw, ns in v1.buckets.items():
+        images = {}
+        for name, img in (ns.bucket("images") or empty).buckets.items():
+            target = img.bucket("target")
+            digest = _text(target.get("digest")) if target is not None else ""
+            if digest:
+                images[_text(name)] = digest
+        snapshots = {
+            _text(k): cm.NamespacedSnapshot(_text(k), _text(b.get("name")), _text(b.get("parent")),
+                                            labels(b.bucket("labels")))
+            for k, b in (ns.bucket("snapshots", snapshotter) or empty).buckets.items()
+        }  # fmt: skip
+        blobs = {
+            _text(k): cm.Blob(_text(k), _varint(b.get("size")), labels(b.bucket("labels")))
+            for k, b in (ns.bucket("content", "blob") or empty).buckets.items()
+        }
+        leases = {
+            _text(k): cm.Lease(_text(k), labels(b.bucket("labels")), keys(b.bucket("snapshots", snapshotter)),
+                               keys(b.bucket("content")))
+            for k, b in (ns.bucket("leases") or empty).buckets.items()
+        }  # fmt: skip
+        namespaces[_text(raw)] = cm.Namespace(
+            _text(raw), MappingProxyType(images), MappingProxyType(snapshots), MappingProxyType(blobs),
+            MappingProxyType(leases), names(ns.bucket("content", "ingests")), names(ns.bucket("containers")),
+        )  # fmt: skip
+    return cm.Metadata(db.txid, version, MappingProxyType(namespaces))
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode("utf-8", "surrogateescape") if raw else ""
+
+
+def _varint(raw: bytes | None) -> int | None:
+    try:
+        return varint(raw)[0] if raw else None
+    except BoltError:
+        return None

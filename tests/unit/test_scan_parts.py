@@ -368,6 +368,14 @@ def test_attribution_over_settled_chunks_sums_them_once_and_live_results_every_s
     other_blobs = {**blobs, Key(Part.BLOB, "area/blobs/b2"): u(9)}
     c = snap(Results(grown, (again.settled, other_blobs)))
     assert c.images[0].content == u(7) + u(9) and c.content["layer"] == u(7) + u(9)
+    # Results given flat (nothing settled): every figure is this call's, nothing kept.
+    flat_attr = Attribution()
+    without_init = {k: v for k, v in {**settled, **live}.items() if k != Key(Part.AREA_DIR, "I")}
+    one = snap({**without_init, **blobs}, flat_attr)  # the init dir's figure missing
+    two = snap({**without_init, **other_blobs, **grown, Key(Part.AREA_DIR, "I"): u(60)}, flat_attr)
+    assert (one.owners["init"], one.owners["orphan"]) == (EMPTY, u(3))
+    assert (two.owners["init"], two.owners["orphan"]) == (u(60), u(50))
+    assert two.content["layer"] == u(7) + u(9)
 
 
 def test_unattributed_layout_has_no_owners_layers_or_writable_layers(tmp_path: Path) -> None:
