@@ -36,6 +36,7 @@ def registry_row() -> list[dict]:
     child_only = s(P + "index_child_only_bytes")
     avail = s(P + "filesystem_avail_bytes")
     until_full = seconds_until(s, "docker_storage:registry_filesystem_hours_until_full")
+    # Matched along by root too: the same repository name may be in two roots.
     repo = top(s, P + "repository_bytes", "repository")
     registry_sampler = 'sampler="registry"'
     gc_default = s(P + "reclaimable_bytes", 'mode="default"')
@@ -148,10 +149,10 @@ def registry_row() -> list[dict]:
             "repositories excluded.",
             targets(
                 repo,
-                along(s(P + "repository_unique_bytes"), repo, "instance", "repository"),
-                along(s(P + "repository_tags"), repo, "instance", "repository"),
-                along(f"sum without (tagged) ({tagged})", repo, "instance", "repository"),
-                along(f"sum without (tagged) ({untagged})", repo, "instance", "repository"),
+                along(s(P + "repository_unique_bytes"), repo, "instance", "root", "repository"),
+                along(s(P + "repository_tags"), repo, "instance", "root", "repository"),
+                along(f"sum without (tagged) ({tagged})", repo, "instance", "root", "repository"),
+                along(f"sum without (tagged) ({untagged})", repo, "instance", "root", "repository"),
                 table=True,
             ),
             {
