@@ -108,9 +108,37 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_services():
-    assert set(compose()["services"]) == {"exporter", "prometheus", "grafana"}
+    assert set(compose()["services"]) == {"exporter", "registry", "prometheus", "grafana"}
     assert service("prometheus")["image"].startswith("prom/prometheus:v")
     assert service("grafana")["image"].startswith("grafana/grafana:")
+    assert service("registry")["image"].startswith("registry:")
+
+
+REGISTRY_DEFAULT_ROOT = "/var/lib/registry"  # registry:2's storage.filesystem.rootdirectory
+
+
+def test_exporter_reads_the_registrys_storage_read_only():
+    """The registry service keeps its storage in a named volume; the exporter mounts that same
+    volume read-only (never copying anything into it) and is told where (--registry.root)."""
+    registry, exporter = service("registry"), service("exporter")
+    env = registry.get("environment") or {}
+    root = env.get("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", REGISTRY_DEFAULT_ROOT)
+    (store,) = [m for m in mounts(registry) if m["target"] == root]
+    assert store["type"] == "volume" and store["source"] in compose()["volumes"]
+    assert not store.get("read_only"), "the registry itself writes its storage"
+    (seen,) = [m for m in mounts(exporter) if m["type"] == "volume"]
+    assert seen["source"] == store["source"]
+    assert seen["read_only"] is True and seen["volume"]["nocopy"] is True
+    assert flag(exporter["command"], "registry.root") == seen["target"]
+    # Only the registry is published for pushes, and only on loopback (it has no auth).
+    assert registry["ports"] == ["127.0.0.1:5000:5000"]
+    assert env.get("REGISTRY_STORAGE_DELETE_ENABLED") == "true"
+
+
+def test_exporter_flags_are_the_exporters_own():
+    known = {name for name, _, _ in FLAGS}
+    for arg in service("exporter")["command"]:
+        assert arg.startswith("--") and arg[2:].split("=", 1)[0] in known, arg
 
 
 def test_every_referenced_file_exists():

@@ -268,23 +268,36 @@ def test_units_in_use(dash):
     assert {"bytes", "percentunit", "s", "short"} <= used
 
 
+def overlaps(uid: str, grid: list[dict]) -> None:
+    boxes = []
+    for p in grid:
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24, (uid, p["title"])
+        for other, o in boxes:
+            overlap = (
+                g["x"] < o["x"] + o["w"]
+                and o["x"] < g["x"] + g["w"]
+                and g["y"] < o["y"] + o["h"]
+                and o["y"] < g["y"] + g["h"]
+            )
+            assert not overlap, (uid, p["title"], other)
+        boxes.append((p["title"], g))
+
+
 def test_panel_ids_unique_and_grid_without_overlaps(dash):
     for uid, d in dash.items():
-        ids = [p["id"] for p in d["panels"]]
+        ids = [p["id"] for p in d["panels"]] + [p["id"] for r in d["panels"] for p in r.get("panels", [])]
         assert len(ids) == len(set(ids)), uid
-        boxes = []
-        for p in d["panels"]:
-            g = p["gridPos"]
-            assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24, (uid, p["title"])
-            for other, o in boxes:
-                overlap = (
-                    g["x"] < o["x"] + o["w"]
-                    and o["x"] < g["x"] + g["w"]
-                    and g["y"] < o["y"] + o["h"]
-                    and o["y"] < g["y"] + g["h"]
-                )
-                assert not overlap, (uid, p["title"], other)
-            boxes.append((p["title"], g))
+        overlaps(uid, d["panels"])
+        # A collapsed row's panels take no room while it is closed; opened, they lie below it
+        # without overlapping each other (Grafana pushes what follows down).
+        for r in d["panels"]:
+            if r["type"] == "row" and r["collapsed"]:
+                assert r["panels"], (uid, r["title"])
+                assert all(p["gridPos"]["y"] > r["gridPos"]["y"] for p in r["panels"]), (uid, r["title"])
+                overlaps(uid, r["panels"])
+            else:
+                assert not r.get("panels"), (uid, r["title"])
 
 
 def test_every_selector_carries_the_dashboard_filters(dash):
@@ -356,6 +369,67 @@ def test_the_dashboards_cover_the_catalogue(dash):
         "docker_storage_sampler_available", "docker_storage_layer_attribution_available",
     }  # fmt: skip
     assert wanted <= named, sorted(wanted - named)
+
+
+REGISTRY_FAMILY = "docker_storage_registry_store_"
+FAMILY_ROW = re.compile(r"\| `(docker_storage_\w+)` \|")
+
+
+def registry_families() -> set[str]:
+    """The families docs/metrics.md lists under the registry sampler (only with --registry.root)."""
+    names, section = set(), ""
+    for line in METRICS_DOC.read_text().splitlines():
+        if line.startswith("#"):
+            section = line.lower()
+        elif "from the registry sampler" in section and (m := FAMILY_ROW.match(line)):
+            names.add(m.group(1))
+    return names
+
+
+def test_the_dashboards_cover_the_registry_samplers_families(dash):
+    families = registry_families()
+    assert len(families) >= 15 and all(f.startswith(REGISTRY_FAMILY) for f in families)
+    host = {n for e in expressions(dash[HOST_UID]) for n in METRIC.findall(e)}
+    assert families <= host, sorted(families - host)
+    fleet = {n for e in expressions(dash[FLEET_UID]) for n in METRIC.findall(e)}
+    assert {REGISTRY_FAMILY + "reclaimable_bytes", REGISTRY_FAMILY + "blob_bytes"} <= fleet
+
+
+def test_registry_panels_are_in_one_collapsed_row(dash):
+    """Off unless --registry.root is given: on the host dashboard every panel on the registry
+    sampler sits in one closed row, so a host without a registry shows no empty panels, and the
+    row holds nothing else."""
+    d = dash[HOST_UID]
+    rows = [p for p in d["panels"] if p["type"] == "row" and "registry" in p["title"].lower()]
+    assert len(rows) == 1 and rows[0]["collapsed"] is True, [r["title"] for r in rows]
+    (reg,) = rows
+
+    def on_registry(p: dict) -> bool:
+        marks = (REGISTRY_FAMILY, "docker_storage:registry_", 'sampler="registry"')
+        return any(m in t["expr"] for t in p["targets"] for m in marks)
+
+    assert reg["panels"] and all(on_registry(p) for p in reg["panels"]), [p["title"] for p in reg["panels"]]
+    outside = [p["title"] for p in d["panels"] if p["type"] != "row" and on_registry(p)]
+    assert outside == []
+    # The stats say why they are empty instead of Grafana's bare "No data".
+    for p in reg["panels"]:
+        if p["type"] == "stat":
+            assert p["fieldConfig"]["defaults"].get("noValue"), p["title"]
+
+
+def test_registry_legends_name_the_root(dash):
+    """The registry families have a `root` label only with several roots: a panel that shows one
+    series per root gives a single root a name, so its legend is never empty."""
+    per_root = [
+        (p["title"], t)
+        for p in panels(dash[HOST_UID])
+        for t in p["targets"]
+        if "{{root}}" in t["legendFormat"]
+    ]
+    assert len(per_root) >= 5
+    for title, t in per_root:
+        expr = t["expr"]
+        assert expr.startswith("label_replace(") and expr.endswith(', "root", "registry", "root", "")'), title
 
 
 def test_panel_queries_are_substituted():

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from exporter import __version__
+from exporter.config import FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "docker-storage-exporter"
@@ -138,12 +139,18 @@ def custom_docs() -> list[dict[str, Any]]:
     return render(load_values(CHART / "ci" / "custom-paths-values.yaml"))
 
 
+@pytest.fixture(scope="module")
+def registry_docs() -> list[dict[str, Any]]:
+    return render(load_values(CHART / "ci" / "registry-values.yaml"))
+
+
 # --- the chart as Helm sees it --------------------------------------------------------------------
 
 
 def test_ci_values_files_exist():
     assert {p.name for p in CI_VALUES} >= {
         "default-values.yaml", "kube-prometheus-stack-values.yaml", "custom-paths-values.yaml",
+        "registry-values.yaml",
     }  # fmt: skip
 
 
@@ -334,6 +341,62 @@ def test_host_root_can_be_switched_off():
     assert not any(a.startswith("--path.rootfs") for a in exporter_container(docs)["args"])
 
 
+# --- a self-hosted registry's storage (registry.roots) ------------------------------------------------
+
+
+def registry_args(docs: list[dict[str, Any]]) -> list[str]:
+    flags = ("--registry.", "--sampler.registry.")
+    return [a for a in exporter_container(docs)["args"] if a.startswith(flags)]
+
+
+def test_no_registry_roots_mount_and_pass_nothing(default_docs):
+    assert not [name for name in mounts_by_volume(default_docs) if name.startswith("registry")]
+    pod = only(default_docs, "DaemonSet")["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert registry_args(default_docs) == []
+    # An interval alone turns nothing on.
+    assert registry_args(render({"registry": {"roots": [], "interval": "15m"}})) == []
+
+
+def test_registry_roots_are_mounted_read_only_and_passed(registry_docs):
+    mounts = mounts_by_volume(registry_docs)
+    main_mount, main_vol = mounts["registry-main"]
+    assert main_mount == {"name": "registry-main", "mountPath": "/registry/main", "readOnly": True}
+    # type Directory: a node without the registry's dir keeps the pod from starting rather
+    # than have the kubelet create an empty dir on the node.
+    assert main_vol["hostPath"] == {"path": "/var/lib/registry", "type": "Directory"}
+    harbor_mount, harbor_vol = mounts["registry-harbor"]
+    assert harbor_mount == {
+        "name": "registry-harbor",
+        "mountPath": "/srv/harbor-registry",
+        "readOnly": True,
+        "subPath": "registry",
+    }
+    assert harbor_vol["persistentVolumeClaim"] == {"claimName": "harbor-registry", "readOnly": True}
+    # Each mount is one --registry.root, where the exporter sees it, and the interval follows.
+    assert registry_args(registry_docs) == [
+        "--registry.root=/registry/main",
+        "--registry.root=/srv/harbor-registry",
+        "--sampler.registry.interval=15m",
+    ]
+    # Every flag the chart passes is one the exporter knows (a typo would exit 2 at start).
+    known = {name for name, _, _ in FLAGS}
+    for arg in exporter_container(registry_docs)["args"]:
+        assert arg.startswith("--") and arg[2:].split("=", 1)[0] in known, arg
+    # The other mounts are untouched, and still read-only.
+    assert set(mounts) == {"docker-socket", "host-root", "registry-main", "registry-harbor", "tmp"}
+    assert all(m.get("readOnly") is True for name, (m, _) in mounts.items() if name != "tmp")
+
+
+def test_registry_roots_must_be_distinct():
+    root = {"name": "main", "hostPath": "/var/lib/registry"}
+    with pytest.raises(Exception, match="the name \"main\" is given twice"):
+        render_templates({"registry": {"roots": [root, {**root, "hostPath": "/srv/other"}]}})
+    with pytest.raises(Exception, match="the mountPath /registry/main is given twice"):
+        other = {"name": "b", "existingClaim": "c", "mountPath": "/registry/main/"}
+        render_templates({"registry": {"roots": [root, other]}})
+
+
 def test_long_release_names_fit():
     name = "a-release-name-that-is-as-long-as-helm-allows-it-be53"
     assert len(name) == 53
@@ -481,6 +544,10 @@ def test_schema_is_strict_draft7():
     jsonschema.validate(defaults, schema)
 
 
+def _root(root: dict[str, Any]) -> dict[str, Any]:
+    return {"registry": {"roots": [root]}}
+
+
 BAD_VALUES = [
     ({"image": {"tag": 5}}, "/image/tag", "want string"),
     ({"serviceMonitor": {"enabeld": True}}, "/serviceMonitor", "'enabeld' not allowed"),
@@ -492,6 +559,12 @@ BAD_VALUES = [
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "must be one of"),
     ({"serviceMonitor": {"interval": "30 seconds"}}, "/serviceMonitor/interval", "30 seconds"),
     ({"dashbaords": {"enabled": True}}, "at ''", "'dashbaords' not allowed"),
+    (_root({"name": "main", "hostPath": "var/lib/registry"}), "/registry/roots/0/hostPath", "'^/'"),
+    (_root({"name": "main"}), "/registry/roots/0", "oneOf"),  # no volume source
+    (_root({"name": "m", "hostPath": "/r", "existingClaim": "c"}), "/registry/roots/0", "oneOf"),  # two
+    (_root({"name": "Main_1", "hostPath": "/r"}), "/registry/roots/0/name", "Main_1"),
+    (_root({"name": "m", "hostPath": "/r", "readOnly": False}), "/registry/roots/0", "'readOnly' not"),
+    ({"registry": {"roots": [], "interval": "5 minutes"}}, "/registry/interval", "5 minutes"),
 ]
 
 

@@ -16,10 +16,11 @@ JOB = "docker-storage-exporter"
 
 
 @pytest.fixture(scope="module")
-def prometheus(exporter, cstore_exporter, tmp_path_factory):
-    """Two hosts: the 20.10 engine on overlay2 and Docker 26 on the containerd image store,
-    so that each store's own families and panels are evaluated on real data."""
-    targets = [f"127.0.0.1:{exporter.port}", f"127.0.0.1:{cstore_exporter.port}"]
+def prometheus(exporter, cstore_exporter, registry_exporter, tmp_path_factory):
+    """Three hosts: the 20.10 engine on overlay2, Docker 26 on the containerd image store, and
+    an exporter reading a real registry's storage (--registry.root), so that each store's own
+    families and panels, and the registry row's, are evaluated on real data."""
+    targets = [f"127.0.0.1:{p.port}" for p in (exporter, cstore_exporter, registry_exporter)]
     prom = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets, [RULES], JOB).start()
     try:
         prom.wait_for(f'up{{job="{JOB}"}} == 1')
@@ -27,6 +28,7 @@ def prometheus(exporter, cstore_exporter, tmp_path_factory):
         prom.wait_for(f'count_over_time(docker_storage_engine_up{{job="{JOB}"}}[1m]) >= 5')
         prom.wait_for("docker_storage_root_disk_bytes")
         prom.wait_for("docker_storage_content_disk_bytes")
+        prom.wait_for("docker_storage_registry_store_blob_bytes")
         yield prom
     finally:
         prom.stop()
@@ -68,6 +70,7 @@ MAY_BE_EMPTY = {
     ("docker-storage-host", "Predicted time until full"): "free space is not shrinking",
     ("docker-storage-host", "Predicted time until out of inodes"): "free inodes are not shrinking",
     ("docker-storage-fleet", "Hosts filling up first"): "no host is filling up",
+    ("docker-storage-host", "Registry time until full"): "the registry's free space is not shrinking",
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import count
+
 from .queries import DS
 
 TAGS = ["docker", "docker-storage"]
@@ -23,18 +26,29 @@ FIELD_LINK = host_link("${__field.labels.instance}")
 
 
 def layout(panels: list[dict]) -> list[dict]:
-    """Numbers the panels and places them left to right, wrapping at 24 columns; a row starts a line."""
-    x = y = line_h = 0
-    for pid, p in enumerate(panels, start=1):
+    """Numbers the panels and places them left to right, wrapping at 24 columns; a row starts a line.
+    A collapsed row holds its panels (Grafana shows them when it is opened): they are placed below
+    it as if it were open, numbered on, and take no room in the grid while it is closed."""
+    ids = count(1)
+    _place(panels, 0, ids)
+    return panels
+
+
+def _place(panels: list[dict], y: int, ids: Iterator[int]) -> int:
+    """Places `panels` from line `y` on; returns the line below them."""
+    x = line_h = 0
+    for p in panels:
         pos = p["gridPos"]
         if p["type"] == "row" or x + pos["w"] > 24:
             x, y, line_h = 0, y + line_h, 0
         pos.update({"x": x, "y": y})
-        p["id"] = pid
+        p["id"] = next(ids)
         x, line_h = x + pos["w"], max(line_h, pos["h"])
         if p["type"] == "row":
             x, y, line_h = 0, y + pos["h"], 0
-    return panels
+            if p["collapsed"]:
+                _place(p["panels"], y, ids)
+    return y + line_h
 
 
 def datasource_variable() -> dict:

@@ -12,6 +12,7 @@ from .queries import (
     free_ratio,
     inodes_free_ratio,
     orphaned,
+    registry_free_ratio,
     seconds_until,
     targets,
 )
@@ -36,6 +37,7 @@ def fleet_panels() -> list[dict]:
     dangling = s("docker_storage_images", 'state="dangling"')
     filling = per_host(seconds_until(s, "docker_storage:filesystem_hours_until_full"), "min")
     instance_link = [by_name("instance", links=[TABLE_LINK])]
+    gc_default = s("docker_storage_registry_store_reclaimable_bytes", 'mode="default"')
     return [
         stat(
             "Hosts",
@@ -158,6 +160,43 @@ def fleet_panels() -> list[dict]:
             "bytes",
             w=16,
             links=[FIELD_LINK],
+        ),
+        bargauge(
+            "Registry GC would free per host",
+            "Bytes `registry garbage-collect` would delete from the self-hosted registries each host's "
+            "exporter reads (--registry.root), summed over its roots. Hosts without a registry root are "
+            "not listed.",
+            targets((f"sort_desc({per_host(gc_default)})", "{{instance}}"), instant=True),
+            "bytes",
+            links=[FIELD_LINK],
+        ),
+        table(
+            "Self-hosted registries",
+            "Per host with --registry.root, most reclaimable first: all blob data, what `garbage-collect` "
+            "and `garbage-collect --delete-untagged` would free, bytes of stale uploads (older than 168 h; "
+            "the registry's purger removes them), the registry's free space (its fullest filesystem) and "
+            "read errors. Click a host for its dashboard and the registry row.",
+            targets(
+                f"sort_desc({per_host(gc_default)})",
+                per_host(s("docker_storage_registry_store_blob_bytes")),
+                per_host(s("docker_storage_registry_store_reclaimable_bytes", 'mode="delete_untagged"')),
+                per_host(s("docker_storage_registry_store_upload_bytes", 'stale="true"')),
+                per_host(registry_free_ratio(s), "min"),
+                per_host(s("docker_storage_registry_store_read_errors")),
+                table=True,
+            ),
+            {
+                "A": ("GC frees", "bytes"),
+                "B": ("Blob data", "bytes"),
+                "C": ("GC -m frees", "bytes"),
+                "D": ("Stale uploads", "bytes"),
+                "E": ("Free", "percentunit"),
+                "F": ("Read errors", "short"),
+            },
+            "GC frees",
+            w=24,
+            hide=("Time",),
+            overrides=instance_link,
         ),
         table(
             "Exporter health per host",

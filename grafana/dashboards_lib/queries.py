@@ -29,6 +29,19 @@ def inodes_free_ratio(sel: Selector) -> str:
     return f"{sel('docker_storage_filesystem_files_free')} / ({sel('docker_storage_filesystem_files')} > 0)"
 
 
+def registry_free_ratio(sel: Selector) -> str:
+    return (
+        f"{sel('docker_storage_registry_store_filesystem_avail_bytes')} / "
+        f"{sel('docker_storage_registry_store_filesystem_size_bytes')}"
+    )
+
+
+def per_root(expr: str) -> str:
+    """`expr` with a `root` label on every series: the registry families carry one only when the
+    exporter reads more than one --registry.root; a single root is called `registry` in legends."""
+    return f'label_replace({expr}, "root", "registry", "root", "")'
+
+
 def seconds_until(sel: Selector, record: str) -> str:
     """A recorded hours-until figure in seconds; absent unless shrinking (see the rules)."""
     return f"{sel(record)} * 3600"

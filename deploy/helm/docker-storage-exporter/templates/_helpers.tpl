@@ -73,3 +73,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "docker-storage-exporter.namespace" -}}
 {{- default .root.Release.Namespace .override }}
 {{- end }}
+
+{{/* Where a registry.roots entry is mounted (its --registry.root): mountPath, else /registry/<name>. */}}
+{{- define "docker-storage-exporter.registryMountPath" -}}
+{{- .mountPath | default (printf "/registry/%s" .name) | clean }}
+{{- end }}
+
+{{/* registry.roots, checked: names and mount paths unique (the exporter takes each root once). */}}
+{{- define "docker-storage-exporter.registryRoots" -}}
+{{- $names := dict }}
+{{- $paths := dict }}
+{{- range .Values.registry.roots }}
+{{- if hasKey $names .name }}
+{{- fail (printf "registry.roots: the name %q is given twice" .name) }}
+{{- end }}
+{{- $path := include "docker-storage-exporter.registryMountPath" . }}
+{{- if hasKey $paths $path }}
+{{- fail (printf "registry.roots: the mountPath %s is given twice" $path) }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- $_ := set $paths $path true }}
+{{- end }}
+{{- end }}
