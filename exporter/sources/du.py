@@ -412,7 +412,9 @@ class Walker:
             pool = self._get_pool()
             futures: dict[Future[list[Usage]], list[WalkJob]] = {}
             if pool is not None:
-                for batch in _batches(jobs, self.workers * _BATCHES_PER_WORKER):
+                # One worker fewer than the pool has: this process is busy meanwhile (reading
+                # the store's metadata), and a core of its own is what it needs.
+                for batch in _batches(jobs, max(1, self.workers - 1)):
                     try:
                         futures[pool.submit(_walk_batch, batch, deadline, self.python_walk)] = batch
                     except (BrokenProcessPool, RuntimeError, OSError):
