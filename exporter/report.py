@@ -27,20 +27,14 @@ from exporter.samplers.registry import RegistrySampler
 from exporter.scan import ScanSampler, store_options
 from exporter.sources.du import WALK_IMPL, Usage, Walker
 from exporter.sources.engine import EngineClient
+from exporter.units import scaled
 
 TOP = 15
 
 
 def human(n: float | None) -> str:
     """Bytes with SI units, as the Docker CLI prints them."""
-    if n is None:
-        return "?"
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while abs(n) >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
+    return scaled(n, 1000, ("B", "kB", "MB", "GB", "TB", "PB"), "{:.4g}{}")
 
 
 @contextmanager

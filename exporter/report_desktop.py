@@ -11,6 +11,7 @@ from typing import Any
 
 from exporter.collector.scan import container_usage, volume_usage
 from exporter.model import BuildCacheSnapshot, DesktopDiskImage, DesktopSnapshot, EngineSnapshot, ScanSnapshot
+from exporter.units import scaled
 
 Human = Callable[[float | None], str]
 RECLAIM_SPACE = "docker run --privileged --pid=host docker/desktop-reclaim-space"
@@ -129,14 +130,7 @@ def section(
 
 def iec(n: float | None) -> str:
     """Binary units, as Desktop's settings and `ls -lh` show a disk image's size."""
-    if n is None:
-        return "?"
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while abs(n) >= 1024 and i < len(units) - 1:
-        n /= 1024.0
-        i += 1
-    return f"{n:.2f}{units[i]}" if i else f"{n:.0f}B"
+    return scaled(n, 1024, ("B", "KiB", "MiB", "GiB", "TiB", "PiB"), "{:.2f}{}")
 
 
 Table = Callable[[list[list[str]], list[str]], list[str]]

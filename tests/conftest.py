@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import SUMMARY
+from tests.harness import BOLT_NOT_BUILT, SUMMARY
 from tests.harness.engine import PrivateEngine, default_test_root
 from tests.harness.exporter import ExporterProcess, sampled_after
 from tests.harness.proxy import RecordingProxy
@@ -198,3 +198,17 @@ def registry_exporter(
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in SUMMARY:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(params=["c", "python"])
+def bolt_walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test on both bbolt walks: _bolt.c (a suite run without it fails, never skips) and
+    bolt_walk.py's (the C walk set aside). Modules use it for every test with
+    `pytestmark = pytest.mark.usefixtures("bolt_walk")`."""
+    from exporter.sources import bolt
+
+    if request.param == "python":
+        monkeypatch.setattr(bolt, "_native", None)
+    elif bolt._native is None:
+        pytest.fail(BOLT_NOT_BUILT)
+    return str(request.param)

@@ -18,20 +18,12 @@ from exporter.sources import bolt
 from exporter.sources.bolt import Inconsistent, Snapshot, read_db, uvarint, varint
 from tests.harness import containerd as hc
 from tests.harness.engine import PrivateEngine, default_test_root
-from tests.unit.test_bolt import BOLT_NOT_BUILT
 
 TEST_ROOT = Path(os.environ.get("DSE_TEST_ROOT") or default_test_root())
 NS = "dse-bolt"
 
 
-@pytest.fixture(autouse=True, params=["c", "python"])
-def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test on both walks: _bolt.c where it is built, and bolt.py's own."""
-    if request.param == "python":
-        monkeypatch.setattr(bolt, "_native", None)
-    elif bolt._native is None:
-        pytest.fail(BOLT_NOT_BUILT)  # a suite run without it fails, never skips
-    return str(request.param)
+pytestmark = pytest.mark.usefixtures("bolt_walk")  # every test on both walks (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +135,12 @@ def test_containerd_records_from_the_live_files(live: hc.PrivateContainerd) -> N
     assert {by_backend[s.backend].key for s in ns.snapshots.values()} == set(listed)
 
 
-def test_reads_while_containerd_writes(live: hc.PrivateContainerd, impl: str) -> None:
+def test_reads_while_containerd_writes(live: hc.PrivateContainerd, bolt_walk: str) -> None:
     """`ctr` commits label changes (meta.db) and snapshot prepares and removes (both files)
     while we read in a loop: every view is a committed one, in commit order."""
     config = hc.config_digest(live, NS)
     rounds = 30
-    churn_key = f"dse-churn-{impl}-"  # once per walk, in the same containerd
+    churn_key = f"dse-churn-{bolt_walk}-"  # once per walk, in the same containerd
     prefix = churn_key.encode()
     done, errors = threading.Event(), []
 

@@ -34,6 +34,7 @@ from exporter.sources.bolt import (
     uvarint,
     varint,
 )
+from tests.harness import BOLT_NOT_BUILT
 from tests.harness import boltbytes as bb
 from tests.harness import containerd as hc
 from tests.harness.engine import default_test_root
@@ -96,20 +97,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
         ctd.stop()
 
 
-BOLT_NOT_BUILT = (
-    "the C bolt walk (exporter/sources/_bolt.c) is not built, or DSE_BOLT=python set it aside:"
-    " install gcc and Python's headers, then `pip install -e .` (make venv) again"
-)
-
-
-@pytest.fixture(autouse=True, params=["c", "python"])
-def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test on both walks: _bolt.c where it is built, and bolt.py's own."""
-    if request.param == "python":
-        monkeypatch.setattr(bolt, "_native", None)
-    elif bolt._native is None:
-        pytest.fail(BOLT_NOT_BUILT)  # a suite run without it fails, never skips
-    return str(request.param)
+pytestmark = pytest.mark.usefixtures("bolt_walk")  # every test on both walks (tests/conftest.py)
 
 
 SCRATCH: list[Path] = []  # one dir for the module's throwaway files
@@ -598,7 +586,7 @@ def records(x: object) -> object:
     return x
 
 
-def test_a_shape_reads_only_the_pages_it_names(made: Made, impl: str) -> None:
+def test_a_shape_reads_only_the_pages_it_names(made: Made, bolt_walk: str) -> None:
     path = put(made.after)
     whole, names_only = Spy(), Spy()
     read_db(path, pread=whole)
@@ -618,7 +606,7 @@ def test_a_shape_reads_only_the_pages_it_names(made: Made, impl: str) -> None:
         assert got["images"][name.decode()] == (want,)
 
 
-def test_shapes_take_each_sort_as_named(made: Made, impl: str) -> None:
+def test_shapes_take_each_sort_as_named(made: Made, bolt_walk: str) -> None:
     """A value kind for a bucket, or a bucket's shape for a value, is left out; a Row's absent
     keys are None; ANY is every key not named; keys and TEXT are UTF-8, surrogateescape."""
     path = put(made.after)
@@ -638,7 +626,7 @@ def test_shapes_take_each_sort_as_named(made: Made, impl: str) -> None:
         bolt.select(path, {"v1": 99})
 
 
-def test_containerd_records_as_from_the_whole_tree(made: Made, impl: str, tmp_path: Path) -> None:
+def test_containerd_records_as_from_the_whole_tree(made: Made, bolt_walk: str, tmp_path: Path) -> None:
     """read_metadata and read_snapshots, which read by shape, give what the whole tree gives
     (reference_* below: the records made from read_db's Buckets)."""
     meta, snaps = put(made.after, tmp_path / "meta.db"), put(made.snaps, tmp_path / "metadata.db")
@@ -665,7 +653,7 @@ class TestBothWalks:
     """Tests that compare the two walks themselves: run once, not once per walk."""
 
     @pytest.fixture(autouse=True)
-    def impl(self) -> str:  # the module's, overridden: the C walk stays in place here
+    def bolt_walk(self) -> str:  # the conftest's, overridden: the C walk stays in place here
         return "both"
 
     @settings(max_examples=150, deadline=None)
@@ -697,7 +685,7 @@ def test_records_by_shape_or_from_the_whole_tree_on_fuzzed(made: Made, flips: li
         assert want[0] != "ok"
 
 
-def test_records_made_without_init_are_the_same(impl: str) -> None:
+def test_records_made_without_init_are_the_same(bolt_walk: str) -> None:
     from types import MappingProxyType
 
     from exporter.sources.containerd_meta import Blob, SnapshotRecord
