@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.sources.registry import BlobFile, RegistryTree, Repository
+from exporter.sources.registry_format import BlobFile, RegistryTree, Repository
 
 DEFAULT, DELETE_UNTAGGED = "default", "delete_untagged"  # reclaimable_bytes{mode}
 

@@ -19,7 +19,7 @@ from exporter.registry_model import (
     RegistrySnapshot,
     RepositoryUsage,
 )
-from exporter.sources.registry import ERROR_KINDS
+from exporter.sources.registry_format import ERROR_KINDS
 
 P = "registry_store_"
 BLOBS = gauge(

@@ -22,7 +22,8 @@ from exporter.registry_model import (
     Uploads,
 )
 from exporter.samplers.base import Sampler, Store, reason
-from exporter.sources.registry import ROOT, RegistryReader, RegistryTree
+from exporter.sources.registry import RegistryReader
+from exporter.sources.registry_format import ROOT, RegistryTree
 
 log = structlog.get_logger("exporter.samplers.registry")
 

@@ -1,19 +1,9 @@
-"""A Distribution registry's filesystem storage, read-only, as typed records.
+"""A Distribution registry's filesystem storage, read read-only into the records of
+exporter.sources.registry_format (the layout is described there).
 
-The filesystem driver's layout (distribution registry/storage/paths.go), under the driver's
-`rootdirectory` + `docker/registry/v2/`:
-
-    blobs/<algo>/<2 hex>/<hex>/data                    every blob: layers, configs, manifests
-    repositories/<name…>/_manifests/revisions/<algo>/<hex>/link
-                         _manifests/tags/<tag>/current/link
-                         _layers/<algo>/<hex>/link
-                         _uploads/<id>/{data,startedat}
-
-A repository is a dir holding `_manifests` (Distribution 3.x's catalog) or `_layers` (2.x's);
-names nest (`lib` and `lib/base`); other dirs starting with `_` are skipped, as the registry
-skips them. Blobs are content-addressed and never rewritten, so a blob's size and a
-manifest's parsed references are kept by digest, and a revision or layer link (written once,
-named by its digest) by its path: a steady rescan lists dirs and reads tag links only.
+Blobs are content-addressed and never rewritten, so a blob's size and a manifest's parsed
+references are kept by digest, and a revision or layer link (written once, named by its
+digest) by its path: a steady rescan lists dirs and reads tag links only.
 
 Nothing is written, locked or renamed; files are opened O_RDONLY|O_NOFOLLOW|O_NONBLOCK (and
 O_NOATIME where allowed), only small ones (links, `startedat`, manifests up to 4 MiB), never
@@ -24,162 +14,47 @@ is still read.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import stat
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import structlog
 
+from exporter.sources.rawfs import entry_is_dir
+from exporter.sources.registry_format import (
+    _ALGO,
+    _DIGEST,
+    _HEX,
+    BLOB,
+    LINK,
+    LISTING,
+    MANIFEST,
+    NAME,
+    UPLOAD,
+    BlobFile,
+    Manifest,
+    RegistryTree,
+    Repository,
+    Upload,
+    _rfc3339,
+    parse_manifest,
+    v2_dir,
+    valid_repository_name,
+)
+
 log = structlog.get_logger("exporter.sources.registry")
 
-V2 = os.path.join("docker", "registry", "v2")
 MAX_MANIFEST = 4 * 1024 * 1024  # registry/handlers/manifests.go maxManifestBodySize
 MAX_LINK = 256  # a link is "sha256:<64 hex>", 71 bytes
 MAX_DEPTH = 32  # repository names nest; a deeper tree is not one the registry wrote
 LOGGED_LIMIT = 1000  # bad paths logged once each, up to this many per reader
 
-# read error kinds (registry_store_read_errors{kind})
-ROOT, LISTING, LINK, MANIFEST, BLOB, UPLOAD, NAME = (
-    "root", "listing", "link", "manifest", "blob", "upload", "repository_name",
-)  # fmt: skip
-ERROR_KINDS = (ROOT, LISTING, LINK, MANIFEST, BLOB, UPLOAD, NAME)
-
-_ALGO = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*")
-_HEX = re.compile(r"[a-f0-9]{32,}")
-_DIGEST = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-f0-9]{32,})")
-# distribution/reference: path components joined by "/", at most 255 characters
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-SCHEMA1 = (
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-)
 
 _OPEN = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _NOATIME = getattr(os, "O_NOATIME", 0)
-
-
-class NotARegistry(Exception):
-    """The root holds no registry storage; str() says what was found and what to pass."""
-
-    explained = True  # the sampler shows str() as it is
-
-
-@dataclass(frozen=True, slots=True)
-class BlobFile:
-    size: int  # st_size of `data`
-    mtime: float  # of `data`: when the blob was stored (the "young" window)
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    kind: str  # "image" (config + layers), "index" (child manifests) or "schema1"
-    references: tuple[str, ...]  # what Distribution's References() returns, in order
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    repository: str
-    id: str
-    started: float  # unix seconds from `startedat`; the dir's mtime when that is unreadable
-    bytes: int  # st_size of its `data`
-
-
-@dataclass(frozen=True)
-class Repository:
-    name: str  # the path under repositories/; odd bytes kept (surrogate escapes)
-    revisions: tuple[str, ...]  # digests of its revision links, in the registry's walk order
-    tags: tuple[tuple[str, str], ...]  # (tag, digest its current link names)
-    layers: tuple[str, ...]  # digests of its _layers links
-
-
-@dataclass(frozen=True)
-class RegistryTree:
-    path: str  # the v2 dir
-    blobs: Mapping[str, BlobFile]  # digest -> its data file
-    repositories: tuple[Repository, ...]  # in the registry's walk order
-    manifests: Mapping[str, Manifest]  # the parsed revisions (a bad one is absent)
-    uploads: tuple[Upload, ...]
-    errors: Mapping[str, int]  # kind -> items that could not be read this pass
-    unchanged: bool = False  # the same blobs and repositories as this reader's last pass
-    manifests_read: int = 0  # manifest blobs opened this pass (the cache took the rest)
-    links_read: int = 0  # link files opened this pass
-
-
-def v2_dir(root: str) -> str:
-    """The dir holding blobs/ and repositories/: `root`/docker/registry/v2, or `root` itself
-    when it is that dir. Raises NotARegistry, saying why."""
-    try:
-        os.listdir(root)
-    except OSError as exc:
-        raise NotARegistry(
-            f"{root} cannot be listed ({exc.strerror or exc}): is the registry's volume mounted?"
-        ) from exc
-    nested = os.path.join(root, V2)
-    if os.path.isdir(nested):
-        return nested
-    if os.path.normpath(root).endswith(V2) or any(
-        os.path.isdir(os.path.join(root, d)) for d in ("blobs", "repositories")
-    ):
-        return root
-    if not os.listdir(root):
-        return nested  # a registry that has stored nothing yet: it makes docker/ at the first push
-    raise NotARegistry(
-        f"{root} holds no {V2}: give --registry.root the dir the registry's "
-        "storage.filesystem.rootdirectory names (e.g. /var/lib/registry)"
-    )
-
-
-def parse_manifest(data: bytes) -> Manifest | None:
-    """References as Distribution's manifest handlers read them; None for what it rejects."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    version, media = doc.get("schemaVersion"), doc.get("mediaType") or ""
-    if version == 1:
-        layers = doc.get("fsLayers")
-        if not isinstance(layers, list):
-            return None
-        return Manifest("schema1", _digests(x.get("blobSum") for x in layers if isinstance(x, dict)))
-    if version != 2:
-        return None
-    if media in (DOCKER_LIST, OCI_INDEX) or (not media and isinstance(doc.get("manifests"), list)):
-        children = doc.get("manifests")
-        if not isinstance(children, list):
-            return None
-        return Manifest("index", _digests(_descriptor_digest(c) for c in children))
-    if media in (DOCKER_MANIFEST, OCI_MANIFEST, ""):
-        layers = doc.get("layers")
-        if not isinstance(layers, list):
-            layers = []
-        config = doc.get("config")
-        return Manifest("image", _digests(_descriptor_digest(d) for d in [config, *layers]))
-    return None  # a media type the registry does not know: it refuses it too
-
-
-def _descriptor_digest(d: object) -> object:
-    return d.get("digest") if isinstance(d, dict) else None
-
-
-def _digests(values: Iterator[object]) -> tuple[str, ...]:
-    return tuple(v for v in values if isinstance(v, str) and _DIGEST.fullmatch(v))
-
-
-def valid_repository_name(name: str) -> bool:
-    return len(name) <= 255 and all(_COMPONENT.fullmatch(c) for c in name.split("/"))
 
 
 def _read(path: str, limit: int) -> bytes | None:
@@ -274,7 +149,7 @@ class RegistryReader:
             self._bad(p, LISTING, path, exc.strerror or str(exc))
 
     def _dirs(self, p: _Pass, path: str) -> list[str]:
-        return [e.name for e in self._entries(p, path) if _is_dir(e)]
+        return [e.name for e in self._entries(p, path) if entry_is_dir(e)]
 
     def _link(self, p: _Pass, path: str) -> str | None:
         """The digest a link file names; None when there is none, counted when it is garbage."""
@@ -427,7 +302,7 @@ class RegistryReader:
         uploads: list[Upload],
     ) -> Iterator[Repository]:
         entries = self._entries(p, path)
-        names = {e.name for e in entries if _is_dir(e)}
+        names = {e.name for e in entries if entry_is_dir(e)}
         if name and ("_manifests" in names or "_layers" in names):
             repo = "/".join(name)
             yield self._read_repository(p, path, repo, seen)
@@ -437,7 +312,7 @@ class RegistryReader:
                 self._bad(p, LISTING, path, f"repository names nested deeper than {MAX_DEPTH}")
             return
         for entry in entries:
-            if entry.name.startswith("_") or not _is_dir(entry):
+            if entry.name.startswith("_") or not entry_is_dir(entry):
                 continue  # _manifests, _layers, _uploads... are a repository's, never one
             yield from self._walk_repositories(p, entry.path, [*name, entry.name], seen, uploads)
 
@@ -462,7 +337,7 @@ class RegistryReader:
     def _read_uploads(self, p: _Pass, path: str, repo: str) -> list[Upload]:
         out = []
         for entry in self._entries(p, os.path.join(path, "_uploads")):
-            if not _is_dir(entry):
+            if not entry_is_dir(entry):
                 continue
             try:
                 size = os.lstat(os.path.join(entry.path, "data")).st_size
@@ -500,19 +375,3 @@ class RegistryReader:
                 out[digest] = m
         self._manifests = cache
         return out
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def _rfc3339(raw: bytes | None) -> float | None:
-    if not raw:
-        return None
-    try:
-        return datetime.fromisoformat(raw.decode("ascii").strip()).timestamp()
-    except (ValueError, UnicodeDecodeError):
-        return None

@@ -22,7 +22,8 @@ from exporter.config import ConfigError, parse
 from exporter.registry_model import RegistryRoot, RegistrySnapshot
 from exporter.samplers import Store
 from exporter.samplers.registry import RegistrySampler, summarise
-from exporter.sources.registry import RegistryReader, parse_manifest
+from exporter.sources.registry import RegistryReader
+from exporter.sources.registry_format import parse_manifest
 from tests.harness.registry_tree import DOCKER_LIST, OCI_MANIFEST, TreeBuilder, tree_listing
 
 NOW = time.time()
