@@ -246,7 +246,7 @@ def main() -> None:
     lines = [
         "## Registry storage",
         "",
-        f"- Machine: {cpus}, {cpu_model()}, {system}; {load} (other helpers' test runs share the cores)",
+        f"- Machine: {cpus}, {cpu_model()}, {system}; {load}",
         f"- Command: `python bench/registry.py` ({args.runs} timed runs of each, interleaved, after one "
         "warm-up of each)",
         f"- Tree: `{ROOT}/docker/registry/v2`, synthetic (built by the script in {facts['build_seconds']} s, "
