@@ -22,6 +22,7 @@ from exporter.samplers.registry import RegistrySampler
 from exporter.scan import ScanSampler, store_options
 from exporter.scheduler import Job, create, run_soon, start
 from exporter.server import HttpServer
+from exporter.sources.bolt import BOLT_IMPL
 from exporter.sources.du import WALK_IMPL, Walker
 from exporter.sources.engine import EngineClient
 
@@ -166,6 +167,7 @@ class App:
             telemetry_path=c.telemetry_path,
             docker_host=c.docker_host,
             scan_walk=WALK_IMPL,  # "python": installed without a C compiler (docs/metrics.md, The scan)
+            bolt_walk=BOLT_IMPL,
         )
 
     def stop(self) -> None:

@@ -45,7 +45,9 @@ def engine() -> Iterator[PrivateEngine]:
 
 
 @pytest.fixture(scope="session")
-def seeded(engine: PrivateEngine) -> Seed:
+def seeded(engine: PrivateEngine, registry_state: RegistryState) -> Seed:
+    # After the registry's seed, which pushes from this engine and removes what it made: no
+    # session exporter sees those images come and go (one per image, ever: test_engine_metrics).
     return seed(engine)
 
 

@@ -9,12 +9,14 @@ from prometheus_client.core import Metric
 from exporter import __version__
 from exporter.collector.families import counter, gauge
 from exporter.model import SamplerStatus
+from exporter.sources.bolt import BOLT_IMPL
 from exporter.sources.du import WALK_IMPL
 
 BUILD_INFO = gauge(
     "exporter_build_info",
-    "Always 1; the exporter's version, and the scan's walk: c (the compiled extension) or python.",
-    ["version", "walk"],
+    "Always 1; the exporter's version, the scan's walk and the bbolt reader's walk: c (the "
+    "compiled extensions) or python.",
+    ["version", "walk", "bolt_walk"],
 )
 REQUESTS = counter(
     "engine_requests",
@@ -41,7 +43,7 @@ ENGINE_UP = gauge("engine_up", "1 if the last Engine API sample succeeded, else 
 
 def exporter(request_counts: Mapping[str, int]) -> Iterator[Metric]:
     build = BUILD_INFO.new()
-    build.add_metric([__version__, WALK_IMPL], 1)
+    build.add_metric([__version__, WALK_IMPL, BOLT_IMPL], 1)
     reqs = REQUESTS.new()
     for endpoint, n in sorted(request_counts.items()):
         reqs.add_metric([endpoint], n)

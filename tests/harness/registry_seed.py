@@ -90,9 +90,15 @@ def gc_dry_run(config: Path, untagged: bool) -> set[str]:
     return set(re.findall(r"blob eligible for deletion: (sha256:[0-9a-f]{64})", out))
 
 
+def _image_ids(engine: PrivateEngine) -> set[str]:
+    out = engine.docker("images", "-a", "-q", "--no-trunc")
+    return set(out.split())
+
+
 def seed_registry(engine: PrivateEngine, base: Path) -> RegistryState:
     d = engine.docker
     tag = f"dse-rs{os.getpid()}"  # unique local names, removed again at the end
+    before = _image_ids(engine)
     with LocalRegistry(base) as registry:
         host, api = registry.host, _Api(registry.host)
         state = RegistryState(base=base, root=base / "data")
@@ -185,6 +191,13 @@ def seed_registry(engine: PrivateEngine, base: Path) -> RegistryState:
                            "gone/app": (0, 0), "multi/arch": (1, 2)}  # fmt: skip
     for ref in reversed(local):
         d("rmi", ref, check=False)
+    # And whatever else the pushes and the build left in the shared engine (a tag moved off an
+    # image leaves it dangling): the engine's tests see the state the seed made, not ours.
+    for image_id in _image_ids(engine) - before:
+        d("rmi", "-f", image_id, check=False)
+    left = _image_ids(engine) - before
+    if left:
+        raise RuntimeError(f"registry seed: images left in the shared engine: {sorted(left)}")
     # Age every blob past the young window but the loose one (the test's change, not ours).
     for digest in state.all_blobs():
         if digest != state.loose:

@@ -41,6 +41,7 @@ from exporter.model import (
 )
 from exporter.registry_model import RegistryRoot, RegistrySnapshot, RepositoryUsage, Uploads
 from exporter.samplers import Store
+from exporter.sources.bolt import BOLT_IMPL
 from exporter.sources.du import WALK_IMPL, Usage
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -333,7 +334,7 @@ def test_every_metric_is_prefixed() -> None:
 
 def test_values_of_the_simple_families() -> None:
     fams = families(StorageCollector(full_store(), top_n=50))
-    build = {(("version", __version__), ("walk", WALK_IMPL)): 1}
+    build = {(("bolt_walk", BOLT_IMPL), ("version", __version__), ("walk", WALK_IMPL)): 1}
     assert samples(fams, "docker_storage_exporter_build_info") == build
     assert samples(fams, "docker_storage_engine_up") == {(): 1}
     assert samples(fams, "docker_storage_engine_info") == {
