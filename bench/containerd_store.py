@@ -59,6 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.machine import busy_note, cpu_model, scan_machine_line, timing_table, write_section
 from bench.scan_vs_du import (
     _fill,
+    _write,
+    docker_rest,
     du_command,
     excluded_by_scan,
     live_mounts,
@@ -176,11 +178,6 @@ def _upperdir(mounts_json: str | None) -> Path:
         if m.get("Type") == "bind":  # a snapshot without a parent is a bind mount of its fs/
             return Path(m["Source"])
     raise RuntimeError(f"no upperdir in {mounts_json!r}")
-
-
-def _write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def _init_layer(fs: Path) -> None:
@@ -310,21 +307,7 @@ def build(base: Path, root: Path, seed: int = 11, jobs: int = 2) -> dict[str, An
         if c["state"] == "running":  # its /dev/shm and its rootfs mount point (tmpfs while benched)
             (cdir / "mounts" / "shm").mkdir(parents=True)
             (root / "rootfs" / "overlayfs" / c["id"]).mkdir(parents=True)
-    for v in volumes:
-        _fill(rng, root / "volumes" / v / "_data", rng.randint(100, 400))
-    _write(root / "volumes" / "metadata.db", b"\0" * 32768)
-    for rel, size in (
-        ("buildkit/cache.db", 16384),
-        ("buildkit/metadata_v2.db", 16384),
-        ("buildkit/snapshots.db", 16384),
-        ("buildkit/containerdmeta.db", 16384),
-        ("network/files/local-kv.db", 32768),
-        ("engine-id", 36),
-    ):
-        _write(root / rel, b"\0" * size)
-    for rel in ("buildkit/content/ingest", "buildkit/executor", "plugins/tmp", "runtimes", "swarm", "tmp"):
-        (root / rel).mkdir(parents=True, exist_ok=True)
-    (root / "rootfs" / "overlayfs").mkdir(parents=True, exist_ok=True)
+    docker_rest(rng, root, volumes, ("rootfs/overlayfs",))
     times["docker"] = time.monotonic() - t
     times["total"] = time.monotonic() - t0
     print(f"  built {root} in {times['total']:.0f}s", file=sys.stderr)

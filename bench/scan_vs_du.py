@@ -118,6 +118,31 @@ def _write(path: Path, data: str | bytes) -> None:
     path.write_bytes(data)
 
 
+DOCKER_FILES = (  # the rest of a Docker root: small, but every scan walks them
+    ("buildkit/cache.db", 16384),
+    ("buildkit/metadata_v2.db", 16384),
+    ("buildkit/snapshots.db", 16384),
+    ("buildkit/containerdmeta.db", 16384),
+    ("network/files/local-kv.db", 32768),
+    ("engine-id", 36),
+)
+
+
+DOCKER_DIRS = ("buildkit/content/ingest", "buildkit/executor", "plugins/tmp", "runtimes", "swarm", "tmp")
+
+
+def docker_rest(rng: random.Random, root: Path, volumes: list[str], extra_dirs: tuple[str, ...] = ()) -> None:
+    """A Docker root's dirs beside its layers, whatever its store: the volumes' data, its small
+    database files and the (empty) dirs it keeps, with the store's own `extra_dirs`."""
+    for v in volumes:
+        _fill(rng, root / "volumes" / v / "_data", rng.randint(100, 400))
+    _write(root / "volumes" / "metadata.db", b"\0" * 32768)
+    for rel, size in DOCKER_FILES:
+        _write(root / rel, b"\0" * size)
+    for rel in (*DOCKER_DIRS, *extra_dirs):
+        (root / rel).mkdir(parents=True, exist_ok=True)
+
+
 def _driver_dir(d: Path, short: str, lower: list[str], links: Path) -> None:
     """What overlay2 keeps beside a diff/: its link id, its lower chain, work/, and the l/ symlink."""
     _write(d / "link", short)
@@ -232,30 +257,12 @@ def build(root: Path, seed: int = 7) -> dict[str, Any]:
             }
         )
 
-    for v in volumes:
-        _fill(rng, root / "volumes" / v / "_data", rng.randint(100, 400))
-    _write(root / "volumes" / "metadata.db", b"\0" * 32768)
-    # The rest of a Docker root: small, but every scan walks them.
-    for rel, size in (
-        ("buildkit/cache.db", 16384),
-        ("buildkit/metadata_v2.db", 16384),
-        ("buildkit/snapshots.db", 16384),
-        ("buildkit/containerdmeta.db", 16384),
-        ("network/files/local-kv.db", 32768),
-        ("engine-id", 36),
-    ):
-        _write(root / rel, b"\0" * size)
-    for rel in (
-        "buildkit/content/ingest",
-        "buildkit/executor",
-        "plugins/storage/blobs/tmp",
-        "plugins/tmp",
-        "runtimes",
-        "swarm",
-        "tmp",
-        "trust",
-    ):
-        (root / rel).mkdir(parents=True)
+    docker_rest(
+        rng,
+        root,
+        volumes,
+        ("plugins/storage/blobs/tmp", "trust"),
+    )
     print(f"  built {root} in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     return {"version": TREE_VERSION, "seed": seed, "shape": SHAPE, "containers": containers}
 
