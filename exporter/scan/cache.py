@@ -23,7 +23,7 @@ class UsageCache:
         self._used: dict[Key, _Entry] = {}  # read or written by the scan under way
         self._groups: dict[Key, UsageCache] = {}
         self._used_groups: dict[Key, UsageCache] = {}
-        self._counts: dict[Part, int] | None = None  # count(), until the entries change
+        self._counts: dict[Part, int] | None = None  # count() of _entries, until the next sweep
 
     def get(self, key: Key, stamp: Stamp | None = None) -> Usage | None:
         hit = self._entries.get(key)
@@ -40,7 +40,6 @@ class UsageCache:
     def put(self, key: Key, usage: Usage, stamp: Stamp | None = None) -> None:
         if self.keeps(usage):
             self._used[key] = (stamp, usage)
-            self._counts = None
 
     def group(self, key: Key) -> UsageCache:
         """The cache of a group's members (exporter.stores.inventory.MetaDir.members), kept as

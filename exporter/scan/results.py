@@ -42,9 +42,6 @@ class Results:
             raise KeyError(key)
         return hit
 
-    def __contains__(self, key: object) -> bool:
-        return key in self.live or any(key in chunk for chunk in self.settled)
-
     def flat(self) -> dict[Key, Usage]:
         out: dict[Key, Usage] = {}
         for chunk in reversed(self.settled):

@@ -239,10 +239,12 @@ def _default_workers() -> int:
 class Started:
     """Walks handed to the workers by Walker.start."""
 
-    def __init__(self, futures: dict[Future[list[Usage]], list[WalkJob]]) -> None:
+    def __init__(
+        self, futures: dict[Future[list[Usage]], list[WalkJob]], walker: Walker | None = None
+    ) -> None:
         self._futures = futures
+        self._walker = walker  # counts the walks that came back (Walker.walks)
         self.jobs = sum(map(len, futures.values()))  # handed to the workers
-        self.walks = 0  # came back
 
     def results(self, timeout: float | None = None) -> dict[Hashable, Usage]:
         """What came back complete, by job key, waiting at most `timeout` for the rest."""
@@ -252,7 +254,8 @@ class Started:
             if fut.cancelled() or fut.exception() is not None:
                 continue
             batch = self._futures[fut]
-            self.walks += len(batch)
+            if self._walker is not None:
+                self._walker.walks += len(batch)
             for job, usage in zip(batch, fut.result(), strict=True):
                 if not usage.partial:
                     out[job.key] = usage
@@ -419,7 +422,7 @@ class Walker:
                         futures[pool.submit(_walk_batch, batch, deadline, self.python_walk)] = batch
                     except (BrokenProcessPool, RuntimeError, OSError):
                         break  # the next run() finds the pool broken and starts another
-        return Started(futures)
+        return Started(futures, self)
 
     def _walk_here(
         self, jobs: list[WalkJob], deadline: float | None, add: Callable[[Hashable, Usage], None]
