@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from exporter.model import EMPTY, Usage, total
 from exporter.sources.du import UNREADABLE, VANISHED
+from exporter.sources.rawfs import names_in
 
 SETTLE_NS = 2_000_000_000
 
@@ -38,6 +39,27 @@ def settled_stamp(path: str) -> Stamp | None:
     except OSError:
         return None
     return settled(st) if stat.S_ISDIR(st.st_mode) else None
+
+
+class DirNames:
+    """One dir's entry names, sorted: listed again only when its settled stamp moved (an entry
+    made, removed or renamed in it moves it), and handed back as the same object while they
+    are the same names, so what is derived from them can be kept by identity
+    (exporter.memo). One lstat a rescan, not a listing of 10,000 names."""
+
+    def __init__(self) -> None:
+        self._stamp: Stamp | None = None
+        self._names: tuple[str, ...] | None = None
+
+    def get(self, path: str) -> tuple[str, ...]:
+        stamp = settled_stamp(path)
+        if stamp is not None and stamp == self._stamp and self._names is not None:
+            return self._names
+        names, last = tuple(names_in(path)), self._names
+        if last is None or names != last:
+            last = self._names = names
+        self._stamp = stamp
+        return last
 
 
 class _Listed(NamedTuple):

@@ -32,7 +32,7 @@ from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
 from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.layout import names_in
-from exporter.sources.stamps import Stamp, settled_stamp
+from exporter.sources.stamps import DirNames
 from exporter.stores import register
 from exporter.stores.content import CONTENT, ContentStore, within
 from exporter.stores.inventory import (
@@ -91,7 +91,7 @@ class ContainerdReader:
         self.content = ContentStore()
         self._classified: Derived[_Classified] = Derived()
         self._image_content: Derived[dict[str, tuple[Key, ...]]] = Derived()
-        self._listing: tuple[Stamp | None, tuple[str, ...]] | None = None
+        self._snapshot_dirs = DirNames()  # snapshots/: the same object while the same names
         self._new_in: tuple[tuple[str, ...], bool] | None = None
 
     @classmethod
@@ -105,7 +105,8 @@ class ContainerdReader:
         if croot is None:
             return ()
         area = os.path.join(croot, SNAPSHOTTER, "snapshots")
-        return tuple(Prefetch(f"{area}/{n}", REST_EXCLUDE) for n in self._list(area) if n.isdigit())
+        names = self._snapshot_dirs.get(area)
+        return tuple(Prefetch(f"{area}/{n}", REST_EXCLUDE) for n in names if n.isdigit())
 
     def read(self, root: str, info: EngineInfo) -> StoreLayout:
         base = self.docker.read(root, info)  # unattributed: this store keeps no layers there
@@ -124,7 +125,7 @@ class ContainerdReader:
         top = within(root, croot)
         cids = {c.id for c in base.containers}
         ns = self.options.containerd_namespace or info.containerd_namespace or "moby"
-        listing = self._list(area_path)
+        listing = self._snapshot_dirs.get(area_path)
         c = self._classified.get(
             lambda: self._classify(parsed, ns, croot, listing, cids),
             parsed,
@@ -183,19 +184,6 @@ class ContainerdReader:
             image_dirs=c.image_dirs,
             read_errors={name: self._errors.get(name, 0) for name in BOLT_FILES},
         )
-
-    def _list(self, area: str) -> tuple[str, ...]:
-        """The snapshot dirs, read again only when the dir's settled stamp moved (a dir made,
-        removed or renamed in it moves it): one lstat a rescan, not 10,000 names."""
-        stamp = settled_stamp(area)
-        last = self._listing
-        if stamp is not None and last is not None and last[0] == stamp:
-            return last[1]
-        listing = tuple(names_in(area))
-        if last is not None and listing == last[1]:  # the same object for the same names
-            listing = last[1]
-        self._listing = (stamp, listing)
-        return listing
 
     def _young_new(self, listing: tuple[str, ...]) -> bool:
         """Whether the listing holds a `new-*` dir (asked once per listing)."""

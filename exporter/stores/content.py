@@ -17,7 +17,7 @@ from exporter.sources.containerd_meta import Metadata
 from exporter.sources.du import one_inode, walk
 from exporter.sources.layout import chain_ids, names_in
 from exporter.sources.rawfs import open_regular
-from exporter.sources.stamps import settled_stamp
+from exporter.sources.stamps import DirNames
 from exporter.stores.inventory import Key, Part
 
 CONTENT = "io.containerd.content.v1.content"
@@ -30,8 +30,7 @@ class ContentStore:
     def __init__(self) -> None:
         self._docs: dict[str, Any] = {}  # parsed manifest/config blobs by digest
         self._blobs: dict[str, Usage] = {}  # blob file name -> its stat
-        self._blob_list: Derived[tuple[str, ...]] = Derived()
-        self._names: tuple[str, ...] = ()
+        self._blob_names = DirNames()  # blobs/sha256: the same object while the same blobs
         self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage]]] = Derived()
         self._kinds: Derived[dict[Key, str]] = Derived()
 
@@ -117,13 +116,6 @@ class ContentStore:
         self._blobs = live
         return kinds, measured
 
-    def _same(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        """Last listing's object when the blobs are the same (a dir whose stamp has not settled
-        is listed again, and what is derived from the listing is kept by its identity)."""
-        last = self._names
-        self._names = names if names != last else last
-        return self._names
-
     def measure(
         self, croot: str, root: str, meta: Metadata, doc_kinds: Mapping[str, str]
     ) -> tuple[dict[Key, str], dict[Key, Usage], dict[Key, Usage]]:
@@ -134,7 +126,7 @@ class ContentStore:
         base = os.path.join(croot, CONTENT)
         rel = within(root, base) or base
         sha = os.path.join(base, "blobs", "sha256")
-        names = self._blob_list.get(lambda: self._same(tuple(names_in(sha))), key=settled_stamp(sha))
+        names = self._blob_names.get(sha)
         kinds, blobs = self._blob_part.get(
             lambda: self._blob_records(sha, rel, names, meta, doc_kinds), names, meta, doc_kinds
         )

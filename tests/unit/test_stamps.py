@@ -102,3 +102,23 @@ def test_exclude_deadline_and_odd_roots(tmp_path: Path) -> None:
     assert partial.partial and partial.files == 1  # the root itself, then it stopped
     assert tree.walk(str(tmp_path / "missing")) == walk(str(tmp_path / "missing"))
     assert tree.walk(str(root / "zero")) == walk(str(root / "zero"))
+
+
+def test_dir_names_are_the_same_object_while_the_same_names(tmp_path: Path) -> None:
+    from exporter.sources.stamps import DirNames
+
+    (tmp_path / "a").mkdir()
+    names = DirNames()
+    first = names.get(str(tmp_path))  # a fresh dir: its stamp not settled, listed every time
+    assert first == ("a",) and names.get(str(tmp_path)) is first
+    (tmp_path / "b").mkdir()
+    second = names.get(str(tmp_path))
+    assert second == ("a", "b") and second is not first
+    old = time.time() - 60
+    os.utime(tmp_path, (old, old))  # settled: the stamp alone says nothing moved
+    assert names.get(str(tmp_path)) is second
+    (tmp_path / "c").touch()
+    os.utime(tmp_path, (old, old))  # a change the stamp cannot see is not read: by design
+    assert names.get(str(tmp_path)) is second
+    os.utime(tmp_path, (old + 1, old + 1))
+    assert names.get(str(tmp_path)) == ("a", "b", "c")
