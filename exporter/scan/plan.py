@@ -61,11 +61,11 @@ class Plan:
     # Results taken whole: the layer area's settled part (the same object while it holds, see
     # _plan_area) and what the reader measured once (StoreLayout.measured_settled).
     settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
-    measured: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
+    measured_settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
     sweeps: list[UsageCache] = field(default_factory=list)  # sub-caches this plan read whole
 
     def results(self, walked: Mapping[Key, Usage]) -> Results:
-        return Results({**self.known, **walked}, (self.settled, self.measured))
+        return Results({**self.known, **walked}, (self.settled, self.measured_settled))
 
     def keep(self, cache: UsageCache, walked: Mapping[Key, Usage], ok: bool) -> None:
         """After the walk, finished (`ok`) or not: the cache keeps what may be reused and
@@ -152,7 +152,7 @@ def make_plan(
     for rel in layout.entries:
         plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
     plan.known.update(layout.measured)
-    plan.measured = layout.measured_settled
+    plan.measured_settled = layout.measured_settled
     for meta in layout.meta:
         key = Key(Part.META, meta.rel)
         if meta.group:
