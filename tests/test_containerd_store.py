@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -308,21 +309,25 @@ def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_pa
     from exporter.model import ScanSnapshot
     from exporter.samplers import EngineSampler, Store
     from exporter.scan import ScanSampler
-    from exporter.sources.du import Started, Walker, WalkJob
+    from exporter.sources.du import ChildWalks, Started, Walker, WalkJob
     from exporter.stores.inventory import Part, StoreOptions
 
     class Recording(Walker):
         def __init__(self, workers: int) -> None:
             super().__init__(workers=workers)
-            self.started: list[WalkJob] = []
+            self.started: list[str] = []  # the dirs handed to the workers
+            self.handed: list[int] = []  # in how many jobs, each start
             self.ran: list[list[WalkJob]] = []
             self.collecting: list[bool] = []
 
-        def start(self, jobs: list[WalkJob], deadline: float | None = None) -> Started:
-            started = super().start(jobs, deadline)
+        def start(self, walks: Iterable[ChildWalks], deadline: float | None = None) -> Started:
+            walks = list(walks)
+            started = super().start(walks, deadline)
             if started.jobs:
-                assert started.jobs == len(jobs)
-                self.started += jobs
+                assert started.jobs == sum(len(w.names) for w in walks)
+                assert all(w.exclude == {"fs"} for w in walks)
+                self.started += [f"{w.path}/{n}" for w in walks for n in w.names]
+                self.handed.append(len(started._futures))
             return started
 
         def run(self, jobs: list[WalkJob], *a: object, **kw: object) -> dict:  # type: ignore[override]
@@ -351,7 +356,8 @@ def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_pa
             snaps[n] = got
         numbered = {str(snapshots / n) for n in os.listdir(snapshots) if n.isdigit()}
         two, one = walkers[2], walkers[1]
-        assert {j.path for j in two.started} == numbered and not one.started
+        assert set(two.started) == numbered and not one.started
+        assert two.handed == [1]  # one job for all of them (the pool's other worker: this process)
         asked = {j.path for j in one.ran[0]}  # what the plan asks for, all walked here
         assert numbered <= asked and not numbered & {j.path for j in two.ran[0] if j.exclude == {"fs"}}
         a, b = snaps[1], snaps[2]

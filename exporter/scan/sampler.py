@@ -24,11 +24,11 @@ from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
 from exporter.scan.plan import Plan, PlanMemo, make_plan
-from exporter.sources.du import Walker, WalkJob
+from exporter.sources.du import Walker
 from exporter.sources.fs import host_to_local
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
-from exporter.stores.inventory import Key, Part, Prefetch, StoreOptions, StoreReader
+from exporter.stores.inventory import Key, Part, StoreOptions, StoreReader
 
 log = structlog.get_logger("exporter.scan")
 
@@ -93,8 +93,7 @@ class ScanSampler(Sampler):
         reader = self._reader_of(info, root)
         started = None
         if not len(self.cache):  # nothing to reuse yet: the workers start on what surely is walked
-            pre = reader.prefetch(root, info)
-            started = self.walker.start([WalkJob(p, p.path, p.exclude) for p in pre], deadline)
+            started = self.walker.start(reader.prefetch(root, info), deadline)
         layout = reader.read(root, info)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
@@ -104,7 +103,7 @@ class ScanSampler(Sampler):
             done = started.results(timeout=max(0.0, deadline - time.monotonic()))
             jobs = []
             for job in plan.jobs:
-                usage = done.get(Prefetch(job.path, job.exclude))
+                usage = done.get((job.path, job.exclude))
                 if usage is None:
                     jobs.append(job)
                 else:

@@ -14,7 +14,7 @@ import json
 import os
 import re
 
-from exporter.sources.rawfs import open_regular
+from exporter.sources.rawfs import read_regular
 
 LIMIT = 16 * 2**20  # configs are a few KiB; the biggest seen are well under a MiB
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -35,8 +35,7 @@ def history_empty_layers(root: str, driver: str, image_id: str) -> tuple[bool, .
     if path is None:
         return None
     try:
-        with open_regular(path) as f:
-            data = f.read(LIMIT + 1)
+        data = read_regular(path, LIMIT)
     except OSError:
         return None
     if len(data) > LIMIT or hashlib.sha256(data).hexdigest() != image_id.removeprefix("sha256:"):

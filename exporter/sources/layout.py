@@ -25,7 +25,15 @@ from typing import NamedTuple
 
 from exporter.memo import Derived
 from exporter.sources import bolt
-from exporter.sources.rawfs import DIR_FLAGS, entry_is_dir, names_in, open_regular, read_short, scandir_sorted
+from exporter.sources.rawfs import (
+    DIR_FLAGS,
+    entry_is_dir,
+    names_in,
+    open_regular,
+    read_regular,
+    read_short,
+    scandir_sorted,
+)
 from exporter.sources.stamps import Stamp, settled_stamp
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -278,8 +286,7 @@ def read_image_layers(
             out[f"sha256:{name}"] = cache.images[name]
             continue
         try:
-            with open_regular(os.path.join(base, name)) as f:
-                config = json.loads(f.read(16 * 2**20))
+            config = json.loads(read_regular(os.path.join(base, name), 16 * 2**20))
             diff_ids = config["rootfs"]["diff_ids"]
             if diff_ids is None:  # Go's nil slice: an image with no layers
                 diff_ids = []

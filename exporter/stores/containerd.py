@@ -106,7 +106,7 @@ class ContainerdReader:
             return ()
         area = os.path.join(croot, SNAPSHOTTER, "snapshots")
         names = self._snapshot_dirs.get(area)
-        return tuple(Prefetch(f"{area}/{n}", REST_EXCLUDE) for n in names if n.isdigit())
+        return (Prefetch(area, tuple(n for n in names if n.isdigit()), REST_EXCLUDE),)
 
     def read(self, root: str, info: EngineInfo) -> StoreLayout:
         base = self.docker.read(root, info)  # unattributed: this store keeps no layers there

@@ -16,7 +16,7 @@ from exporter.sources import containerd_meta
 from exporter.sources.containerd_meta import Metadata
 from exporter.sources.du import one_inode, walk
 from exporter.sources.layout import chain_ids, names_in
-from exporter.sources.rawfs import open_regular
+from exporter.sources.rawfs import read_regular
 from exporter.sources.stamps import DirNames
 from exporter.stores.inventory import Key, Part
 
@@ -91,8 +91,7 @@ class ContentStore:
             return self._docs[digest]
         path = os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:])
         try:
-            with open_regular(path) as f:
-                raw = f.read(MAX_JSON + 1)
+            raw = read_regular(path, MAX_JSON)
             doc = json.loads(raw) if len(raw) <= MAX_JSON else None
         except (OSError, ValueError, RecursionError):
             return None  # not there (another platform's), or not JSON: not a manifest of ours

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import ClassVar, NamedTuple, Protocol
 
 from exporter.model import EngineInfo, Usage
+from exporter.sources.du import ChildWalks
 from exporter.sources.stamps import Stamp
 
 
@@ -239,15 +240,13 @@ class StoreReader(Protocol):
     def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
         """Dirs a first scan will walk whatever the metadata says, known from a listing alone
         (containerd's snapshot dirs, beside their content): walked by the workers while the
-        reader reads its metadata. () when the metadata is what tells."""
+        reader reads its metadata, one job per Prefetch. () when the metadata is what tells."""
         ...
 
 
-class Prefetch(NamedTuple):
-    """A walk a plan will ask for, told by what it walks (path, exclude), not by its key."""
-
-    path: str
-    exclude: frozenset[str]
+# Walks a plan will ask for, told by what they walk (each of `names` under `path`, with
+# `exclude`), not by their keys: one job for a whole area's dirs.
+Prefetch = ChildWalks
 
 
 # overlay2's owners, in exposition order (a layout lists its own in StoreLayout.owners)

@@ -681,6 +681,43 @@ def test_walker_isolated_jobs_only_walk_in_a_worker(dirs: dict[str, Path], walke
     assert set(walked_here) == set(want)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("python_walk", [False, True])
+def test_walker_start_walks_each_child_as_walk_would(tmp_path: Path, workers: int, python_walk: bool) -> None:
+    """Walker.start hands a whole dir's children to the workers as one job per share (not one
+    per dir): each child comes back as walk() of it with the exclude, keyed by (path, exclude);
+    a child gone meanwhile is EMPTY, as walk() says; with one worker nothing is started."""
+    area = tmp_path / "snapshots"
+    names = []
+    for i in range(7):
+        make_tree(area / str(i) / "fs", files=5 + i)
+        write(area / str(i) / "work" / "w", 100 * i)
+        names.append(str(i))
+    names.append("gone")
+    excl = frozenset({"fs"})
+    with Walker(workers=workers, python_walk=python_walk) as walker:
+        started = walker.start([du.ChildWalks(str(area), tuple(names), excl)])
+        assert started.jobs == len(names)
+        assert len(started._futures) == min(workers - 1, len(names))  # a share per free worker
+        got = started.results(timeout=60)
+        assert walker.walks == len(names)
+    want = {(f"{area}/{n}", excl): walk(str(area / n), exclude=excl) for n in names}
+    assert got == want
+    assert want[(f"{area}/gone", excl)] == EMPTY and want[(f"{area}/3", excl)].apparent_bytes == 300
+    assert all(u.files == 3 for k, u in want.items() if not k[0].endswith("gone"))  # dir, work/, w
+    assert not Walker(workers=1).start([du.ChildWalks(str(area), tuple(names), excl)]).results()
+    with Walker(workers=2) as walker:
+        assert walker.start([du.ChildWalks(str(area), (), excl)]).jobs == 0  # nothing to hand over
+
+
+def test_walker_start_past_deadline_gives_nothing_partial(tmp_path: Path) -> None:
+    """What a worker did not finish is absent from the results: the caller walks it."""
+    make_tree(tmp_path / "a" / "x", files=20)
+    with Walker(workers=2) as walker:
+        started = walker.start([du.ChildWalks(str(tmp_path), ("a",))], deadline=time.monotonic() - 1)
+        assert started.results(timeout=60) == {}
+
+
 def test_walker_survives_a_missing_dir_and_passes_exclude(tmp_path: Path, dirs: dict[str, Path]) -> None:
     layer = tmp_path / "layer"
     write(layer / "diff" / "f", 1000)
