@@ -19,6 +19,9 @@ WALK_KINDS = ("layer", "container", "volume", "other")  # scan_walks{kind}
 CONTENT_KINDS = ("layer", "config", "manifest", "partial", "unreferenced", "other")  # content_*{kind}
 
 
+_new = tuple.__new__
+
+
 class Usage(NamedTuple):
     """What a walk found. A tuple, not a dataclass: a scan adds thousands of these, and summing
     a list of them (`total`) then runs in C."""
@@ -33,7 +36,9 @@ class Usage(NamedTuple):
         if not isinstance(other, Usage):
             return NotImplemented
         a, b, c, d, e = self
-        return Usage(a + other[0], b + other[1], c + other[2], d + other[3], e or other[4])
+        # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, and a scan
+        # adds tens of thousands of these
+        return _new(Usage, (a + other[0], b + other[1], c + other[2], d + other[3], e or other[4]))
 
     def __mul__(self, other: object) -> Usage:  # type: ignore[override]
         return NotImplemented  # tuple repetition would be a silent bug

@@ -8,9 +8,10 @@ the layer area, with exactly one owner.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 
 from exporter.memo import Derived
 from exporter.model import (
@@ -26,6 +27,7 @@ from exporter.model import (
     VolumeScan,
     total,
 )
+from exporter.records import maker
 from exporter.scan.results import Results
 from exporter.stores.inventory import AreaDir, Key, Owner, Part, StoreLayout
 
@@ -234,7 +236,7 @@ def _tops(layout: StoreLayout, chunk: Mapping[Key, Usage]) -> _Tops:
         if top is not None:
             parts[top].extend(us)
     summed = {top: total(us) for top, us in parts.items()}
-    errors = sum(u.errors for us in (*by_part.values(), *parts.values()) for u in us)
+    errors = sum(sum(map(_errors, us)) for us in (*by_part.values(), *parts.values()))
     return _Tops(summed, errors)
 
 
@@ -281,6 +283,7 @@ def _images(
     """Each image's blobs and unpacked dirs; and whether a dir summed every scan is one."""
     images = []
     of_live = False
+    get = r.flat().get  # a plain dict's lookups: every image's blobs
     for image, keys in layout.image_content.items():
         unpacked = []
         for n in layout.image_dirs.get(image, ()):
@@ -289,37 +292,42 @@ def _images(
                 u, of_live = live[n], True
             if u is not None:
                 unpacked.append(u)
-        blobs = [u for u in map(r.get, keys) if u is not None]
+        blobs = [u for u in map(get, keys) if u is not None]
         images.append(ImageScan(image, total(blobs), total(unpacked)))
     biggest = sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id))
     return tuple(biggest), of_live
 
 
 def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
-    users: dict[str, int] = defaultdict(int)
-    for chain in layout.image_layers.values():
-        for cid in set(chain):
-            users[cid] += 1
-    flat = r.flat()  # 20,000 lookups: a plain dict's
-    dirs = {}
+    users = Counter(cid for chain in layout.image_layers.values() for cid in set(chain))
+    get = r.flat().get  # 20,000 lookups: a plain dict's
+    content, rest = Part.LAYER, Part.LAYER_REST
+    dirs: dict[str, Usage] = {}
     for sid in layout.layer_dirs:
-        a, b = flat.get(Key(Part.LAYER, sid)), flat.get(Key(Part.LAYER_REST, sid))
+        # Plain tuples look the Keys up: equal and hashed alike, without a Key made for each.
+        a, b = get((content, sid)), get((rest, sid))  # type: ignore[call-overload]
         dirs[sid] = a + b if a is not None and b is not None else a or b or EMPTY
-    layers = [
-        LayerScan(
-            chain_id=x.chain_id,
-            diff_id=x.diff_id,
-            cache_id=x.store_id,
-            size=x.size or 0,
-            diff=flat.get(Key(Part.LAYER, x.store_id), EMPTY),
-            total=dirs.get(x.store_id, EMPTY),
-            images=users.get(x.chain_id, 0),
+    layers, order = [], []
+    for i, x in enumerate(layout.layers):
+        whole = dirs.get(x.store_id, EMPTY)
+        layers.append(
+            _layer_scan(
+                x.chain_id,
+                x.diff_id,
+                x.store_id,
+                x.size or 0,
+                get((content, x.store_id), EMPTY),  # type: ignore[call-overload]
+                whole,
+                users.get(x.chain_id, 0),
+            )
         )
-        for x in layout.layers
-    ]
-    return _ImagePart(
-        tuple(sorted(layers, key=lambda x: (-x.total.disk_bytes, x.diff_id))), total(dirs.values()), dirs
-    )
+        order.append((-whole.disk_bytes, x.diff_id, i))  # biggest first; sorted as plain tuples
+    order.sort()
+    return _ImagePart(tuple([layers[i] for _, _, i in order]), total(dirs.values()), dirs)
+
+
+_layer_scan = maker(LayerScan)
+_errors = itemgetter(3)  # Usage.errors, read in C over tens of thousands
 
 
 def _area_dir(r: Results, d: AreaDir) -> Usage:

@@ -23,12 +23,11 @@ in Python was).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, ItemsView, Mapping
+from collections.abc import ItemsView, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from exporter.gcpause import cyclic_gc_paused
 from exporter.sources.bolt_format import (
@@ -59,7 +58,6 @@ from exporter.sources.bolt_walk import _PyWalk
 
 MAX_BYTES = 256 << 20  # the files are tens of MB at most (moby/buildkit#6977: 24 MB)
 TRIES = 3
-T = TypeVar("T")
 __all__ = [  # what callers use; the format's names (bolt_format) among them
     "ANY",
     "BOLT_IMPL",
@@ -78,7 +76,6 @@ __all__ = [  # what callers use; the format's names (bolt_format) among them
     "Shape",
     "Snapshot",
     "Unreadable",
-    "maker",
     "read_db",
     "select",
     "txid",
@@ -254,24 +251,6 @@ def txid(path: str | os.PathLike[str], *, pread: Pread = os.pread) -> int:
         return meta.txid
     finally:
         os.close(fd)
-
-
-def maker(cls: type[T]) -> Callable[..., T]:
-    """A constructor of `cls`, a frozen slots dataclass whose __init__ only sets its fields,
-    called with every field, positionally: what a file's records are made with by the
-    thousand. In C it sets the slots as their descriptors do, at a fifth of the cost of
-    __init__'s object.__setattr__ per field; without the C walk, it is `cls` itself."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    names = tuple(f.name for f in fields)
-    params = cls.__dataclass_params__  # type: ignore[attr-defined]
-    if (
-        not params.frozen
-        or getattr(cls, "__slots__", None) != names
-        or hasattr(cls, "__post_init__")
-        or any(not f.init for f in fields)
-    ):
-        raise TypeError(f"{cls.__name__}: not a frozen slots dataclass whose __init__ only sets its fields")
-    return cls if _native is None else _native.maker(cls, names)
 
 
 def _walk(fd: int, pread: Pread, meta: _Meta, node: _Node) -> Any:

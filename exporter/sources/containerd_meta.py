@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from exporter.gcpause import cyclic_gc_paused
+from exporter.records import maker
 from exporter.sources import bolt
 
 KNOWN_VERSIONS = (3, 4)  # meta.db's dbVersion: containerd 1.6/1.7, and 2.x
@@ -213,9 +214,9 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
 
 
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
-# The records, by the ten thousand: made without their dataclass __init__'s cost (bolt.maker).
-_snapshot_record = bolt.maker(SnapshotRecord)
-_namespaced_snapshot = bolt.maker(NamespacedSnapshot)
-_blob = bolt.maker(Blob)
-_lease = bolt.maker(Lease)
+# The records, by the ten thousand: made without their dataclass __init__'s cost (exporter.records.maker).
+_snapshot_record = maker(SnapshotRecord)
+_namespaced_snapshot = maker(NamespacedSnapshot)
+_blob = maker(Blob)
+_lease = maker(Lease)
 _NONE: frozenset[str] = frozenset()

@@ -688,22 +688,23 @@ def test_records_by_shape_or_from_the_whole_tree_on_fuzzed(made: Made, flips: li
 def test_records_made_without_init_are_the_same(bolt_walk: str) -> None:
     from types import MappingProxyType
 
+    from exporter.records import maker
     from exporter.sources.containerd_meta import Blob, SnapshotRecord
 
-    make = bolt.maker(SnapshotRecord)
+    make = maker(SnapshotRecord)
     made_one = make(7, "moby/3/sha256:x", 3, "", 4096, 2)
     plain = SnapshotRecord(7, "moby/3/sha256:x", 3, "", 4096, 2)
     assert made_one == plain and hash(made_one) == hash(plain) and repr(made_one) == repr(plain)
     assert type(made_one) is SnapshotRecord and made_one.key == "sha256:x" and made_one.namespace == "moby"
     with pytest.raises(AttributeError):
         made_one.size = 1  # type: ignore[misc]
-    blob = bolt.maker(Blob)("sha256:y", None, MappingProxyType({"a": "b"}))
+    blob = maker(Blob)("sha256:y", None, MappingProxyType({"a": "b"}))
     assert blob == Blob("sha256:y", None, MappingProxyType({"a": "b"}))
     with pytest.raises(TypeError):
         make(1, 2)
     for cls in (bolt.Snapshot, bolt.Bucket, Made):  # not frozen, not slots, or neither
         with pytest.raises(TypeError):
-            bolt.maker(cls)
+            maker(cls)
 
 
 def reference_snapshots(path: Path) -> containerd_meta.Snapshots:
