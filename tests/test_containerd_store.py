@@ -316,6 +316,7 @@ def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_pa
         def __init__(self, workers: int) -> None:
             super().__init__(workers=workers)
             self.started: list[str] = []  # the dirs handed to the workers
+            self.stat_ahead: list[str] = []  # the blobs
             self.handed: list[int] = []  # in how many jobs, each start
             self.ran: list[list[WalkJob]] = []
             self.collecting: list[bool] = []
@@ -325,8 +326,11 @@ def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_pa
             started = super().start(walks, deadline)
             if started.jobs:
                 assert started.jobs == sum(len(w.names) for w in walks)
-                assert all(w.exclude == {"fs"} for w in walks)
-                self.started += [f"{w.path}/{n}" for w in walks for n in w.names]
+                blobs, dirs = walks  # the blobs' stats first, then the snapshot dirs
+                assert blobs.path.endswith("/blobs/sha256") and not blobs.exclude
+                assert dirs.exclude == {"fs"}
+                self.stat_ahead += [f"{blobs.path}/{n}" for n in blobs.names]
+                self.started += [f"{dirs.path}/{n}" for n in dirs.names]
                 self.handed.append(len(started._futures))
             return started
 
@@ -357,7 +361,9 @@ def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_pa
         numbered = {str(snapshots / n) for n in os.listdir(snapshots) if n.isdigit()}
         two, one = walkers[2], walkers[1]
         assert set(two.started) == numbered and not one.started
-        assert two.handed == [1]  # one job for all of them (the pool's other worker: this process)
+        blobs = copy / "io.containerd.content.v1.content" / "blobs" / "sha256"
+        assert set(two.stat_ahead) == {str(blobs / n) for n in os.listdir(blobs)}
+        assert two.handed == [2]  # one job for each (the pool's other worker: this process)
         asked = {j.path for j in one.ran[0]}  # what the plan asks for, all walked here
         assert numbered <= asked and not numbered & {j.path for j in two.ran[0] if j.exclude == {"fs"}}
         a, b = snaps[1], snaps[2]

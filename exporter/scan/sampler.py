@@ -24,7 +24,7 @@ from exporter.samplers import NotDue, Sampler, Store, Unavailable
 from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
 from exporter.scan.plan import Plan, PlanMemo, make_plan
-from exporter.sources.du import Walker
+from exporter.sources.du import NOTHING_STARTED, Prefetched, Walker
 from exporter.sources.fs import host_to_local
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
@@ -91,19 +91,21 @@ class ScanSampler(Sampler):
         deadline = time.monotonic() + self.budget
 
         reader = self._reader_of(info, root)
-        started = None
+        started: Prefetched = NOTHING_STARTED
         if not len(self.cache):  # nothing to reuse yet: the workers start on what surely is walked
-            started = self.walker.start(reader.prefetch(root, info), deadline)
-        layout = reader.read(root, info)
+            handed = self.walker.start(reader.prefetch(root, info), deadline)
+            if handed.jobs:
+                started = handed
+        layout = reader.read(root, info, started)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
         plan = make_plan(layout, self.cache, self._hints, self._plan_memo)
         jobs, walked_before = plan.jobs, {}
-        if started is not None:
-            done = started.results(timeout=max(0.0, deadline - time.monotonic()))
+        if started is not NOTHING_STARTED:
             jobs = []
             for job in plan.jobs:
-                usage = done.get((job.path, job.exclude))
+                parent, _, name = job.path.rpartition("/")
+                usage = started.children(parent, job.exclude).get(name)
                 if usage is None:
                     jobs.append(job)
                 else:

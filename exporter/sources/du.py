@@ -24,11 +24,11 @@ import stat
 import threading
 import time
 from array import array
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from exporter.model import EMPTY, Usage, total  # noqa: F401 - re-exported: callers sum walks
 
@@ -271,18 +271,49 @@ def _walk_children(
     return out
 
 
+class Prefetched(Protocol):
+    """Walks started before they were asked for (Walker.start): what a reader or a plan takes
+    instead of walking again."""
+
+    def children(self, path: str, exclude: frozenset[str]) -> Mapping[str, Usage]:
+        """The complete walks of `path`'s children with `exclude`, by name; {} for none."""
+        ...
+
+
+class _NothingStarted:
+    def children(self, path: str, exclude: frozenset[str]) -> Mapping[str, Usage]:
+        return {}
+
+
+NOTHING_STARTED: Prefetched = _NothingStarted()
+
+
 class Started:
     """Walks handed to the workers by Walker.start."""
 
-    def __init__(self, futures: dict[Future[array], ChildWalks], walker: Walker | None = None) -> None:
+    def __init__(
+        self,
+        futures: dict[Future[array], ChildWalks],
+        walker: Walker | None = None,
+        deadline: float | None = None,
+    ) -> None:
         self._futures = futures
         self._walker = walker  # counts the walks that came back (Walker.walks)
+        self._deadline = deadline
+        self._got: dict[tuple[str, frozenset[str]], dict[str, Usage]] = {}
         self.jobs = sum(len(w.names) for w in futures.values())  # dirs handed to the workers
 
-    def results(self, timeout: float | None = None) -> dict[tuple[str, frozenset[str]], Usage]:
-        """What came back complete, by (path, exclude), waiting at most `timeout` for the rest."""
-        done, _ = wait(self._futures, timeout=timeout)
-        out: dict[tuple[str, frozenset[str]], Usage] = {}
+    def children(self, path: str, exclude: frozenset[str]) -> Mapping[str, Usage]:
+        """What came back complete of the walks of `path`'s children with `exclude`, waiting
+        for those only, and no later than the deadline; each asked for once."""
+        which = (path, exclude)
+        got = self._got.get(which)
+        if got is not None:
+            return got
+        mine = [f for f, w in self._futures.items() if w.path == path and w.exclude == exclude]
+        left = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        done, _ = wait(mine, timeout=left)
+        got = self._got[which] = {}
         for fut in done:
             if fut.cancelled() or fut.exception() is not None:
                 continue
@@ -290,12 +321,11 @@ class Started:
             flat = fut.result()
             if self._walker is not None:
                 self._walker.walks += len(w.names)
-            base = w.path + "/"
             for i, name in enumerate(w.names):
                 disk, apparent, files, errors, partial = flat[5 * i : 5 * i + 5]
                 if not partial:
-                    out[(base + name, w.exclude)] = Usage(disk, apparent, files, errors, False)
-        return out
+                    got[name] = Usage(disk, apparent, files, errors, False)
+        return got
 
 
 class Walker:
@@ -447,7 +477,7 @@ class Walker:
         finish is simply absent from `Started.results`: the caller walks it as it would have."""
         walks = [w for w in walks if w.names]
         if self.workers < 2 or not walks:
-            return Started({})
+            return Started({}, deadline=deadline)
         with self._lock:
             pool = self._get_pool()
             futures: dict[Future[array], ChildWalks] = {}
@@ -466,7 +496,7 @@ class Walker:
                         futures[pool.submit(_walk_children, *part, deadline, self.python_walk)] = part
                     except (BrokenProcessPool, RuntimeError, OSError):
                         break  # the next run() finds the pool broken and starts another
-        return Started(futures, self)
+        return Started(futures, self, deadline)
 
     def _walk_here(
         self, jobs: list[WalkJob], deadline: float | None, add: Callable[[Hashable, Usage], None]

@@ -30,6 +30,7 @@ from exporter.memo import Derived
 from exporter.model import EngineInfo, Usage
 from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
+from exporter.sources.du import NOTHING_STARTED, Prefetched
 from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.layout import names_in
 from exporter.sources.stamps import DirNames
@@ -99,16 +100,20 @@ class ContainerdReader:
         return info.image_store == "containerd"
 
     def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
-        """Every snapshot dir with a record's name (a number) is walked beside its content
-        (`fs/`), whatever its record says: the workers walk them while the bolt files are read."""
+        """Whatever the records say, each content blob is stat'ed (a walk of a file is its
+        lstat) and every snapshot dir with a record's name (a number) is walked beside its
+        content (`fs/`): the workers do both while the bolt files are read, the blobs first."""
         croot = self._root(root, info)
         if croot is None:
             return ()
         area = os.path.join(croot, SNAPSHOTTER, "snapshots")
         names = self._snapshot_dirs.get(area)
-        return (Prefetch(area, tuple(n for n in names if n.isdigit()), REST_EXCLUDE),)
+        return (
+            self.content.prefetch(croot),
+            Prefetch(area, tuple(n for n in names if n.isdigit()), REST_EXCLUDE),
+        )
 
-    def read(self, root: str, info: EngineInfo) -> StoreLayout:
+    def read(self, root: str, info: EngineInfo, prefetched: Prefetched = NOTHING_STARTED) -> StoreLayout:
         base = self.docker.read(root, info)  # unattributed: this store keeps no layers there
         croot = self._root(root, info)
         if croot is None:
@@ -136,7 +141,7 @@ class ContainerdReader:
                 self._young_new(listing) and int(time.time() // 300),
             ),
         )
-        content, measured, blobs = self.content.measure(croot, root, parsed.meta, c.doc_kinds)
+        content, measured, blobs = self.content.measure(croot, root, parsed.meta, c.doc_kinds, prefetched)
         image_content = self._image_content.get(lambda: _image_content(blobs, c.image_blobs), blobs, c)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)

@@ -14,11 +14,11 @@ from exporter.memo import Derived
 from exporter.model import Usage
 from exporter.sources import containerd_meta
 from exporter.sources.containerd_meta import Metadata
-from exporter.sources.du import one_inode, walk
+from exporter.sources.du import NOTHING_STARTED, Prefetched, one_inode, walk
 from exporter.sources.layout import chain_ids, names_in
 from exporter.sources.rawfs import read_regular
 from exporter.sources.stamps import DirNames
-from exporter.stores.inventory import Key, Part
+from exporter.stores.inventory import Key, Part, Prefetch
 
 CONTENT = "io.containerd.content.v1.content"
 MAX_JSON = 4 << 20  # a manifest or config blob; anything bigger is not one
@@ -98,25 +98,43 @@ class ContentStore:
         self._docs[digest] = doc
         return doc
 
+    def prefetch(self, croot: str) -> Prefetch:
+        """Every blob, to be stat'ed by the workers while the metadata is read (a first scan)."""
+        sha = os.path.join(croot, CONTENT, "blobs", "sha256")
+        return Prefetch(sha, self._blob_names.get(sha))
+
     def _blob_records(
-        self, sha: str, rel: str, names: tuple[str, ...], meta: Metadata, doc_kinds: Mapping[str, str]
+        self,
+        sha: str,
+        rel: str,
+        names: tuple[str, ...],
+        meta: Metadata,
+        doc_kinds: Mapping[str, str],
+        stat_ahead: Mapping[str, Usage],
     ) -> tuple[dict[Key, str], dict[Key, Usage]]:
-        """Each blob's stat (kept by name: a blob's bytes never change) and kind."""
-        labels = _labels_by_digest(meta)
+        """Each blob's stat (kept by name: a blob's bytes never change; the workers' if they
+        made it) and kind."""
+        records = [ns.blobs for ns in meta.namespaces.values()]
         kinds: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
         live = {}
+        known, ahead, prefix = self._blobs.get, stat_ahead.get, f"{rel}/blobs/sha256/"
         for name in names:
-            usage = self._blobs.get(name) or one_inode(os.path.join(sha, name))
+            usage = known(name) or ahead(name) or one_inode(f"{sha}/{name}")
             live[name] = usage
-            key = Key(Part.BLOB, f"{rel}/blobs/sha256/{name}")
+            key = Key(Part.BLOB, prefix + name)
             measured[key] = usage
-            kinds[key] = _blob_kind(f"sha256:{name}", labels, doc_kinds)
+            kinds[key] = _blob_kind("sha256:" + name, records, doc_kinds)
         self._blobs = live
         return kinds, measured
 
     def measure(
-        self, croot: str, root: str, meta: Metadata, doc_kinds: Mapping[str, str]
+        self,
+        croot: str,
+        root: str,
+        meta: Metadata,
+        doc_kinds: Mapping[str, str],
+        prefetched: Prefetched = NOTHING_STARTED,
     ) -> tuple[dict[Key, str], dict[Key, Usage], dict[Key, Usage]]:
         """Each blob stat'ed once (content-addressed: immutable), by kind; downloads in
         progress walked every scan; the store's own dirs. Keys relative to the Docker root when
@@ -126,9 +144,12 @@ class ContentStore:
         rel = within(root, base) or base
         sha = os.path.join(base, "blobs", "sha256")
         names = self._blob_names.get(sha)
-        kinds, blobs = self._blob_part.get(
-            lambda: self._blob_records(sha, rel, names, meta, doc_kinds), names, meta, doc_kinds
-        )
+
+        def records() -> tuple[dict[Key, str], dict[Key, Usage]]:
+            ahead = prefetched.children(sha, frozenset())  # waited for only when blobs are new
+            return self._blob_records(sha, rel, names, meta, doc_kinds, ahead)
+
+        kinds, blobs = self._blob_part.get(records, names, meta, doc_kinds)
         extra: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
         for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
@@ -149,26 +170,20 @@ class ContentStore:
         all_kinds = self._kinds.get(lambda: {**kinds, **extra}, kinds, key=tuple(extra.items()))
         return all_kinds, measured, blobs
 
-def _labels_by_digest(meta: Metadata) -> dict[str, list[Mapping[str, str]]]:
-    out: dict[str, list[Mapping[str, str]]] = {}
-    for ns in meta.namespaces.values():
-        for digest, blob in ns.blobs.items():
-            out.setdefault(digest, []).append(blob.labels)
-    return out
-
 
 def _blob_kind(
-    digest: str, labels: Mapping[str, list[Mapping[str, str]]], doc_kinds: Mapping[str, str]
+    digest: str, records: list[Mapping[str, containerd_meta.Blob]], doc_kinds: Mapping[str, str]
 ) -> str:
     """What a blob is: as the images' manifests say, else as containerd's GC labels say (the
     unpacker's `uncompressed` on layers, gc.ref.snapshot on configs, gc.ref.content on
     manifests and indexes); a blob no namespace records is unreferenced."""
-    records = labels.get(digest)
-    if not records:
+    held = [b for blobs in records if (b := blobs.get(digest)) is not None]
+    if not held:
         return "unreferenced"
-    if digest in doc_kinds:
-        return doc_kinds[digest]
-    keys = {k for ls in records for k in ls}
+    kind = doc_kinds.get(digest)
+    if kind is not None:
+        return kind
+    keys = {k for b in held for k in b.labels}
     if "containerd.io/uncompressed" in keys:
         return "layer"
     if any(k.startswith("containerd.io/gc.ref.snapshot.") for k in keys):

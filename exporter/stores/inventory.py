@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import ClassVar, NamedTuple, Protocol
 
 from exporter.model import EngineInfo, Usage
-from exporter.sources.du import ChildWalks
+from exporter.sources.du import NOTHING_STARTED, ChildWalks, Prefetched
 from exporter.sources.stamps import Stamp
 
 
@@ -232,9 +232,10 @@ class StoreReader(Protocol):
     @classmethod
     def applies(cls, info: EngineInfo) -> bool: ...
 
-    def read(self, root: str, info: EngineInfo) -> StoreLayout:
+    def read(self, root: str, info: EngineInfo, prefetched: Prefetched = NOTHING_STARTED) -> StoreLayout:
         """`root`: the engine's root as this process sees it. Never raises for a malformed
-        entry: it is left out and counted in `skipped`."""
+        entry: it is left out and counted in `skipped`. `prefetched`: the walks `prefetch`
+        asked for, taken instead of measuring again."""
         ...
 
     def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:

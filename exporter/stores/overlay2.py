@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from exporter.memo import Derived
 from exporter.model import EngineInfo
+from exporter.sources.du import NOTHING_STARTED, Prefetched
 from exporter.sources.layout import Layout, ReadCache, names_in, read_layout
 from exporter.sources.stamps import settled_stamp
 from exporter.stores import register
@@ -70,7 +71,7 @@ class Overlay2Reader:
     def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
         return ()  # which walks a layer dir needs, layerdb tells
 
-    def read(self, root: str, info: EngineInfo) -> StoreLayout:
+    def read(self, root: str, info: EngineInfo, prefetched: Prefetched = NOTHING_STARTED) -> StoreLayout:
         attribution, why = True, ""
         if info.image_store == "containerd":
             attribution, why = False, "containerd image store: layers live in containerd's snapshotter"

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
+import pytest
+
 from exporter.model import EngineInfo
 from exporter.sources.containerd_meta import (
     ACTIVE,
@@ -170,3 +172,37 @@ def test_a_root_without_the_snapshotter_is_said_unattributed(tmp_path: Path) -> 
     )
     assert not layout.attribution and "--containerd.root" in layout.attribution_reason
     assert str(tmp_path / "nowhere") in layout.attribution_reason
+
+
+def test_the_blobs_stats_come_from_the_workers_on_a_first_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The content store's prefetch hands every blob to the workers (a walk of a file is its
+    lstat); measure() then takes their figures and stats none itself but the store's dirs."""
+    from exporter.sources import du
+    from exporter.stores import content
+
+    s = State(tmp_path)
+    for i in range(40):
+        s.blob({"n": i, "pad": "x" * (i * 200)})
+    store = content.ContentStore()
+    meta = Metadata(1, 3, MappingProxyType({}))
+    calls: list[str] = []
+
+    def counted(path: str) -> du.Usage:
+        calls.append(path)
+        return du.one_inode(path)
+
+    monkeypatch.setattr(content, "one_inode", counted)
+    with du.Walker(workers=2) as walker:
+        started = walker.start([store.prefetch(str(tmp_path))], time.monotonic() + 60)
+        assert started.jobs == 40
+        kinds, _, blobs = store.measure(str(tmp_path), str(tmp_path), meta, {}, started)
+    assert len(blobs) == 40 and not [c for c in calls if "/blobs/sha256/" in c]
+    assert {k.id.rsplit("/", 1)[1]: u for k, u in blobs.items()} == {
+        n: du.one_inode(str(s.blobs / n)) for n in os.listdir(s.blobs)
+    }
+    assert set(kinds.values()) == {"unreferenced", "other"}  # no namespace records them
+    fresh = content.ContentStore()  # no workers: each blob stat'ed here, the same figures
+    assert fresh.measure(str(tmp_path), str(tmp_path), meta, {})[2] == blobs
+    assert len([c for c in calls if "/blobs/sha256/" in c]) == 40

@@ -696,16 +696,23 @@ def test_walker_start_walks_each_child_as_walk_would(tmp_path: Path, workers: in
     names.append("gone")
     excl = frozenset({"fs"})
     with Walker(workers=workers, python_walk=python_walk) as walker:
-        started = walker.start([du.ChildWalks(str(area), tuple(names), excl)])
-        assert started.jobs == len(names)
-        assert len(started._futures) == min(workers - 1, len(names))  # a share per free worker
-        got = started.results(timeout=60)
-        assert walker.walks == len(names)
-    want = {(f"{area}/{n}", excl): walk(str(area / n), exclude=excl) for n in names}
+        files = du.ChildWalks(str(area / "1" / "work"), ("w", "nope"))  # a walk of a file: its lstat
+        started = walker.start([du.ChildWalks(str(area), tuple(names), excl), files], time.monotonic() + 60)
+        assert started.jobs == len(names) + 2
+        assert len(started._futures) == 2 * min(workers - 1, len(names))  # a share per free worker
+        got = started.children(str(area), excl)
+        assert walker.walks == len(names)  # only what was asked for is collected
+        assert started.children(str(area), excl) is got  # collected once
+        assert started.children(str(area), frozenset()) == {}  # not started: nothing
+        stats = started.children(files.path, frozenset())
+        assert walker.walks == len(names) + 2
+    want = {n: walk(str(area / n), exclude=excl) for n in names}
     assert got == want
-    assert want[(f"{area}/gone", excl)] == EMPTY and want[(f"{area}/3", excl)].apparent_bytes == 300
-    assert all(u.files == 3 for k, u in want.items() if not k[0].endswith("gone"))  # dir, work/, w
-    assert not Walker(workers=1).start([du.ChildWalks(str(area), tuple(names), excl)]).results()
+    assert want["gone"] == EMPTY and want["3"].apparent_bytes == 300
+    assert all(u.files == 3 for n, u in want.items() if n != "gone")  # the dir, work/, w
+    assert stats == {"w": du.one_inode(str(area / "1" / "work" / "w")), "nope": EMPTY}
+    assert stats["w"].apparent_bytes == 100
+    assert not Walker(workers=1).start([du.ChildWalks(str(area), tuple(names), excl)]).jobs
     with Walker(workers=2) as walker:
         assert walker.start([du.ChildWalks(str(area), (), excl)]).jobs == 0  # nothing to hand over
 
@@ -715,7 +722,7 @@ def test_walker_start_past_deadline_gives_nothing_partial(tmp_path: Path) -> Non
     make_tree(tmp_path / "a" / "x", files=20)
     with Walker(workers=2) as walker:
         started = walker.start([du.ChildWalks(str(tmp_path), ("a",))], deadline=time.monotonic() - 1)
-        assert started.results(timeout=60) == {}
+        assert started.jobs == 1 and started.children(str(tmp_path), frozenset()) == {}
 
 
 def test_walker_survives_a_missing_dir_and_passes_exclude(tmp_path: Path, dirs: dict[str, Path]) -> None:
