@@ -8,13 +8,14 @@ inodes are stat'ed here; the rest becomes WalkJobs for the Walker.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
 from exporter.scan.results import Results
-from exporter.sources.du import WalkJob, one_inode
+from exporter.sources.du import NOTHING_STARTED, Prefetched, WalkJob, one_inode
 from exporter.sources.stamps import Stamp
 from exporter.stores.inventory import (
     NO_RESULTS,
@@ -63,6 +64,7 @@ class Plan:
     settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
     measured_settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
     sweeps: list[UsageCache] = field(default_factory=list)  # sub-caches this plan read whole
+    walked_ahead: Counter[str] = field(default_factory=Counter)  # taken from the prefetch, by kind
 
     def results(self, walked: Mapping[Key, Usage]) -> Results:
         return Results({**self.known, **walked}, (self.settled, self.measured_settled))
@@ -134,10 +136,16 @@ def _plan_group(planner: _Planner, group: MetaDir) -> None:
 
 
 def make_plan(
-    layout: StoreLayout, cache: UsageCache, hints: Mapping[Key, int], memo: PlanMemo | None = None
+    layout: StoreLayout,
+    cache: UsageCache,
+    hints: Mapping[Key, int],
+    memo: PlanMemo | None = None,
+    prefetched: Prefetched = NOTHING_STARTED,
 ) -> Plan:
     """`hints`: inodes each dir walked every scan had last time (the Walker's balance);
-    `memo`: what the last plan of the same sampler left (the layer area's settled part)."""
+    `memo`: what the last plan of the same sampler left (the layer area's settled part);
+    `prefetched`: walks started before the layout was read (StoreReader.prefetch), taken
+    for the layer dirs they cover instead of a job each."""
     planner = _Planner(cache, hints, root=layout.root)
     plan, walk, root = planner.plan, planner.walk, layout.root
 
@@ -163,7 +171,7 @@ def make_plan(
             walk(key, f"{root}/{meta.rel}", meta.exclude, reuse=meta.reuse, stamp=meta.stamp)
 
     if layout.area is not None:
-        plan.settled = _plan_area(planner, layout, memo)
+        plan.settled = _plan_area(planner, layout, memo, prefetched)
     for c in layout.containers:
         walk(Key(Part.CONTAINER, c.id), c.path, c.exclude)
         plan.known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
@@ -200,7 +208,9 @@ def _settled(d: AreaDir) -> bool:
     return d.owner is not Owner.CONTAINER and d.reuse is Reuse.SETTLED and d.stamp is None
 
 
-def _plan_area(planner: _Planner, layout: StoreLayout, memo: PlanMemo | None) -> Mapping[Key, Usage]:
+def _plan_area(
+    planner: _Planner, layout: StoreLayout, memo: PlanMemo | None, prefetched: Prefetched
+) -> Mapping[Key, Usage]:
     """The layer area: its image layers and the other dirs that, once measured, stand for good
     come from one sub-cache, as one mapping; while the layout hands back the same records and
     last time nothing of that part had to be walked, that mapping is last scan's, unvisited
@@ -222,6 +232,8 @@ def _plan_area(planner: _Planner, layout: StoreLayout, memo: PlanMemo | None) ->
     settled: dict[Key, Usage] = {}
     inner = _Planner(sub, planner.hints, plan, planner.root, known=settled)
     before = len(plan.jobs)
+    ahead: Mapping[str, Usage] | None = None  # the rests the workers walked already, by dir
+    taken = 0
     for layer in layout.layers:
         sid = layer.store_id
         if sid not in layout.layer_dirs:
@@ -229,9 +241,16 @@ def _plan_area(planner: _Planner, layout: StoreLayout, memo: PlanMemo | None) ->
         content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
         recorded = layer.recorded
         # The common case: what the layer needs is there (its content as the store recorded it,
-        # or walked once, and the rest walked once).
+        # or walked once, and the rest walked once, or by the workers before the plan).
         a = recorded if recorded is not None else sub.get(content)
         b = sub.get(rest)
+        if b is None:
+            if ahead is None:  # asked once, and only on a miss: a rescan never waits here
+                ahead = prefetched.children(area.path, area.rest_exclude)
+            b = ahead.get(sid)
+            if b is not None:
+                sub.put(rest, b)  # kept as a walk of it would be (Plan.keep)
+                taken += 1
         if a is not None and b is not None:
             settled[content], settled[rest] = a, b
             continue
@@ -248,6 +267,8 @@ def _plan_area(planner: _Planner, layout: StoreLayout, memo: PlanMemo | None) ->
     for other in layout.area_dirs:
         if _settled(other):
             _plan_dir(inner, area, other)
+    if taken:
+        plan.walked_ahead[Part.LAYER_REST.kind] += taken
     complete = len(plan.jobs) == before  # nothing of the settled part had to be walked
     for other in live:
         _plan_dir(planner, area, other)

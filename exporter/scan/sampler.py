@@ -99,9 +99,9 @@ class ScanSampler(Sampler):
         layout = reader.read(root, info, started)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
-        plan = make_plan(layout, self.cache, self._hints, self._plan_memo)
+        plan = make_plan(layout, self.cache, self._hints, self._plan_memo, started)
         jobs, walked_before = plan.jobs, {}
-        if started is not NOTHING_STARTED:
+        if started is not NOTHING_STARTED:  # the few the plan did not take (dirs of other owners)
             jobs = []
             for job in plan.jobs:
                 parent, _, name = job.path.rpartition("/")
@@ -133,7 +133,7 @@ class ScanSampler(Sampler):
                 f"scan exceeded its {self.budget:.0f}s budget ({len(plan.jobs) - len(partial)} of "
                 f"{len(plan.jobs)} dirs done; finished layers are cached for the next scan)"
             )
-        walks = Counter(job.key.part.kind for job in plan.jobs)
+        walks = Counter(job.key.part.kind for job in plan.jobs) + plan.walked_ahead
         return self._attribution.snapshot(
             layout,
             info.root_dir,
