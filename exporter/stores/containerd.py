@@ -22,12 +22,14 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import ClassVar
 
 import structlog
 
 from exporter.memo import Derived
 from exporter.model import EngineInfo, Usage
+from exporter.records import maker
 from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
 from exporter.sources.du import NOTHING_STARTED, Prefetched
@@ -278,8 +280,9 @@ class ContainerdReader:
             image_dirs[image] = tuple(names)
         layers, dirs, writable = [], [], {}
         now = time.time()
+        by_id, by_backend = snaps.by_id.get, snaps.by_backend.get  # 10,000 lookups each
         for name in listing:
-            rec = snaps.by_id.get(int(name)) if name.isdigit() else None
+            rec = by_id(int(name)) if name.isdigit() else None
             if rec is None:
                 young = name.startswith("new-") and _age(os.path.join(area, name), now) < NEW_DIR_GRACE
                 dirs.append(AreaDir(name, Owner.UNPACKING if young else Owner.ORPHAN))
@@ -289,15 +292,19 @@ class ContainerdReader:
                 if rec.kind == COMMITTED and rec.size is not None
                 else None
             )
-            key = rec.key
-            if rec.backend not in named:
+            backend = rec.backend
+            namespace, _, seq_key = backend.partition("/")  # SnapshotRecord.namespace and .key
+            key = seq_key.partition("/")[2]
+            if backend not in named:
                 owner = Owner.UNREFERENCED
-            elif rec.namespace != ns_name:
+            elif namespace != ns_name:
                 owner = Owner.OTHER_NAMESPACE
             elif key in chains and rec.kind == COMMITTED:
-                parent = snaps.by_backend.get(rec.parent)
+                parent = by_backend(rec.parent)
                 layers.append(
-                    LayerDir(name, key, diffs.get(key, key), parent.key if parent else "", rec.size, recorded)
+                    _layer_dir(
+                        name, key, diffs.get(key, key), parent.key if parent else "", rec.size, recorded
+                    )
                 )
                 continue
             elif rec.backend in held and rec.kind == COMMITTED:  # below an image's layer
@@ -316,7 +323,7 @@ class ContainerdReader:
             dirs.append(AreaDir(name, owner, split=recorded is None, recorded=recorded))
         return _Classified(
             layers=tuple(layers),
-            layer_dirs=frozenset(x.store_id for x in layers),
+            layer_dirs=frozenset(map(_store_id, layers)),
             image_layers=images,
             area_dirs=tuple(dirs),
             writable=writable,
@@ -324,6 +331,10 @@ class ContainerdReader:
             image_blobs=image_blobs,
             image_dirs=image_dirs,
         )
+
+
+_layer_dir = maker(LayerDir)  # ten thousand a first scan
+_store_id = attrgetter("store_id")
 
 
 @dataclass(frozen=True)

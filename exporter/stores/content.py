@@ -51,12 +51,15 @@ class ContentStore:
             chain: list[str] = []
             mine = {target}
             for manifest in self._manifests(croot, target, kinds, reached=mine):
-                config = self._doc(croot, _digest(manifest.get("config")))
-                kinds[_digest(manifest.get("config"))] = "config"
-                mine.add(_digest(manifest.get("config")))
-                for layer in manifest.get("layers") or ():
-                    kinds[_digest(layer)] = "layer"
-                    mine.add(_digest(layer))
+                cdigest = _digest(manifest.get("config"))
+                config = self._doc(croot, cdigest)
+                kinds[cdigest] = "config"
+                mine.add(cdigest)
+                layers = manifest.get("layers")
+                if isinstance(layers, list):
+                    digests = list(map(_digest, layers))
+                    kinds.update(dict.fromkeys(digests, "layer"))
+                    mine.update(digests)
                 diff_ids = _diff_ids(config)
                 ids = chain_ids(diff_ids) if diff_ids else ()
                 if ids and ids[-1] in keys:  # this platform is unpacked
