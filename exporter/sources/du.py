@@ -48,6 +48,7 @@ if os.environ.get("DSE_WALK") == "python":  # to compare, or to rule the C walk 
 WALK_IMPL = "c" if _native is not None else "python"
 
 
+_new = tuple.__new__  # a Usage made without its NamedTuple __new__ (a Python function)
 _UNFINISHED = Usage(0, 0, 0, 0, True)  # a walk that never ran or never came back
 UNREADABLE = Usage(0, 0, 0, 1, False)  # one entry we could not read
 
@@ -318,13 +319,12 @@ class Started:
             if fut.cancelled() or fut.exception() is not None:
                 continue
             w = self._futures[fut]
-            flat = fut.result()
             if self._walker is not None:
                 self._walker.walks += len(w.names)
-            for i, name in enumerate(w.names):
-                disk, apparent, files, errors, partial = flat[5 * i : 5 * i + 5]
+            five = [iter(fut.result().tolist())] * 5  # the flat array in fives, by zip in C
+            for name, disk, apparent, files, errors, partial in zip(w.names, *five, strict=False):
                 if not partial:
-                    got[name] = Usage(disk, apparent, files, errors, False)
+                    got[name] = _new(Usage, (disk, apparent, files, errors, False))
         return got
 
 

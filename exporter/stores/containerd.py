@@ -300,12 +300,8 @@ class ContainerdReader:
             elif namespace != ns_name:
                 owner = Owner.OTHER_NAMESPACE
             elif key in chains and rec.kind == COMMITTED:
-                parent = by_backend(rec.parent)
-                layers.append(
-                    _layer_dir(
-                        name, key, diffs.get(key, key), parent.key if parent else "", rec.size, recorded
-                    )
-                )
+                pkey = rec.parent.partition("/")[2].partition("/")[2] if by_backend(rec.parent) else ""
+                layers.append(_layer_dir(name, key, diffs.get(key, key), pkey, rec.size, recorded))
                 continue
             elif rec.backend in held and rec.kind == COMMITTED:  # below an image's layer
                 owner = Owner.IMAGE
