@@ -222,6 +222,11 @@ class Attribution:
 
 
 def _tops(layout: StoreLayout, chunk: Mapping[Key, Usage]) -> _Tops:
+    tops = {layout.areas.get(p, _NOWHERE) for p in {key[0] for key in chunk}}
+    if len(tops) == 1 and _NOWHERE not in tops:  # the common case: one dir holds the whole chunk
+        (top,) = tops
+        whole = total(chunk.values())
+        return _Tops({} if top is None else {top: whole}, whole.errors)
     by_part: dict[Part, list[Usage]] = defaultdict(list)
     parts: dict[str, list[Usage]] = defaultdict(list)
     for key, usage in chunk.items():
@@ -267,11 +272,12 @@ def _content_part(layout: StoreLayout, r: Results) -> tuple[dict[str, Usage], tu
     """The content store's settled blobs summed by kind, and the keys measured this scan."""
     acc: dict[str, list[Usage]] = defaultdict(list)
     live = []
+    measured, get = r.live, r.flat().get
     for key, kind in layout.content.items():
-        if key in r.live:
+        if key in measured:
             live.append((key, kind))
             continue
-        usage = r.get(key)
+        usage = get(key)
         if usage is not None:
             acc[kind].append(usage)
     return {kind: total(us) for kind, us in acc.items()}, tuple(live)
@@ -301,25 +307,19 @@ def _images(
 def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
     users = Counter(cid for chain in layout.image_layers.values() for cid in set(chain))
     get = r.flat().get  # 20,000 lookups: a plain dict's
-    content, rest = Part.LAYER, Part.LAYER_REST
+    content, rest, present = Part.LAYER, Part.LAYER_REST, layout.layer_dirs
     dirs: dict[str, Usage] = {}
-    for sid in layout.layer_dirs:
-        # Plain tuples look the Keys up: equal and hashed alike, without a Key made for each.
-        a, b = get((content, sid)), get((rest, sid))  # type: ignore[call-overload]
-        dirs[sid] = a + b if a is not None and b is not None else a or b or EMPTY
     layers, order = [], []
     for i, x in enumerate(layout.layers):
-        whole = dirs.get(x.store_id, EMPTY)
+        sid = x.store_id
+        if sid in present:
+            # Plain tuples look the Keys up: equal and hashed alike, without a Key made for each.
+            a, b = get((content, sid)), get((rest, sid))  # type: ignore[call-overload]
+            whole = dirs[sid] = a + b if a is not None and b is not None else a or b or EMPTY
+        else:
+            a, whole = None, EMPTY
         layers.append(
-            _layer_scan(
-                x.chain_id,
-                x.diff_id,
-                x.store_id,
-                x.size or 0,
-                get((content, x.store_id), EMPTY),  # type: ignore[call-overload]
-                whole,
-                users.get(x.chain_id, 0),
-            )
+            _layer_scan(x.chain_id, x.diff_id, sid, x.size or 0, a or EMPTY, whole, users.get(x.chain_id, 0))
         )
         order.append((-whole.disk_bytes, x.diff_id, i))  # biggest first; sorted as plain tuples
     order.sort()
@@ -328,6 +328,7 @@ def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
 
 _layer_scan = maker(LayerScan)
 _errors = itemgetter(3)  # Usage.errors, read in C over tens of thousands
+_NOWHERE = object()  # a part no layout area names (its results' top dir is in their keys)
 
 
 def _area_dir(r: Results, d: AreaDir) -> Usage:

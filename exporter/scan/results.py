@@ -16,11 +16,12 @@ from exporter.stores.inventory import Key
 
 
 class Results:
-    __slots__ = ("live", "settled")
+    __slots__ = ("_flat", "live", "settled")
 
     def __init__(self, live: Mapping[Key, Usage], settled: tuple[Mapping[Key, Usage], ...] = ()) -> None:
         self.live = live
         self.settled = settled
+        self._flat: dict[Key, Usage] | None = None
 
     @overload
     def get(self, key: Key) -> Usage | None: ...
@@ -43,8 +44,11 @@ class Results:
         return hit
 
     def flat(self) -> dict[Key, Usage]:
-        out: dict[Key, Usage] = {}
-        for chunk in reversed(self.settled):
-            out.update(chunk)
-        out.update(self.live)
-        return out
+        """Everything as one dict (made once: a results object is one scan's, never changed)."""
+        if self._flat is None:
+            out: dict[Key, Usage] = {}
+            for chunk in reversed(self.settled):
+                out.update(chunk)
+            out.update(self.live)
+            self._flat = out
+        return self._flat
