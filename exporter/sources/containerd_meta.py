@@ -10,7 +10,7 @@ bolt.go, unchanged from 1.6 to 2.x):
                  v1/<ns>/images/<name>/target/{digest,mediatype,size}
                  v1/<ns>/content/blob/<digest>/{size,labels/}
                  v1/<ns>/content/ingests/<ref>/
-                 v1/<ns>/snapshots/<snapshotter>/<key>/{name,parent,labels/}
+                 v1/<ns>/snapshots/<snapshotter>/<key>/{name,parent,labels/} (name read)
                  v1/<ns>/leases/<id>/{labels/,snapshots/<snapshotter>/<key>,content/<digest>}
                  v1/<ns>/containers/<id>/
     metadata.db  v1/snapshots/<backend name>/{id uvarint, kind, parent, size, inodes varint}
@@ -99,10 +99,11 @@ def _snapshots(path: str | os.PathLike[str], db: bolt.Selection) -> Snapshots:
 
 @dataclass(frozen=True, slots=True)
 class NamespacedSnapshot:
+    """A namespace's record of a snapshot: that it holds it, and the snapshotter's name for it
+    (its parent and labels are not read: the snapshotter's own record has the parent)."""
+
     key: str
     backend: str  # the snapshotter's name for it
-    parent: str  # the parent's key in this namespace
-    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +144,8 @@ _LABELS = {bolt.ANY: bolt.TEXT}
 
 def metadata_shape(snapshotter: str) -> dict[object, bolt.Shape]:
     """What read_metadata takes of meta.db: not the containers' specs, the images' other
-    fields, the snapshot records' children or any timestamp."""
-    record = bolt.Row(name=bolt.TEXT, parent=bolt.TEXT, labels=_LABELS)
+    fields, the snapshot records' parents, labels and children, or any timestamp."""
+    record = bolt.Row(name=bolt.TEXT)
     blob = bolt.Row(size=bolt.VARINT, labels=_LABELS)
     lease = bolt.Row(labels=_LABELS, snapshots={snapshotter: bolt.KEYS}, content=bolt.KEYS)
     namespace: dict[object, bolt.Shape] = {
@@ -188,11 +189,8 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
         if digest:
             images[image] = digest
     records = ns.get("snapshots", {}).get(snapshotter, {})
-    frozen, none = MappingProxyType, _NO_LABELS  # labels inline below, not by _labels(): 20,000 calls
-    snapshots = {
-        key: _namespaced_snapshot(key, backend or "", parent or "", frozen(labels) if labels else none)
-        for key, (backend, parent, labels) in records.items()
-    }
+    frozen, none = MappingProxyType, _NO_LABELS  # labels inline below, not by _labels(): 10,000 calls
+    snapshots = {key: _namespaced_snapshot(key, backend or "") for key, (backend,) in records.items()}
     content = ns.get("content", {})
     blobs = {
         d: _blob(d, size, frozen(labels) if labels else none)

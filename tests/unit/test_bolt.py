@@ -770,10 +770,9 @@ def reference_metadata(path: Path, snapshotter: str = "overlayfs") -> containerd
             if digest:
                 images[_text(name)] = digest
         snapshots = {
-            _text(k): cm.NamespacedSnapshot(_text(k), _text(b.get("name")), _text(b.get("parent")),
-                                            labels(b.bucket("labels")))
+            _text(k): cm.NamespacedSnapshot(_text(k), _text(b.get("name")))
             for k, b in (ns.bucket("snapshots", snapshotter) or empty).buckets.items()
-        }  # fmt: skip
+        }
         blobs = {
             _text(k): cm.Blob(_text(k), _varint(b.get("size")), labels(b.bucket("labels")))
             for k, b in (ns.bucket("content", "blob") or empty).buckets.items()

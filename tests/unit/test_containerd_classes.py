@@ -67,7 +67,7 @@ class State:
         self.records[n] = SnapshotRecord(
             n, backend, kind, parent_name, size if committed else None, 2 if committed else None
         )
-        self.ns.setdefault(ns, {})[key] = NamespacedSnapshot(key, backend, parent, MappingProxyType({}))
+        self.ns.setdefault(ns, {})[key] = NamespacedSnapshot(key, backend)
         (self.area / str(n) / "fs").mkdir(parents=True)
         return backend
 
