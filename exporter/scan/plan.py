@@ -183,7 +183,8 @@ def make_plan(
     return plan
 
 
-AREA_GROUP = Key(Part.LAYER, "")  # the sub-cache of the layer area's settled results
+AREA_GROUP = Key(Part.LAYER, "")
+_nothing = {}.get  # the lookup of an empty cache  # the sub-cache of the layer area's settled results
 
 
 @dataclass(frozen=True)
@@ -233,24 +234,25 @@ def _plan_area(
     inner = _Planner(sub, planner.hints, plan, planner.root, known=settled)
     before = len(plan.jobs)
     ahead: Mapping[str, Usage] | None = None  # the rests the workers walked already, by dir
-    taken = 0
+    taken: list[tuple[Key, Usage]] = []
+    cached = sub.get if len(sub) else _nothing  # a first scan's is empty: not asked 20,000 times
+    present = layout.layer_dirs
     for layer in layout.layers:
         sid = layer.store_id
-        if sid not in layout.layer_dirs:
+        if sid not in present:
             continue
         content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
         recorded = layer.recorded
         # The common case: what the layer needs is there (its content as the store recorded it,
         # or walked once, and the rest walked once, or by the workers before the plan).
-        a = recorded if recorded is not None else sub.get(content)
-        b = sub.get(rest)
+        a = recorded if recorded is not None else cached(content)
+        b = cached(rest)
         if b is None:
             if ahead is None:  # asked once, and only on a miss: a rescan never waits here
                 ahead = prefetched.children(area.path, area.rest_exclude)
             b = ahead.get(sid)
             if b is not None:
-                sub.put(rest, b)  # kept as a walk of it would be (Plan.keep)
-                taken += 1
+                taken.append((rest, b))
         if a is not None and b is not None:
             settled[content], settled[rest] = a, b
             continue
@@ -268,7 +270,8 @@ def _plan_area(
         if _settled(other):
             _plan_dir(inner, area, other)
     if taken:
-        plan.walked_ahead[Part.LAYER_REST.kind] += taken
+        sub.put_all(taken)  # kept as a walk of them would be (Plan.keep)
+        plan.walked_ahead[Part.LAYER_REST.kind] += len(taken)
     complete = len(plan.jobs) == before  # nothing of the settled part had to be walked
     for other in live:
         _plan_dir(planner, area, other)
