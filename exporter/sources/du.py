@@ -263,12 +263,15 @@ def _walk_children(
         return out
     excl = tuple(os.fsencode(rel) for rel in _norm_excludes(exclude))
     until = -1.0 if deadline is None else max(deadline, 0.0)
-    base = os.fsencode(path) + b"/"
-    for name in names:
-        try:
-            out.extend(_native.walk(base + os.fsencode(name), excl, until))
-        except Exception:  # noqa: BLE001
-            out.extend(UNREADABLE)
+    try:  # in C, each child relative to one descriptor of `path`
+        out.frombytes(_native.walk_children(os.fsencode(path), tuple(map(os.fsencode, names)), excl, until))
+    except (ValueError, MemoryError):  # a name with a NUL (never listed), or no memory: one by one
+        out = array("q")
+        for name in names:
+            try:
+                out.extend(walk(f"{path}/{name}", exclude=exclude, deadline=deadline))
+            except Exception:  # noqa: BLE001
+                out.extend(UNREADABLE)
     return out
 
 

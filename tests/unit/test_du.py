@@ -717,6 +717,19 @@ def test_walker_start_walks_each_child_as_walk_would(tmp_path: Path, workers: in
         assert walker.start([du.ChildWalks(str(area), (), excl)]).jobs == 0  # nothing to hand over
 
 
+@pytest.mark.parametrize("python", [False, True])
+def test_children_of_a_missing_or_file_parent_are_what_walk_says(tmp_path: Path, python: bool) -> None:
+    """The C walk of children opens their parent once: where it cannot, each child is still
+    what walk() of its path says (a missing parent's child is EMPTY, not an error)."""
+    (tmp_path / "file").write_bytes(b"x")
+    for parent in (tmp_path / "missing", tmp_path / "file"):
+        flat = du._walk_children(str(parent), ("a", "b"), frozenset({"fs"}), None, python)
+        assert list(flat) == [*EMPTY, *EMPTY] == [*walk(str(parent / "a")), *walk(str(parent / "b"))]
+    tree = make_tree(tmp_path / "t" / "x", files=30)
+    flat = du._walk_children(str(tmp_path / "t"), ("x",), frozenset({"d1", "d2/e0"}), None, python)
+    assert Usage(*flat[:4], bool(flat[4])) == walk(str(tree), exclude=frozenset({"d1", "d2/e0"}))
+
+
 def test_walker_start_past_deadline_gives_nothing_partial(tmp_path: Path) -> None:
     """What a worker did not finish is absent from the results: the caller walks it."""
     make_tree(tmp_path / "a" / "x", files=20)
