@@ -38,9 +38,11 @@ dashboards: venv
 bench: venv
 	$(BIN)/python bench/scan_vs_du.py
 
-# as root: a private containerd makes the root (cached under /tmp/dse-bench-containerd)
+# as root: a private containerd makes the root (cached under /tmp/dse-bench-containerd), then
+# the test suite's trixie engine (containerd image store) is started, seeded, timed and stopped
 bench-containerd: venv
 	$(BIN)/python bench/containerd_store.py
+	$(BIN)/python bench/containerd_engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
