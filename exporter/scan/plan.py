@@ -183,8 +183,8 @@ def make_plan(
     return plan
 
 
-AREA_GROUP = Key(Part.LAYER, "")
-_nothing = {}.get  # the lookup of an empty cache  # the sub-cache of the layer area's settled results
+AREA_GROUP = Key(Part.LAYER, "")  # the sub-cache of the layer area's settled results
+_nothing = {}.get  # the lookup of an empty cache
 
 
 @dataclass(frozen=True)

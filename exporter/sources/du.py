@@ -477,7 +477,7 @@ class Walker:
     def start(self, walks: Iterable[ChildWalks], deadline: float | None = None) -> Started:
         """Hand `walks` to the workers and return at once (the caller works meanwhile); only with
         a pool (`workers` > 1) that can run, else nothing is started. What a worker does not
-        finish is simply absent from `Started.results`: the caller walks it as it would have."""
+        finish is simply absent from `Started.children`: the caller walks it as it would have."""
         walks = [w for w in walks if w.names]
         if self.workers < 2 or not walks:
             return Started({}, deadline=deadline)
