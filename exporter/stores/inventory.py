@@ -239,9 +239,10 @@ class StoreReader(Protocol):
         ...
 
     def prefetch(self, root: str, info: EngineInfo) -> tuple[Prefetch, ...]:
-        """Dirs a first scan will walk whatever the metadata says, known from a listing alone
-        (containerd's snapshot dirs, beside their content): walked by the workers while the
-        reader reads its metadata, one job per Prefetch. () when the metadata is what tells."""
+        """What a first scan measures whatever the metadata says, known from a listing alone
+        (containerd's content blobs, its snapshot dirs beside their content): walked by the
+        workers while the reader reads its metadata, one job per Prefetch (a walk of a file is
+        its lstat). () when the metadata is what tells."""
         ...
 
 
