@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import busy_note, scan_machine_line, timing_table, write_section
+from bench.machine import busy_note, containerd_scan_rows, scan_machine_line, timing_table, write_section
 from bench.scan_vs_du import du_command, excluded_by_scan, parallelism, run_du, run_scan
 from exporter import logs
 from exporter.model import EngineSnapshot, ScanSnapshot
@@ -203,27 +203,12 @@ def main() -> int:
     )
     gap = du_total - scan_disk - root_own - excluded
     same = f"agree to the byte: {parts}" if gap == 0 else f"**differ** by {gap:+,} bytes beyond: {parts}"
-    fw, sw = full.walks, steady.walks
-
-    def kinds(w: dict[str, int]) -> str:
-        return ", ".join(f"{k} {v}" for k, v in sorted(w.items()))
+    sw = steady.walks
 
     rows = [
         (f"`{shlex.join(du_command(root))}`", "du", ""),
         ("for reference: the same `du` of an empty dir", "du_empty", "du's own start and exit"),
-        (
-            f"full scan: fresh `ScanSampler`, empty cache, Walker(workers={args.workers})",
-            "full",
-            f"{sum(fw.values()):,} walks ({kinds(fw)})",
-        ),
-        ("first rescan: `run()` again on the same sampler, nothing changed", "first_rescan", "as below"),
-        (
-            "steady-state rescan: `run()` a third time on the same sampler, nothing changed"
-            " (after an untimed `gc.collect()`)",
-            "steady",
-            f"{sum(sw.values())} walks ({kinds(sw)}); the {len(steady.layers):,} image layers' `fs/` as"
-            " recorded, their dirs beside it from the cache",
-        ),
+        *containerd_scan_rows(args.workers, full, steady),
     ]
     table = timing_table(rows, med, times)
     machine = scan_machine_line(load_before, load_after, f"{WALK_IMPL}, bolt walk {BOLT_IMPL}")

@@ -56,7 +56,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import busy_note, cpu_model, scan_machine_line, timing_table, write_section
+from bench.machine import (
+    busy_note,
+    containerd_scan_rows,
+    cpu_model,
+    scan_machine_line,
+    timing_table,
+    write_section,
+)
 from bench.scan_vs_du import (
     _fill,
     _write,
@@ -666,10 +673,6 @@ def main() -> int:
         f" (metadata.db `size`, which the scan takes and never walks) {recorded:,} bytes, walked now"
         f" {walked:,}" + (" (the same)" if recorded == walked else f" (**{walked - recorded:+,}**)")
     )
-    fw, sw = full.walks, steady.walks
-
-    def kinds(w: dict[str, int]) -> str:
-        return ", ".join(f"{k} {v}" for k, v in sorted(w.items()))
 
     rel = f"containerd/daemon/{META_DB}", f"containerd/daemon/{SNAPSHOTTER}/metadata.db"
     rows = [
@@ -713,19 +716,7 @@ def main() -> int:
             f" {facts['meta_values']:,} values; what `read_metadata` does not read",
         ),
         (f"`{shlex.join(du_command(root))}`", "du", ""),
-        (
-            f"full scan: fresh `ScanSampler`, empty cache, Walker(workers={args.workers})",
-            "full",
-            f"{sum(fw.values()):,} walks ({kinds(fw)})",
-        ),
-        ("first rescan: `run()` again on the same sampler, nothing changed", "first_rescan", "as below"),
-        (
-            "steady-state rescan: `run()` a third time on the same sampler, nothing changed"
-            " (after an untimed `gc.collect()`)",
-            "steady",
-            f"{sum(sw.values())} walks ({kinds(sw)}); the {len(steady.layers):,} image layers' `fs/` as"
-            " recorded, their dirs beside it from the cache",
-        ),
+        *containerd_scan_rows(args.workers, full, steady),
     ]
     table = timing_table(rows, med, times)
     machine = scan_machine_line(load_before, load_after, f"{WALK_IMPL}, bolt walk {BOLT_IMPL}")

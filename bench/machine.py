@@ -7,6 +7,8 @@ import platform
 import re
 from pathlib import Path
 
+from exporter.model import ScanSnapshot
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
@@ -88,3 +90,30 @@ def timing_table(
         f"| {name} | {med[k] * 1000:,.1f} | {', '.join(f'{x * 1000:,.1f}' for x in times[k])} | {what} |"
         for name, k, what in rows
     )
+
+
+def walk_kinds(walks: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(walks.items()))
+
+
+def containerd_scan_rows(
+    workers: int, full: ScanSnapshot, steady: ScanSnapshot
+) -> list[tuple[str, str, str]]:
+    """The rows of a containerd store's scans (full, first and steady-state rescan) in a
+    timing_table: what both containerd benchmarks time the same way."""
+    fw, sw = full.walks, steady.walks
+    return [
+        (
+            f"full scan: fresh `ScanSampler`, empty cache, Walker(workers={workers})",
+            "full",
+            f"{sum(fw.values()):,} walks ({walk_kinds(fw)})",
+        ),
+        ("first rescan: `run()` again on the same sampler, nothing changed", "first_rescan", "as below"),
+        (
+            "steady-state rescan: `run()` a third time on the same sampler, nothing changed"
+            " (after an untimed `gc.collect()`)",
+            "steady",
+            f"{sum(sw.values())} walks ({walk_kinds(sw)}); the {len(steady.layers):,} image layers' `fs/` as"
+            " recorded, their dirs beside it from the cache",
+        ),
+    ]
