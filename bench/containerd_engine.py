@@ -28,7 +28,6 @@ nor scripts/accuracy.py ever meets this engine, nor this script theirs. As root.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shlex
 import statistics
@@ -42,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import busy_note, containerd_scan_rows, scan_machine_line, timing_table, write_section
-from bench.scan_vs_du import du_command, excluded_by_scan, parallelism, run_du, run_scan
+from bench.scan_vs_du import du_command, excluded_by_scan, parallelism, run_du, run_scan, scan_round
 from exporter import logs
 from exporter.model import EngineSnapshot, ScanSnapshot
 from exporter.samplers import EngineSampler, Store
@@ -109,16 +108,7 @@ def measure(
             t, du_total = run_du(root)
             times["du"].append(t)
             times["du_empty"].append(run_du(Path(empty.name))[0])
-            s = sampler()  # fresh: an empty cache
-            t, full = scan(s)
-            times["full"].append(t)
-            # The first rescan still pays for the full scan (its garbage, caches refilled); the
-            # steady state comes after the cyclic GC's debt is paid (untimed), as in a daemon.
-            t, _ = scan(s)
-            times["first_rescan"].append(t)
-            gc.collect()
-            t, steady = scan(s)
-            times["steady"].append(t)
+            full, steady = scan_round(sampler, times, scan)
             for other in (full, whole):
                 same &= steady.root_dirs == other.root_dirs and steady.owners == other.owners
     finally:

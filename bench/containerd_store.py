@@ -74,6 +74,7 @@ from bench.scan_vs_du import (
     parallelism,
     run_du,
     run_scan,
+    scan_round,
     unmount_under,
 )
 from exporter import logs
@@ -476,18 +477,7 @@ def measure(
                     times[f"{name}_wall"].append(w)
             t, du_total = run_du(root)
             times["du"].append(t)
-            sampler = ScanSampler(store, walker, budget=600)  # fresh: an empty cache
-            t, full = run_scan(sampler)
-            times["full"].append(t)
-            # The same sampler again, nothing changed: the first rescan still pays for the full
-            # scan (its garbage collected, caches refilled); the next is the steady state, after
-            # the cyclic GC's debt of everything timed before it is paid (untimed), as in a daemon
-            # whose rescans allocate little.
-            t, _ = run_scan(sampler)
-            times["first_rescan"].append(t)
-            gc.collect()
-            t, steady = run_scan(sampler)
-            times["steady"].append(t)
+            full, steady = scan_round(lambda: ScanSampler(store, walker, budget=600), times)
             for other in (full, whole):
                 same &= steady.root_dirs == other.root_dirs and steady.owners == other.owners
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import gc
 import gzip
 import hashlib
 import json
@@ -32,7 +33,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,28 @@ def run_scan(sampler: ScanSampler) -> tuple[float, ScanSnapshot]:
     if not ok:
         raise SystemExit(f"scan failed: {status.last_error if status else '?'}")
     return elapsed, sampler.store.snapshot(sampler.name)
+
+
+def scan_round(
+    fresh: Callable[[], ScanSampler],
+    times: dict[str, list[float]],
+    scan: Callable[[ScanSampler], tuple[float, ScanSnapshot]] = run_scan,
+) -> tuple[ScanSnapshot, ScanSnapshot]:
+    """One timed round of the containerd benchmarks: a full scan of a `fresh()` sampler (an
+    empty cache), then the same sampler again, nothing changed: the first rescan still pays for
+    the full scan (its garbage collected, caches refilled); the next is the steady state, after
+    the cyclic GC's debt of everything timed before it is paid (untimed), as in a daemon whose
+    rescans allocate little. Appends to times["full"], ["first_rescan"] and ["steady"];
+    returns the full and the steady-state snapshots."""
+    sampler = fresh()
+    t, full = scan(sampler)
+    times["full"].append(t)
+    t, _ = scan(sampler)
+    times["first_rescan"].append(t)
+    gc.collect()
+    t, steady = scan(sampler)
+    times["steady"].append(t)
+    return full, steady
 
 
 def time_layout(root: Path) -> float:
