@@ -40,7 +40,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import busy_note, containerd_scan_rows, scan_machine_line, timing_table, write_section
+from bench.machine import (
+    BENCHMARKS,
+    SWING_NOTE,
+    busy_note,
+    containerd_scan_rows,
+    emit,
+    pool_notes,
+    scan_machine_line,
+    timing_table,
+)
 from bench.scan_vs_du import du_command, excluded_by_scan, parallelism, run_du, run_scan, scan_round
 from exporter import logs
 from exporter.model import EngineSnapshot, ScanSnapshot
@@ -61,7 +70,6 @@ BENCH_ROOT = Path(os.environ.get("DSE_TEST_ROOT") or default_test_root()) / "ben
 # What the scan never enters on this store: a container's mounts/ dir (shm, secrets). From
 # outside the engine's mount namespace it and its shm/ are plain dirs, which du counts.
 SCAN_EXCLUDES = ("containers/*/mounts",)
-BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def sample_engine(seeded: SeededTrixie) -> Store:
@@ -267,18 +275,11 @@ def main() -> int:
         f" {sum(sw.values())} walks of what can change (the writable layers, the containers' dirs, the"
         " volumes, the small dirs) and attributes. The targets are about roots where du's walk"
         ' dominates, like the 10,000 snapshots of the section "containerd image store".',
-        f"- Parallel ceiling of the machine, {args.workers} processes spinning a CPU-bound loop vs one:"
-        f" {ceiling:.2f}x.",
-        f"- First full scan including the start of the worker pool (forkserver): {cold_full * 1000:,.0f} ms.",
-        "- On a shared VM single runs swing by a third; the ratios come from runs interleaved in one"
-        " process, and repeated invocations are the way to see their spread.",
+        *pool_notes(args.workers, ceiling, cold_full),
+        SWING_NOTE,
         "",
     ]
-    section = "\n".join(lines)
-    print(section)
-    if not args.no_write:
-        write_section(section, args.out)
-        print(f"written to {args.out}", file=sys.stderr)
+    emit("\n".join(lines), args.no_write, args.out)
     return 0
 
 

@@ -57,12 +57,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import (
+    SWING_NOTE,
     busy_note,
     containerd_scan_rows,
     cpu_model,
+    emit,
+    pool_notes,
     scan_machine_line,
     timing_table,
-    write_section,
 )
 from bench.scan_vs_du import (
     _fill,
@@ -779,21 +781,14 @@ def main() -> int:
         " and kept, each blob stat'ed once; a rescan walks the writable layers, the containers' dirs,"
         " the volumes and the small dirs, and re-reads a bolt file only when its txid moved (here"
         " never: containerd is stopped).",
-        f"- Parallel ceiling of the machine, {args.workers} processes spinning a CPU-bound loop vs one:"
-        f" {ceiling:.2f}x.",
-        f"- First full scan including the start of the worker pool (forkserver): {cold_full * 1000:,.0f} ms.",
+        *pool_notes(args.workers, ceiling, cold_full),
         *profile_lines(profiles),
-        "- On a shared VM single runs swing by a third; the ratios come from runs interleaved in one"
-        " process, and repeated invocations are the way to see their spread.",
+        SWING_NOTE,
         "",
     ]
-    section = "\n".join(lines)
-    print(section)
+    emit("\n".join(lines), args.no_write, args.out)
     for name, (_, _, text) in profiles.items():
         print(f"\n--- cProfile, {name} scan ---\n{text}", file=sys.stderr)
-    if not args.no_write:
-        write_section(section, args.out)
-        print(f"written to {args.out}", file=sys.stderr)
     return 0
 
 

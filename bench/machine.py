@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 from exporter.model import ScanSnapshot
@@ -117,3 +118,26 @@ def containerd_scan_rows(
             " recorded, their dirs beside it from the cache",
         ),
     ]
+
+
+SWING_NOTE = (
+    "- On a shared VM single runs swing by a third; the ratios come from runs interleaved in one"
+    " process, and repeated invocations are the way to see their spread."
+)
+
+
+def pool_notes(workers: int, ceiling: float, cold_full: float) -> list[str]:
+    """The machine's parallel ceiling and the first full scan with the pool's start."""
+    return [
+        f"- Parallel ceiling of the machine, {workers} processes spinning a CPU-bound loop vs one:"
+        f" {ceiling:.2f}x.",
+        f"- First full scan including the start of the worker pool (forkserver): {cold_full * 1000:,.0f} ms.",
+    ]
+
+
+def emit(section: str, no_write: bool, out: Path = BENCHMARKS) -> None:
+    """Print a section and, unless `no_write`, write it into docs/benchmarks.md."""
+    print(section)
+    if not no_write:
+        write_section(section, out)
+        print(f"written to {out}", file=sys.stderr)

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import busy_note, scan_machine_line, timing_table, write_section
+from bench.machine import SWING_NOTE, busy_note, emit, scan_machine_line, timing_table
 from exporter import logs
 from exporter.model import Container, EngineInfo, EngineSnapshot, SamplerStatus, ScanSnapshot, Volume
 from exporter.samplers import Store
@@ -658,15 +658,10 @@ def main() -> int:
         " full-path patterns (`*/overlay2/*/merged`, `*/containers/*/mounts`) made it 3 to 7 times"
         " slower in a trial here (0.4 s to 2.9-3.2 s; 1.1-1.4 s with `LC_ALL=C`), which would flatter"
         " the scan. Real mounts make plain `-x` cover the same set, as on a host.",
-        "- On a shared VM single runs swing by a third; the ratios come from runs interleaved in one"
-        " process, and repeated invocations are the way to see their spread.",
+        SWING_NOTE,
         "",
     ]
-    section = "\n".join(lines)
-    print(section)
-    if not args.no_write:
-        write_section(section, args.out)
-        print(f"written to {args.out}", file=sys.stderr)
+    emit("\n".join(lines), args.no_write, args.out)
     return 0
 
 
