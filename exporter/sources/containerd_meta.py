@@ -189,7 +189,7 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
         if digest:
             images[image] = digest
     records = ns.get("snapshots", {}).get(snapshotter, {})
-    frozen, none = MappingProxyType, _NO_LABELS  # labels inline below, not by _labels(): 10,000 calls
+    frozen, none = MappingProxyType, _NO_LABELS  # the blobs' labels inline, not by _labels(): 10,000 calls
     snapshots = {key: _namespaced_snapshot(key, backend or "") for key, (backend,) in records.items()}
     content = ns.get("content", {})
     blobs = {
@@ -212,7 +212,7 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
 
 
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
-# The records, by the ten thousand: made without their dataclass __init__'s cost (exporter.records.maker).
+# The records, by the ten thousand: made without their dataclass __init__'s cost (records.maker).
 _snapshot_record = maker(SnapshotRecord)
 _namespaced_snapshot = maker(NamespacedSnapshot)
 _blob = maker(Blob)
