@@ -769,6 +769,26 @@ def test_walker_recovers_from_a_killed_worker(dirs: dict[str, Path]) -> None:
         assert walker._pool is not None and walker.walks == 3 * len(jobs)
 
 
+def test_a_prefetch_whose_workers_die_gives_nothing_and_the_next_run_walks(dirs: dict[str, Path]) -> None:
+    """Workers killed under a prefetch: its results are simply absent (never an exception),
+    and the run that walks what it lacked gets a fresh pool."""
+    parent = next(iter(dirs.values())).parent
+    names = tuple(sorted(p.name for p in dirs.values()))
+    jobs = [WalkJob(n, str(parent / n)) for n in names]
+    want = {n: walk(str(parent / n)) for n in names}
+    with Walker(workers=2) as walker:
+        assert walker.run(jobs) == want  # the pool is up
+        procs = list(walker._pool._processes.values())  # type: ignore[union-attr]
+        for p in procs:
+            os.kill(p.pid, signal.SIGSTOP)  # they take the job and finish none of it
+        started = walker.start([du.ChildWalks(str(parent), names)], time.monotonic() + 60)
+        assert started.jobs == len(names)
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+        assert started.children(str(parent), frozenset()) == {}
+        assert walker.run(jobs) == want and walker.run(jobs) == want
+
+
 def run_while_the_workers_die(walker: Walker, jobs: list[WalkJob]) -> dict[str, Usage]:
     """`walker.run(jobs)` with its workers frozen (they take the jobs and finish none of them),
     then killed while the run waits on them."""
