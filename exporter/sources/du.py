@@ -253,25 +253,18 @@ def _walk_children(
 ) -> array:
     """Each child walked as `walk` would (runs in a worker): their figures as one flat array
     of 5 per child, which crosses the pipe as one buffer, not 10,000 objects."""
+    if _native is not None and not python:
+        excl = tuple(os.fsencode(rel) for rel in _norm_excludes(exclude))
+        until = -1.0 if deadline is None else max(deadline, 0.0)
+        try:  # in C, each child relative to one descriptor of `path`
+            return array(
+                "q", _native.walk_children(os.fsencode(path), tuple(map(os.fsencode, names)), excl, until)
+            )
+        except (ValueError, MemoryError):  # a name with a NUL (never listed), or no memory: one by one
+            pass
     out = array("q")
-    if _native is None or python:
-        for name in names:
-            try:
-                out.extend(walk_python(f"{path}/{name}", exclude=exclude, deadline=deadline))
-            except Exception:  # noqa: BLE001 - one bad directory must not sink the others
-                out.extend(UNREADABLE)
-        return out
-    excl = tuple(os.fsencode(rel) for rel in _norm_excludes(exclude))
-    until = -1.0 if deadline is None else max(deadline, 0.0)
-    try:  # in C, each child relative to one descriptor of `path`
-        out.frombytes(_native.walk_children(os.fsencode(path), tuple(map(os.fsencode, names)), excl, until))
-    except (ValueError, MemoryError):  # a name with a NUL (never listed), or no memory: one by one
-        out = array("q")
-        for name in names:
-            try:
-                out.extend(walk(f"{path}/{name}", exclude=exclude, deadline=deadline))
-            except Exception:  # noqa: BLE001
-                out.extend(UNREADABLE)
+    for name in names:
+        out.extend(_safe_walk(WalkJob(name, f"{path}/{name}", exclude), deadline, python))
     return out
 
 
