@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from exporter.memo import Derived
@@ -180,22 +180,13 @@ def _blob_kind(
     """What a blob is: as the images' manifests say, else as containerd's GC labels say (the
     unpacker's `uncompressed` on layers, gc.ref.snapshot on configs, gc.ref.content on
     manifests and indexes); a blob no namespace records is unreferenced."""
-    if len(records) == 1:  # one namespace, the common case: no list made per blob
-        one = records[0].get(digest)
-        if one is None:
-            return "unreferenced"
-        kind = doc_kinds.get(digest)
-        return kind if kind is not None else _label_kind(one.labels.keys())
     held = [b for blobs in records if (b := blobs.get(digest)) is not None]
     if not held:
         return "unreferenced"
     kind = doc_kinds.get(digest)
     if kind is not None:
         return kind
-    return _label_kind({k for b in held for k in b.labels})
-
-
-def _label_kind(keys: Collection[str]) -> str:
+    keys = {k for b in held for k in b.labels}
     if "containerd.io/uncompressed" in keys:
         return "layer"
     if any(k.startswith("containerd.io/gc.ref.snapshot.") for k in keys):
