@@ -7,8 +7,6 @@ reusable is not asked for, so it is dropped, and a host's churn never grows the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from exporter.model import Usage
 from exporter.sources.stamps import Stamp
 from exporter.stores.inventory import Key, Part
@@ -42,11 +40,6 @@ class UsageCache:
     def put(self, key: Key, usage: Usage, stamp: Stamp | None = None) -> None:
         if self.keeps(usage):
             self._used[key] = (stamp, usage)
-
-    def put_all(self, results: Iterable[tuple[Key, Usage]]) -> None:
-        """`put` of each, for good (no stamp): the many a first scan takes at once."""
-        keeps, used = self.keeps, self._used
-        used.update((key, (None, usage)) for key, usage in results if keeps(usage))
 
     def group(self, key: Key) -> UsageCache:
         """The cache of a group's members (exporter.stores.inventory.MetaDir.members), kept as

@@ -184,7 +184,6 @@ def make_plan(
 
 
 AREA_GROUP = Key(Part.LAYER, "")  # the sub-cache of the layer area's settled results
-_nothing = {}.get  # the lookup of an empty cache
 
 
 @dataclass(frozen=True)
@@ -234,8 +233,7 @@ def _plan_area(
     inner = _Planner(sub, planner.hints, plan, planner.root, known=settled)
     before = len(plan.jobs)
     ahead: Mapping[str, Usage] | None = None  # the rests the workers walked already, by dir
-    taken: list[tuple[Key, Usage]] = []
-    cached = sub.get if len(sub) else _nothing  # a first scan's is empty: not asked 20,000 times
+    taken = 0
     present = layout.layer_dirs
     for layer in layout.layers:
         sid = layer.store_id
@@ -245,14 +243,15 @@ def _plan_area(
         recorded = layer.recorded
         # The common case: what the layer needs is there (its content as the store recorded it,
         # or walked once, and the rest walked once, or by the workers before the plan).
-        a = recorded if recorded is not None else cached(content)
-        b = cached(rest)
+        a = recorded if recorded is not None else sub.get(content)
+        b = sub.get(rest)
         if b is None:
             if ahead is None:  # asked once, and only on a miss: a rescan never waits here
                 ahead = prefetched.children(area.path, area.rest_exclude)
             b = ahead.get(sid)
             if b is not None:
-                taken.append((rest, b))
+                sub.put(rest, b)  # kept as a walk of it would be (Plan.keep)
+                taken += 1
         if a is not None and b is not None:
             settled[content], settled[rest] = a, b
             continue
@@ -270,8 +269,7 @@ def _plan_area(
         if _settled(other):
             _plan_dir(inner, area, other)
     if taken:
-        sub.put_all(taken)  # kept as a walk of them would be (Plan.keep)
-        plan.walked_ahead[Part.LAYER_REST.kind] += len(taken)
+        plan.walked_ahead[Part.LAYER_REST.kind] += taken
     complete = len(plan.jobs) == before  # nothing of the settled part had to be walked
     for other in live:
         _plan_dir(planner, area, other)
