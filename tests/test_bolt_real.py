@@ -113,7 +113,7 @@ def test_reads_while_containerd_holds_its_files(live: hc.PrivateContainerd) -> N
 def test_containerd_records_from_the_live_files(live: hc.PrivateContainerd) -> None:
     """read_metadata and read_snapshots, which read only their shapes' buckets, on the files
     containerd holds: what ctr lists, and the same records as from read_db's whole tree."""
-    from exporter.sources.containerd_meta import read_metadata, read_snapshots
+    from exporter.sources.containerd_meta import read_blob_labels, read_metadata, read_snapshots
     from tests.unit.test_bolt import records, reference_metadata, reference_snapshots
 
     for read, reference, db in (
@@ -127,7 +127,8 @@ def test_containerd_records_from_the_live_files(live: hc.PrivateContainerd) -> N
         assert got.txid == want.txid and records(got) == records(want)
     ns = read_metadata(live.meta_db).namespaces[NS]
     assert set(ns.images) == set(hc.images(live, NS)) == {hc.TAG}
-    assert {d: dict(b.labels) for d, b in ns.blobs.items()} == hc.content(live, NS)
+    labels = read_blob_labels(live.meta_db, {NS: sorted(ns.blobs)}).labels[NS]
+    assert {d: dict(b) for d, b in labels.items()} == hc.content(live, NS)
     listed = hc.snapshots(live, NS)
     assert ns.snapshots.keys() == listed.keys()
     by_backend = read_snapshots(live.snapshots_db).by_backend

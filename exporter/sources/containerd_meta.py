@@ -8,7 +8,7 @@ bolt.go, unchanged from 1.6 to 2.x):
 
     meta.db      v1/version                       varint: 3 (1.6, 1.7) or 4 (2.x)
                  v1/<ns>/images/<name>/target/{digest,mediatype,size}
-                 v1/<ns>/content/blob/<digest>/{size,labels/}
+                 v1/<ns>/content/blob/<digest>/{size,labels/}   (digests; labels apart)
                  v1/<ns>/content/ingests/<ref>/
                  v1/<ns>/snapshots/<snapshotter>/<key>/{name,parent,labels/} (name read)
                  v1/<ns>/leases/<id>/{labels/,snapshots/<snapshotter>/<key>,content/<digest>}
@@ -21,7 +21,7 @@ A snapshot record's backend name is "<ns>/<seq>/<key>"; its `id` is the dir's nu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -107,13 +107,6 @@ class NamespacedSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class Blob:
-    digest: str
-    size: int | None
-    labels: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
 class Lease:
     id: str
     labels: Mapping[str, str]
@@ -126,7 +119,7 @@ class Namespace:
     name: str
     images: Mapping[str, str]  # image name -> its target's digest
     snapshots: Mapping[str, NamespacedSnapshot]  # by key, of this reader's snapshotter
-    blobs: Mapping[str, Blob]  # by digest
+    blobs: frozenset[str]  # the digests of the blobs it records (their labels: read_blob_labels)
     leases: Mapping[str, Lease]
     ingests: frozenset[str]  # refs of downloads in progress
     containers: frozenset[str]
@@ -144,14 +137,15 @@ _LABELS = {bolt.ANY: bolt.TEXT}
 
 def metadata_shape(snapshotter: str) -> dict[object, bolt.Shape]:
     """What read_metadata takes of meta.db: not the containers' specs, the images' other
-    fields, the snapshot records' parents, labels and children, or any timestamp."""
+    fields, the snapshot records' parents, labels and children, the blobs' records (each is a
+    page: 11,000 blobs were 60 % of this read; read_blob_labels reads the few a caller needs),
+    or any timestamp."""
     record = bolt.Row(name=bolt.TEXT)
-    blob = bolt.Row(size=bolt.VARINT, labels=_LABELS)
     lease = bolt.Row(labels=_LABELS, snapshots={snapshotter: bolt.KEYS}, content=bolt.KEYS)
     namespace: dict[object, bolt.Shape] = {
         "images": {bolt.ANY: bolt.Row(target=bolt.Row(digest=bolt.TEXT))},
         "snapshots": {snapshotter: {bolt.ANY: record}},
-        "content": {"blob": {bolt.ANY: blob}, "ingests": {bolt.ANY: {}}},
+        "content": {"blob": bolt.KEYS, "ingests": {bolt.ANY: {}}},
         "leases": {bolt.ANY: lease},
         "containers": {bolt.ANY: {}},  # their names: a container's own buckets are not read
     }
@@ -178,6 +172,27 @@ def _metadata(path: str | os.PathLike[str], db: bolt.Selection, snapshotter: str
     return Metadata(db.txid, version, MappingProxyType(namespaces))
 
 
+@dataclass(frozen=True)
+class BlobLabels:
+    txid: int  # read_metadata's may be older: the caller compares
+    labels: Mapping[str, Mapping[str, Mapping[str, str]]]  # namespace -> digest -> its labels
+
+
+def read_blob_labels(path: str | os.PathLike[str], wanted: Mapping[str, Iterable[str]]) -> BlobLabels:
+    """The labels of the blobs `wanted` names (namespace -> digests), no others: a read apart
+    from read_metadata's, so its txid may be a later one. A digest not recorded is left out.
+    Raises bolt.BoltError."""
+    blob = bolt.Row(labels=_LABELS)
+    shape = {"v1": {ns: {"content": {"blob": dict.fromkeys(ds, blob)}} for ns, ds in wanted.items()}}
+    with cyclic_gc_paused():
+        db = bolt.select(path, shape)
+    labels = {
+        ns: {d: _labels(raw) for d, (raw,) in tree.get("content", {}).get("blob", {}).items()}
+        for ns, tree in db.tree.get("v1", {}).items()
+    }
+    return BlobLabels(db.txid, MappingProxyType(labels))
+
+
 def _labels(raw: dict[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(raw) if raw else _NO_LABELS
 
@@ -189,13 +204,8 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
         if digest:
             images[image] = digest
     records = ns.get("snapshots", {}).get(snapshotter, {})
-    frozen, none = MappingProxyType, _NO_LABELS  # the blobs' labels inline, not by _labels(): 10,000 calls
     snapshots = {key: _namespaced_snapshot(key, backend or "") for key, (backend,) in records.items()}
     content = ns.get("content", {})
-    blobs = {
-        d: _blob(d, size, frozen(labels) if labels else none)
-        for d, (size, labels) in content.get("blob", {}).items()
-    }
     leases = {
         lid: _lease(lid, _labels(labels), (held or {}).get(snapshotter, _NONE), resources or _NONE)
         for lid, (labels, held, resources) in ns.get("leases", {}).items()
@@ -204,7 +214,7 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
         name=name,
         images=MappingProxyType(images),
         snapshots=MappingProxyType(snapshots),
-        blobs=MappingProxyType(blobs),
+        blobs=content.get("blob", _NONE),
         leases=MappingProxyType(leases),
         ingests=frozenset(content.get("ingests", ())),
         containers=frozenset(ns.get("containers", ())),
@@ -212,9 +222,8 @@ def _namespace(name: str, ns: dict[str, Any], snapshotter: str) -> Namespace:
 
 
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
+_NONE: frozenset[str] = frozenset()
 # The records, by the ten thousand: made without their dataclass __init__'s cost (records.maker).
 _snapshot_record = maker(SnapshotRecord)
 _namespaced_snapshot = maker(NamespacedSnapshot)
-_blob = maker(Blob)
 _lease = maker(Lease)
-_NONE: frozenset[str] = frozenset()

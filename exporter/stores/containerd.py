@@ -37,7 +37,7 @@ from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.layout import names_in
 from exporter.sources.stamps import DirNames
 from exporter.stores import register
-from exporter.stores.content import CONTENT, ContentStore, within
+from exporter.stores.content import CONTENT, ContentStore, unreached, within
 from exporter.stores.inventory import (
     AreaDir,
     Key,
@@ -143,7 +143,9 @@ class ContainerdReader:
                 self._young_new(listing) and int(time.time() // 300),
             ),
         )
-        content, measured, blobs = self.content.measure(croot, root, parsed.meta, c.doc_kinds, prefetched)
+        content, measured, blobs = self.content.measure(
+            croot, root, parsed.meta, c.doc_kinds, c.blob_labels, prefetched
+        )
         image_content = self._image_content.get(lambda: _image_content(blobs, c.image_blobs), blobs, c)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
@@ -235,12 +237,7 @@ class ContainerdReader:
                     snaps = containerd_meta.read_snapshots(path)
                 self._failing.discard(name)
             except bolt.BoltError as exc:
-                self._errors[name] = self._errors.get(name, 0) + 1
-                if name not in self._failing:
-                    log.warning(
-                        "containerd metadata unreadable", file=path, error=f"{type(exc).__name__}: {exc}"
-                    )
-                    self._failing.add(name)
+                self._failed(name, path, exc)
                 if (meta if name == "meta.db" else snaps) is None:
                     raise
         assert meta is not None and snaps is not None
@@ -248,6 +245,37 @@ class ContainerdReader:
             self._parsed = _Parsed(meta, snaps)
         assert self._parsed is not None
         return self._parsed
+
+    def _failed(self, name: str, path: str, exc: bolt.BoltError, read: str = "") -> None:
+        """A read of a bolt file failed: counted every time, logged once until that read
+        (`read`, the whole file's by default) succeeds."""
+        self._errors[name] = self._errors.get(name, 0) + 1
+        if (read or name) not in self._failing:
+            log.warning("containerd metadata unreadable", file=path, error=f"{type(exc).__name__}: {exc}")
+            self._failing.add(read or name)
+
+    def _blob_labels(
+        self, croot: str, meta: Metadata, doc_kinds: Mapping[str, str]
+    ) -> dict[str, frozenset[str]]:
+        """The label keys of the blobs no image's manifests reach, all namespaces' (what tells
+        their kind), read apart: on a host a few, if any. Read at a later txid than `meta`'s,
+        they still name the same blobs, and the next scan, seeing meta.db's txid moved, reads
+        and classifies again. A failed read fails this scan (its last figures stand), counted."""
+        wanted = unreached(meta, doc_kinds)
+        if not wanted:
+            return {}
+        path = os.path.join(croot, META_DB)
+        try:
+            got = containerd_meta.read_blob_labels(path, wanted)
+        except bolt.BoltError as exc:
+            self._failed("meta.db", path, exc, read="blob labels")
+            raise
+        self._failing.discard("blob labels")
+        keys: dict[str, set[str]] = {}
+        for blobs in got.labels.values():
+            for digest, labels in blobs.items():
+                keys.setdefault(digest, set()).update(labels)
+        return {d: frozenset(k) for d, k in keys.items()}
 
     # -- the snapshots --------------------------------------------------------------------
 
@@ -258,6 +286,7 @@ class ContainerdReader:
         ns = meta.namespaces.get(ns_name)
         named = {s.backend for n in meta.namespaces.values() for s in n.snapshots.values()}
         images, diffs, doc_kinds, image_blobs = self.content.images(croot, ns)
+        blob_labels = self._blob_labels(croot, meta, doc_kinds)
         chains = {c for chain in images.values() for c in chain}
         leased: dict[str, bool] = {}  # key -> held by a BuildKit (gc.flat) lease
         for lease in ns.leases.values() if ns else ():
@@ -324,6 +353,7 @@ class ContainerdReader:
             area_dirs=tuple(dirs),
             writable=writable,
             doc_kinds=doc_kinds,
+            blob_labels=blob_labels,
             image_blobs=image_blobs,
             image_dirs=image_dirs,
         )
@@ -341,6 +371,7 @@ class _Classified:
     area_dirs: tuple[AreaDir, ...]
     writable: Mapping[str, str]
     doc_kinds: Mapping[str, str]
+    blob_labels: Mapping[str, frozenset[str]]  # digest -> its label keys, of blobs no manifest reaches
     image_blobs: Mapping[str, frozenset[str]]  # image -> the digests of its blobs
     image_dirs: Mapping[str, tuple[str, ...]]  # image -> its snapshots' dirs, top first
 

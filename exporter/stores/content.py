@@ -113,11 +113,12 @@ class ContentStore:
         names: tuple[str, ...],
         meta: Metadata,
         doc_kinds: Mapping[str, str],
+        labels: Mapping[str, frozenset[str]],
         stat_ahead: Mapping[str, Usage],
     ) -> tuple[dict[Key, str], dict[Key, Usage]]:
         """Each blob's stat (kept by name: a blob's bytes never change; the workers' if they
         made it) and kind."""
-        records = [ns.blobs for ns in meta.namespaces.values()]
+        recorded = frozenset().union(*(ns.blobs for ns in meta.namespaces.values()))
         kinds: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
         live = {}
@@ -127,7 +128,7 @@ class ContentStore:
             live[name] = usage
             key = Key(Part.BLOB, prefix + name)
             measured[key] = usage
-            kinds[key] = _blob_kind("sha256:" + name, records, doc_kinds)
+            kinds[key] = _blob_kind("sha256:" + name, recorded, doc_kinds, labels)
         self._blobs = live
         return kinds, measured
 
@@ -137,12 +138,14 @@ class ContentStore:
         root: str,
         meta: Metadata,
         doc_kinds: Mapping[str, str],
+        labels: Mapping[str, frozenset[str]],
         prefetched: Prefetched = NOTHING_STARTED,
     ) -> tuple[dict[Key, str], dict[Key, Usage], dict[Key, Usage]]:
         """Each blob stat'ed once (content-addressed: immutable), by kind; downloads in
         progress walked every scan; the store's own dirs. Keys relative to the Docker root when
         the store lies in it, else absolute. Returns the kinds of all, what was measured now,
-        and the blobs' stats (the same object while the blobs are)."""
+        and the blobs' stats (the same object while the blobs are). `labels`: unreached()'s
+        blobs' label keys."""
         base = os.path.join(croot, CONTENT)
         rel = within(root, base) or base
         sha = os.path.join(base, "blobs", "sha256")
@@ -150,9 +153,9 @@ class ContentStore:
 
         def records() -> tuple[dict[Key, str], dict[Key, Usage]]:
             ahead = prefetched.children(sha, frozenset())  # waited for only when blobs are new
-            return self._blob_records(sha, rel, names, meta, doc_kinds, ahead)
+            return self._blob_records(sha, rel, names, meta, doc_kinds, labels, ahead)
 
-        kinds, blobs = self._blob_part.get(records, names, meta, doc_kinds)
+        kinds, blobs = self._blob_part.get(records, names, meta, doc_kinds, labels)
         extra: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
         for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
@@ -174,19 +177,27 @@ class ContentStore:
         return all_kinds, measured, blobs
 
 
+def unreached(meta: Metadata, doc_kinds: Mapping[str, str]) -> dict[str, list[str]]:
+    """Per namespace, the blobs it records that no image's manifests reach: their kind is told
+    by their labels (containerd_meta.read_blob_labels), read for these alone."""
+    wanted = {ns.name: sorted(ns.blobs.difference(doc_kinds)) for ns in meta.namespaces.values()}
+    return {ns: digests for ns, digests in wanted.items() if digests}
+
+
 def _blob_kind(
-    digest: str, records: list[Mapping[str, containerd_meta.Blob]], doc_kinds: Mapping[str, str]
+    digest: str, recorded: frozenset[str], doc_kinds: Mapping[str, str], labels: Mapping[str, frozenset[str]]
 ) -> str:
     """What a blob is: as the images' manifests say, else as containerd's GC labels say (the
     unpacker's `uncompressed` on layers, gc.ref.snapshot on configs, gc.ref.content on
-    manifests and indexes); a blob no namespace records is unreferenced."""
-    held = [b for blobs in records if (b := blobs.get(digest)) is not None]
-    if not held:
+    manifests and indexes); a blob no namespace records (`recorded`: all namespaces') is
+    unreferenced. `labels`: the label keys, all namespaces', of each blob the manifests do not
+    reach."""
+    if digest not in recorded:
         return "unreferenced"
     kind = doc_kinds.get(digest)
     if kind is not None:
         return kind
-    keys = {k for b in held for k in b.labels}
+    keys = labels.get(digest, frozenset())
     if "containerd.io/uncompressed" in keys:
         return "layer"
     if any(k.startswith("containerd.io/gc.ref.snapshot.") for k in keys):

@@ -634,7 +634,60 @@ def test_containerd_records_as_from_the_whole_tree(made: Made, bolt_walk: str, t
     assert records(containerd_meta.read_snapshots(snaps)) == records(reference_snapshots(snaps))
     ns = containerd_meta.read_metadata(meta).namespaces[NS]
     assert set(ns.images) == set(made.images) and set(ns.blobs) == set(made.content)
-    assert {d: dict(b.labels) for d, b in ns.blobs.items()} == made.content
+    got = containerd_meta.read_blob_labels(meta, {NS: sorted(ns.blobs), "no-such-ns": ["sha256:0"]})
+    assert got.txid == containerd_meta.read_metadata(meta).txid
+    assert {d: dict(labels) for d, labels in got.labels[NS].items()} == made.content
+    assert set(got.labels) == {NS}  # what is not recorded is left out
+    one = containerd_meta.read_blob_labels(meta, {NS: [made.config, "sha256:" + "0" * 64]}).labels[NS]
+    assert {d: dict(labels) for d, labels in one.items()} == {made.config: made.content[made.config]}
+
+
+def test_blob_kinds_by_labels_read_for_the_unreached_only(made: Made, tmp_path: Path) -> None:
+    """The blobs no manifest reaches get their kind from their labels, read from the real
+    meta.db for those blobs alone: each kind as the GC labels that ctr lists say."""
+    from exporter.stores.containerd import META_DB, ContainerdReader
+    from exporter.stores.content import _blob_kind
+
+    croot = tmp_path / "croot"
+    (croot / META_DB).parent.mkdir(parents=True)
+    meta = containerd_meta.read_metadata(put(made.after, croot / META_DB))
+    reached = {made.config: "config"}  # as if a manifest named the config, and no other blob
+    reads: list[dict[str, list[str]]] = []
+    real = containerd_meta.read_blob_labels
+
+    def spy(path: str, wanted: dict[str, list[str]]) -> containerd_meta.BlobLabels:
+        reads.append(wanted)
+        return real(path, wanted)
+
+    containerd_meta.read_blob_labels = spy  # type: ignore[assignment]
+    try:
+        keys = ContainerdReader()._blob_labels(str(croot), meta, reached)
+    finally:
+        containerd_meta.read_blob_labels = real  # type: ignore[assignment]
+    others = sorted(set(made.content) - {made.config})
+    assert reads == [{NS: others}]
+    assert keys == {d: frozenset(made.content[d]) for d in others}
+    recorded = frozenset(made.content)
+    kinds = {d: _blob_kind(d, recorded, reached, keys) for d in made.content}
+    assert kinds[made.config] == "config"
+    for d in others:  # the rule, from the labels as ctr lists them
+        labels = made.content[d]
+        want = (
+            "layer" if "containerd.io/uncompressed" in labels
+            else "config" if any(k.startswith("containerd.io/gc.ref.snapshot.") for k in labels)
+            else "manifest" if any(k.startswith("containerd.io/gc.ref.content.") for k in labels)
+            else "other"
+        )  # fmt: skip
+        assert kinds[d] == want
+    assert {"layer", "manifest"} <= set(kinds.values())  # the index's and the layers' labels
+    assert _blob_kind("sha256:" + "0" * 64, recorded, reached, keys) == "unreferenced"
+    assert ContainerdReader()._blob_labels(str(croot), meta, dict.fromkeys(made.content, "x")) == {}
+    put(made.after[: len(made.after) // 2], croot / META_DB)  # torn since: the scan fails, counted
+    reader = ContainerdReader()
+    for _ in range(2):
+        with pytest.raises(BoltError):
+            reader._blob_labels(str(croot), meta, reached)
+    assert reader._errors == {"meta.db": 2} and reader._failing == {"blob labels"}
 
 
 def fuzzed(data: bytes, flips: list[tuple[int, int, bool, int]]) -> bytes:
@@ -689,7 +742,7 @@ def test_records_made_without_init_are_the_same(bolt_walk: str) -> None:
     from types import MappingProxyType
 
     from exporter.records import maker
-    from exporter.sources.containerd_meta import Blob, SnapshotRecord
+    from exporter.sources.containerd_meta import Lease, SnapshotRecord
 
     make = maker(SnapshotRecord)
     made_one = make(7, "moby/3/sha256:x", 3, "", 4096, 2)
@@ -698,8 +751,8 @@ def test_records_made_without_init_are_the_same(bolt_walk: str) -> None:
     assert type(made_one) is SnapshotRecord and made_one.key == "sha256:x" and made_one.namespace == "moby"
     with pytest.raises(AttributeError):
         made_one.size = 1  # type: ignore[misc]
-    blob = maker(Blob)("sha256:y", None, MappingProxyType({"a": "b"}))
-    assert blob == Blob("sha256:y", None, MappingProxyType({"a": "b"}))
+    lease = maker(Lease)("l", MappingProxyType({"a": "b"}), frozenset({"k"}), frozenset())
+    assert lease == Lease("l", MappingProxyType({"a": "b"}), frozenset({"k"}), frozenset())
     with pytest.raises(TypeError):
         make(1, 2)
     for cls in (bolt.Snapshot, bolt.Bucket, Made):  # not frozen, not slots, or neither
@@ -773,17 +826,14 @@ def reference_metadata(path: Path, snapshotter: str = "overlayfs") -> containerd
             _text(k): cm.NamespacedSnapshot(_text(k), _text(b.get("name")))
             for k, b in (ns.bucket("snapshots", snapshotter) or empty).buckets.items()
         }
-        blobs = {
-            _text(k): cm.Blob(_text(k), _varint(b.get("size")), labels(b.bucket("labels")))
-            for k, b in (ns.bucket("content", "blob") or empty).buckets.items()
-        }
+        blobs = keys(ns.bucket("content", "blob"))
         leases = {
             _text(k): cm.Lease(_text(k), labels(b.bucket("labels")), keys(b.bucket("snapshots", snapshotter)),
                                keys(b.bucket("content")))
             for k, b in (ns.bucket("leases") or empty).buckets.items()
         }  # fmt: skip
         namespaces[_text(raw)] = cm.Namespace(
-            _text(raw), MappingProxyType(images), MappingProxyType(snapshots), MappingProxyType(blobs),
+            _text(raw), MappingProxyType(images), MappingProxyType(snapshots), blobs,
             MappingProxyType(leases), names(ns.bucket("content", "ingests")), names(ns.bucket("containers")),
         )  # fmt: skip
     return cm.Metadata(db.txid, version, MappingProxyType(namespaces))

@@ -87,7 +87,7 @@ class State:
                 name,
                 MappingProxyType(self.images if name == "moby" else {}),
                 MappingProxyType(snaps),
-                MappingProxyType({}),
+                frozenset(),
                 MappingProxyType(self.leases if name == "moby" else {}),
                 frozenset(),
                 frozenset(),
@@ -197,12 +197,12 @@ def test_the_blobs_stats_come_from_the_workers_on_a_first_scan(
     with du.Walker(workers=2) as walker:
         started = walker.start([store.prefetch(str(tmp_path))], time.monotonic() + 60)
         assert started.jobs == 40
-        kinds, _, blobs = store.measure(str(tmp_path), str(tmp_path), meta, {}, started)
+        kinds, _, blobs = store.measure(str(tmp_path), str(tmp_path), meta, {}, {}, started)
     assert len(blobs) == 40 and not [c for c in calls if "/blobs/sha256/" in c]
     assert {k.id.rsplit("/", 1)[1]: u for k, u in blobs.items()} == {
         n: du.one_inode(str(s.blobs / n)) for n in os.listdir(s.blobs)
     }
     assert set(kinds.values()) == {"unreferenced", "other"}  # no namespace records them
     fresh = content.ContentStore()  # no workers: each blob stat'ed here, the same figures
-    assert fresh.measure(str(tmp_path), str(tmp_path), meta, {})[2] == blobs
+    assert fresh.measure(str(tmp_path), str(tmp_path), meta, {}, {})[2] == blobs
     assert len([c for c in calls if "/blobs/sha256/" in c]) == 40
