@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from exporter.memo import Derived
 from exporter.model import Usage
@@ -24,13 +24,83 @@ CONTENT = "io.containerd.content.v1.content"
 MAX_JSON = 4 << 20  # a manifest or config blob; anything bigger is not one
 
 
+class Platform(NamedTuple):
+    """One manifest of an image: its config, its layers, and the config's diff IDs and the
+    chain IDs they make (empty when the config is not there or names none)."""
+
+    config: str
+    layers: tuple[str, ...]
+    diff_ids: tuple[str, ...]
+    chain_ids: tuple[str, ...]
+
+
+class ImageDocs(NamedTuple):
+    """What one image's own documents say. Content-addressed, so it stands for good while
+    none of `missing` (what it names that the store did not hold: another platform's, or a
+    download to come) has come."""
+
+    manifests: tuple[str, ...]  # its index and the manifests in it that are there
+    platforms: tuple[Platform, ...]
+    missing: frozenset[str]  # the file names (hex digests) of documents not there
+
+
+def image_docs(croot: str, target: str) -> ImageDocs:
+    """An image's index or manifest, the manifests an index lists, their configs (OCI image
+    spec), read and parsed."""
+    manifests: list[str] = []
+    platforms: list[Platform] = []
+    missing: set[str] = set()
+
+    def visit(digest: str, depth: int) -> None:
+        doc = _doc(croot, digest, missing)
+        if not isinstance(doc, dict) or depth > 4:
+            return
+        manifests.append(digest)
+        if isinstance(doc.get("manifests"), list):  # an index or a manifest list
+            for m in doc["manifests"]:
+                visit(_digest(m), depth + 1)
+        elif "config" in doc:
+            cdigest = _digest(doc.get("config"))
+            diff_ids = _diff_ids(_doc(croot, cdigest, missing))
+            layers = doc.get("layers")
+            platforms.append(
+                Platform(
+                    cdigest,
+                    tuple(map(_digest, layers)) if isinstance(layers, list) else (),
+                    tuple(diff_ids),
+                    chain_ids(diff_ids) if diff_ids else (),
+                )
+            )
+
+    visit(target, 0)
+    return ImageDocs(tuple(manifests), tuple(platforms), frozenset(missing))
+
+
+def _doc(croot: str, digest: str, missing: set[str]) -> Any:
+    """A JSON blob of the content store, parsed; None if it is not one. One that is not there
+    (or not readable now) is added to `missing`."""
+    if not digest.startswith("sha256:") or len(digest) != 71:
+        return None
+    path = os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:])
+    try:
+        raw = read_regular(path, MAX_JSON)
+    except OSError:
+        missing.add(digest[7:])  # another platform's, or not downloaded yet
+        return None
+    try:
+        return json.loads(raw) if len(raw) <= MAX_JSON else None
+    except (ValueError, RecursionError):
+        return None  # not JSON: not a manifest of ours, for good
+
+
 class ContentStore:
     """One containerd root's content store. Keeps what it parsed and stat'ed."""
 
     def __init__(self) -> None:
-        self._docs: dict[str, Any] = {}  # parsed manifest/config blobs by digest
+        self._images: dict[str, ImageDocs] = {}  # by target digest
         self._blobs: dict[str, Usage] = {}  # blob file name -> its stat
         self._blob_names = DirNames()  # blobs/sha256: the same object while the same blobs
+        self._present: tuple[tuple[str, ...], frozenset[str]] | None = None
         self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage]]] = Derived()
         self._kinds: Derived[dict[Key, str]] = Derived()
 
@@ -40,66 +110,43 @@ class ContentStore:
         """Image (its target digest, Docker's image ID here) -> the chain IDs of its unpacked
         platforms; chain ID -> diff ID; the kind of each blob the images reach; and each
         image's blobs (its index, manifests, configs and layers). From the manifests and
-        configs themselves (OCI image spec): an index lists manifests, a manifest its config
-        and layers, a config its rootfs.diff_ids."""
+        configs themselves (image_docs), each image's read once: on a rescan after a pull,
+        only the new image's."""
         images: dict[str, tuple[str, ...]] = {}
         diffs: dict[str, str] = {}
         kinds: dict[str, str] = {}
         blobs: dict[str, frozenset[str]] = {}
         keys = set(ns.snapshots) if ns else set()
+        present = self._present_blobs(croot)
+        known: dict[str, ImageDocs] = {}
         for target in sorted(set(ns.images.values()) if ns else ()):
+            docs = self._images.get(target)
+            if docs is None or not docs.missing.isdisjoint(present):
+                docs = image_docs(croot, target)
+            known[target] = docs
             chain: list[str] = []
-            mine = {target}
-            for manifest in self._manifests(croot, target, kinds, reached=mine):
-                cdigest = _digest(manifest.get("config"))
-                config = self._doc(croot, cdigest)
-                kinds[cdigest] = "config"
-                mine.add(cdigest)
-                layers = manifest.get("layers")
-                if isinstance(layers, list):
-                    digests = list(map(_digest, layers))
-                    kinds.update(dict.fromkeys(digests, "layer"))
-                    mine.update(digests)
-                diff_ids = _diff_ids(config)
-                ids = chain_ids(diff_ids) if diff_ids else ()
+            kinds.update(dict.fromkeys(docs.manifests, "manifest"))
+            mine = {target, *docs.manifests}
+            for p in docs.platforms:
+                kinds[p.config] = "config"
+                kinds.update(dict.fromkeys(p.layers, "layer"))
+                mine.add(p.config)
+                mine.update(p.layers)
+                ids = p.chain_ids
                 if ids and ids[-1] in keys:  # this platform is unpacked
-                    diffs.update(zip(ids, diff_ids, strict=True))
+                    diffs.update(zip(ids, p.diff_ids, strict=True))
                     chain += [c for c in ids if c not in chain]
             images[target] = tuple(chain)
             blobs[target] = frozenset(d for d in mine if d)
-        # Parsed blobs of images that are gone are not kept (what was reached now is).
-        self._docs = {d: doc for d, doc in self._docs.items() if d in kinds}
+        self._images = known  # the images that are gone are not kept
         return images, diffs, kinds, blobs
 
-    def _manifests(
-        self, croot: str, digest: str, kinds: dict[str, str], depth: int = 0, reached: set[str] | None = None
-    ) -> Iterable[dict[str, Any]]:
-        doc = self._doc(croot, digest)
-        if not isinstance(doc, dict) or depth > 4:
-            return
-        kinds[digest] = "manifest"
-        if reached is not None:
-            reached.add(digest)
-        if isinstance(doc.get("manifests"), list):  # an index or a manifest list
-            for m in doc["manifests"]:
-                yield from self._manifests(croot, _digest(m), kinds, depth + 1, reached)
-        elif "config" in doc:
-            yield doc
-
-    def _doc(self, croot: str, digest: str) -> Any:
-        """A JSON blob of the content store, parsed once (blobs never change)."""
-        if not digest.startswith("sha256:") or len(digest) != 71:
-            return None
-        if digest in self._docs:
-            return self._docs[digest]
-        path = os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:])
-        try:
-            raw = read_regular(path, MAX_JSON)
-            doc = json.loads(raw) if len(raw) <= MAX_JSON else None
-        except (OSError, ValueError, RecursionError):
-            return None  # not there (another platform's), or not JSON: not a manifest of ours
-        self._docs[digest] = doc
-        return doc
+    def _present_blobs(self, croot: str) -> frozenset[str]:
+        """The blob files there, as a set (made once per listing)."""
+        names = self._blob_names.get(os.path.join(croot, CONTENT, "blobs", "sha256"))
+        if self._present is None or self._present[0] is not names:
+            self._present = (names, frozenset(names))
+        return self._present[1]
 
     def prefetch(self, croot: str) -> Prefetch:
         """Every blob, to be stat'ed by the workers while the metadata is read (a first scan)."""

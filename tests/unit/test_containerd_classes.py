@@ -164,6 +164,59 @@ def test_image_layers_come_from_the_unpacked_platform_only(tmp_path: Path) -> No
     assert one.owner is Owner.UNREFERENCED
 
 
+def test_an_image_s_documents_are_read_once_and_again_when_one_it_lacked_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image's documents are content-addressed: read once, and again only when one it
+    names that was not there arrives (another platform's manifest, then its config, pulled
+    later); a fresh store reads them as the kept ones say."""
+    from exporter.stores import content
+
+    s = State(tmp_path)
+    amd = [digest(b"base"), digest(b"top")]
+    arm = [digest(b"arm-base")]
+    arm_config = json.dumps({"rootfs": {"type": "layers", "diff_ids": arm}}).encode()
+    arm_manifest = json.dumps(
+        {"schemaVersion": 2, "config": {"digest": digest(arm_config)}, "layers": [{"digest": digest(b"l")}]}
+    ).encode()
+    config = s.blob({"rootfs": {"type": "layers", "diff_ids": amd}})
+    manifest = s.blob(
+        {"schemaVersion": 2, "config": {"digest": config}, "layers": [{"digest": digest(b"m")}]}
+    )
+    index = s.images["multi"] = s.blob(
+        {"manifests": [{"digest": manifest}, {"digest": digest(arm_manifest)}]}
+    )
+    for n, key in enumerate((*chain_ids(amd), *chain_ids(arm)), 1):
+        s.snapshot(n, "moby", key, COMMITTED)
+    ns = s.parsed().meta.namespaces["moby"]
+    calls: list[str] = []
+    real = content.image_docs
+    monkeypatch.setattr(content, "image_docs", lambda c, t: calls.append(t) or real(c, t))
+
+    docs = real(str(tmp_path), index)
+    assert docs.manifests == (index, manifest) and docs.missing == {digest(arm_manifest)[7:]}
+    assert [tuple(p) for p in docs.platforms] == [(config, (digest(b"m"),), tuple(amd), chain_ids(amd))]
+
+    store = content.ContentStore()
+    images, diffs, kinds, blobs = here = store.images(str(tmp_path), ns)
+    assert calls == [index] and images == {index: chain_ids(amd)} and set(diffs) == set(chain_ids(amd))
+    assert kinds == {index: "manifest", manifest: "manifest", config: "config", digest(b"m"): "layer"}
+    assert blobs == {index: frozenset(kinds)}
+    assert store.images(str(tmp_path), ns) == here and calls == [index]  # read once
+
+    (s.blobs / digest(arm_manifest)[7:]).write_bytes(arm_manifest)  # the other platform arrives
+    images, _, kinds, _ = store.images(str(tmp_path), ns)
+    assert calls == [index] * 2 and images == {index: chain_ids(amd)}  # its config: not yet
+    assert kinds[digest(arm_manifest)] == "manifest" and kinds[digest(arm_config)] == "config"
+    assert content.ContentStore().images(str(tmp_path), ns)[2] == kinds and calls == [index] * 3
+    (s.blobs / digest(arm_config)[7:]).write_bytes(arm_config)
+    images, diffs, _, _ = store.images(str(tmp_path), ns)
+    assert images == {index: (*chain_ids(amd), *chain_ids(arm))} and diffs[arm[0]] == arm[0]
+    assert store.images(str(tmp_path), ns)[0] == images and calls == [index] * 4
+    (s.blobs / "ff").write_bytes(b"unrelated")  # a blob the image does not name: not read again
+    assert store.images(str(tmp_path), ns)[0] == images and calls == [index] * 4
+
+
 def test_a_root_without_the_snapshotter_is_said_unattributed(tmp_path: Path) -> None:
     (tmp_path / "docker").mkdir()
     info = EngineInfo("docker", "26.1", "1.45", "overlayfs", "containerd", str(tmp_path / "docker"))
