@@ -27,6 +27,7 @@ from exporter.stores.inventory import (
     Part,
     Reuse,
     StoreLayout,
+    make_key,
 )
 
 BYTES_PER_FILE = 4096  # a layer's guessed inodes from its recorded bytes: a rough median file
@@ -239,7 +240,7 @@ def _plan_area(
         sid = layer.store_id
         if sid not in present:
             continue
-        content, rest = Key(Part.LAYER, sid), Key(Part.LAYER_REST, sid)
+        content, rest = make_key((Part.LAYER, sid)), make_key((Part.LAYER_REST, sid))
         recorded = layer.recorded
         # The common case: what the layer needs is there (its content as the store recorded it,
         # or walked once, and the rest walked once, or by the workers before the plan).

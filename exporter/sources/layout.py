@@ -42,14 +42,14 @@ DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:
     """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + ' ' + DiffID(Ln))."""
-    out: list[str] = []
-    for diff in diff_ids:
-        if not out:
-            out.append(sys.intern(diff))
-        else:
-            digest = hashlib.sha256(f"{out[-1]} {diff}".encode("utf-8", "surrogatepass")).hexdigest()
-            # Interned: thousands of images share their base layers' chain IDs.
-            out.append(sys.intern(f"sha256:{digest}"))
+    if not diff_ids:
+        return ()
+    intern, sha256 = sys.intern, hashlib.sha256  # interned: images share their bases' chain IDs
+    last = intern(diff_ids[0])
+    out = [last]
+    for diff in diff_ids[1:]:
+        last = intern("sha256:" + sha256(f"{last} {diff}".encode("utf-8", "surrogatepass")).hexdigest())
+        out.append(last)
     return tuple(out)
 
 

@@ -28,7 +28,7 @@ from typing import ClassVar
 import structlog
 
 from exporter.memo import Derived
-from exporter.model import EngineInfo, Usage
+from exporter.model import EngineInfo, Usage, make_usage
 from exporter.records import maker
 from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
@@ -317,7 +317,7 @@ class ContainerdReader:
                 dirs.append(AreaDir(name, Owner.UNPACKING if young else Owner.ORPHAN))
                 continue
             recorded = (
-                Usage(rec.size, rec.size, rec.inodes or 0, 0)
+                make_usage((rec.size, rec.size, rec.inodes or 0, 0, False))
                 if rec.kind == COMMITTED and rec.size is not None
                 else None
             )
@@ -380,11 +380,8 @@ def _image_content(
     blobs: Mapping[Key, Usage], image_blobs: Mapping[str, frozenset[str]]
 ) -> dict[str, tuple[Key, ...]]:
     """Each image's blobs as result keys (those in the store)."""
-    blob_key = {k.id.rsplit("/", 1)[-1]: k for k in blobs}
-    return {
-        image: tuple(blob_key[d[7:]] for d in sorted(digests) if d[7:] in blob_key)
-        for image, digests in image_blobs.items()
-    }
+    get = {"sha256:" + k.id.rsplit("/", 1)[-1]: k for k in blobs}.get
+    return {image: tuple(filter(None, map(get, sorted(digests)))) for image, digests in image_blobs.items()}
 
 
 def _hex64(key: str) -> bool:

@@ -18,7 +18,7 @@ from exporter.sources.du import NOTHING_STARTED, Prefetched, one_inode, walk
 from exporter.sources.layout import chain_ids, names_in
 from exporter.sources.rawfs import read_regular
 from exporter.sources.stamps import DirNames
-from exporter.stores.inventory import Key, Part, Prefetch
+from exporter.stores.inventory import Key, Part, Prefetch, make_key
 
 CONTENT = "io.containerd.content.v1.content"
 MAX_JSON = 4 << 20  # a manifest or config blob; anything bigger is not one
@@ -173,7 +173,7 @@ class ContentStore:
         for name in names:
             usage = known(name) or ahead(name) or one_inode(f"{sha}/{name}")
             live[name] = usage
-            key = Key(Part.BLOB, prefix + name)
+            key = make_key((Part.BLOB, prefix + name))
             measured[key] = usage
             kinds[key] = _blob_kind("sha256:" + name, recorded, doc_kinds, labels)
         self._blobs = live
