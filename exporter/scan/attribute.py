@@ -11,6 +11,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain as _chain
 from operator import itemgetter
 
 from exporter.memo import Derived
@@ -306,7 +307,7 @@ def _images(
 
 
 def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
-    users = Counter(cid for chain in layout.image_layers.values() for cid in set(chain))
+    users = Counter(_chain.from_iterable(map(set, layout.image_layers.values())))  # in C: 10,000 chain IDs
     get = r.flat().get  # 20,000 lookups: a plain dict's
     content, rest, present = Part.LAYER, Part.LAYER_REST, layout.layer_dirs
     dirs: dict[str, Usage] = {}

@@ -28,9 +28,11 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple, Protocol
 
 from exporter.model import EMPTY, Usage, total  # noqa: F401 - re-exported: callers sum walks
+from exporter.model import make_usage as _usage
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
@@ -48,7 +50,6 @@ if os.environ.get("DSE_WALK") == "python":  # to compare, or to rule the C walk 
 WALK_IMPL = "c" if _native is not None else "python"
 
 
-_new = tuple.__new__  # a Usage made without its NamedTuple __new__ (a Python function)
 _UNFINISHED = Usage(0, 0, 0, 0, True)  # a walk that never ran or never came back
 UNREADABLE = Usage(0, 0, 0, 1, False)  # one entry we could not read
 
@@ -317,10 +318,15 @@ class Started:
             w = self._futures[fut]
             if self._walker is not None:
                 self._walker.walks += len(w.names)
-            five = [iter(fut.result().tolist())] * 5  # the flat array in fives, by zip in C
-            for name, disk, apparent, files, errors, partial in zip(w.names, *five, strict=False):
+            flat = fut.result()
+            fields = [flat[i::5] for i in range(4)]  # the flat array in fives, sliced in C
+            usages = map(_usage, zip(*fields, repeat(False)))  # and zipped in C
+            if not any(flat[4::5]):  # the common case: none partial
+                got.update(zip(w.names, usages, strict=False))
+                continue
+            for name, usage, partial in zip(w.names, usages, flat[4::5], strict=False):
                 if not partial:
-                    got[name] = _new(Usage, (disk, apparent, files, errors, False))
+                    got[name] = usage
         return got
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from operator import attrgetter
@@ -197,7 +198,8 @@ class ContainerdReader:
     def _young_new(self, listing: tuple[str, ...]) -> bool:
         """Whether the listing holds a `new-*` dir (asked once per listing)."""
         if self._new_in is None or self._new_in[0] is not listing:
-            self._new_in = (listing, any(n.startswith("new-") for n in listing))
+            i = bisect_left(listing, "new-")  # the listing is sorted: where they would be
+            self._new_in = (listing, i < len(listing) and listing[i].startswith("new-"))
         return self._new_in[1]
 
     # -- where containerd keeps its files ---------------------------------------------------

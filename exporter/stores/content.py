@@ -169,13 +169,16 @@ class ContentStore:
         kinds: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
         live = {}
-        known, ahead, prefix = self._blobs.get, stat_ahead.get, f"{rel}/blobs/sha256/"
+        known, ahead, prefix, kind_of = self._blobs.get, stat_ahead.get, f"{rel}/blobs/sha256/", doc_kinds.get
         for name in names:
             usage = known(name) or ahead(name) or one_inode(f"{sha}/{name}")
             live[name] = usage
             key = make_key((Part.BLOB, prefix + name))
             measured[key] = usage
-            kinds[key] = _blob_kind("sha256:" + name, recorded, doc_kinds, labels)
+            digest = "sha256:" + name
+            # The common case inline (a manifest names it): _blob_kind's first two steps.
+            kind = kind_of(digest) if digest in recorded else None
+            kinds[key] = kind or _blob_kind(digest, recorded, doc_kinds, labels)
         self._blobs = live
         return kinds, measured
 
