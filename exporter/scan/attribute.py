@@ -311,8 +311,8 @@ def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
     get = r.flat().get  # 20,000 lookups: a plain dict's
     content, rest, present = Part.LAYER, Part.LAYER_REST, layout.layer_dirs
     dirs: dict[str, Usage] = {}
-    layers, order = [], []
-    for i, x in enumerate(layout.layers):
+    layers, smaller = [], []
+    for x in layout.layers:
         sid = x.store_id
         if sid in present:
             # Plain tuples look the Keys up: equal and hashed alike, without a Key made for each.
@@ -327,9 +327,11 @@ def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
         layers.append(
             _layer_scan(x.chain_id, x.diff_id, sid, x.size or 0, a or EMPTY, whole, users.get(x.chain_id, 0))
         )
-        order.append((-whole.disk_bytes, x.diff_id, i))  # biggest first; sorted as plain tuples
-    order.sort()
-    return _ImagePart(tuple([layers[i] for _, _, i in order]), total(dirs.values()), dirs)
+        smaller.append(-whole.disk_bytes)
+    # Biggest first, ties in the layout's order: a stable sort by one int (by plain tuples of
+    # the size and the diff ID it took three times as long: a host's layers share a few sizes).
+    order = sorted(range(len(layers)), key=smaller.__getitem__)
+    return _ImagePart(tuple([layers[i] for i in order]), total(dirs.values()), dirs)
 
 
 _layer_scan = maker(LayerScan)

@@ -300,6 +300,20 @@ def test_attribution_puts_every_result_in_one_top_dir_and_one_owner(tmp_path: Pa
     assert v.total == r[Key(Part.VOLUME_DATA, "v1")] + r[Key(Part.VOLUME_REST, "v1")]
 
 
+def test_layers_come_biggest_first_and_equal_ones_in_the_layout_s_order(tmp_path: Path) -> None:
+    sizes = [3, 1, 3, 2, 1, 3]
+    layers = tuple(LayerDir(f"L{i}", f"sha256:c{i}", f"sha256:d{9 - i}", "", None) for i in range(len(sizes)))
+    layout = layout_over(tmp_path, layers=layers, layer_dirs=frozenset(x.store_id for x in layers))
+    r = {
+        Key(p, x.store_id): u(n)
+        for x, n in zip(layers, sizes, strict=True)
+        for p in (Part.LAYER, Part.LAYER_REST)
+    }
+    snap = Attribution().snapshot(layout, "/h", engine_with(), {**results_for(layout), **r}, {}, 0)
+    assert [x.cache_id for x in snap.layers] == ["L0", "L2", "L5", "L3", "L1", "L4"]
+    assert [x.total for x in snap.layers] == [u(2 * n) for n in sorted(sizes, reverse=True)]
+
+
 def test_attribution_reuses_the_image_part_only_while_nothing_changed(tmp_path: Path) -> None:
     layout = layout_over(tmp_path)
     r = results_for(layout)
