@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from operator import itemgetter
 from typing import ClassVar, NamedTuple
 
 IMAGE_STATES = ("in_use", "unused", "dangling", "intermediate")
@@ -53,11 +54,21 @@ make_usage = partial(_new, Usage)
 
 
 def total(usages: Iterable[Usage]) -> Usage:
-    """The sum of many Usages, field by field in C (zip and sum), not one Python add per item."""
-    sums = tuple(map(sum, zip(*usages, strict=True)))
+    """The sum of many Usages, field by field in C, not one Python add per item: a few by
+    zip and sum; many (a scan sums tens of thousands) by a sum per field, twice as fast as a
+    zip of them all."""
+    us = usages if isinstance(usages, list | tuple) else list(usages)
+    if len(us) > 64:
+        disk, apparent, files, errors = (sum(map(field, us)) for field in _FIELDS)
+        return _new(Usage, (disk, apparent, files, errors, any(map(_PARTIAL, us))))
+    sums = tuple(map(sum, zip(*us, strict=True)))
     if not sums:
         return EMPTY
     return Usage(sums[0], sums[1], sums[2], sums[3], bool(sums[4]))
+
+
+_FIELDS = tuple(itemgetter(i) for i in range(4))
+_PARTIAL = itemgetter(4)
 
 
 @dataclass(frozen=True)

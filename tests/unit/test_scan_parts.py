@@ -436,3 +436,19 @@ def test_the_first_reader_that_applies_reads_the_root() -> None:
     containerd = EngineInfo("docker", "x", "1.45", "overlayfs", "containerd", "/r")
     assert reader_for(containerd) is ContainerdReader
     assert reader_for(EngineInfo("docker", "x", "1.41", "vfs", "graphdriver", "/r")) is Overlay2Reader
+
+
+@pytest.mark.parametrize("n", [0, 1, 64, 65, 1000])
+def test_total_is_the_sum_field_by_field_few_or_many(n: int) -> None:
+    """total() sums a few by zip and many by a sum per field: the same figures either way, a
+    partial one making the sum partial, from a list, a tuple or a generator."""
+    us = [Usage(4096 * i, 100 * i + 1, i % 7, i % 3, False) for i in range(n)]
+    want = EMPTY
+    for x in us:
+        want = want + x
+    assert total(us) == total(tuple(us)) == total(x for x in us) == want and not total(us).partial
+    if n:
+        us[n // 2] = us[n // 2]._replace(partial=True)
+        got = total(iter(us))
+        assert got.partial is True and got[:4] == want[:4]
+    assert type(total(us)) is Usage
