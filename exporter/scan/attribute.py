@@ -224,7 +224,7 @@ class Attribution:
 
 
 def _tops(layout: StoreLayout, chunk: Mapping[Key, Usage]) -> _Tops:
-    tops = {layout.areas.get(p, _NOWHERE) for p in {key[0] for key in chunk}}
+    tops = {layout.areas.get(p, _NOWHERE) for p in set(map(_part, chunk))}  # the parts in C: 20,000 keys
     if len(tops) == 1 and _NOWHERE not in tops:  # the common case: one dir holds the whole chunk
         (top,) = tops
         whole = total(chunk.values())
@@ -292,15 +292,19 @@ def _images(
     images = []
     of_live = False
     get = r.flat().get  # a plain dict's lookups: every image's blobs
+    layer_dir = layers.dirs.get
     for image, keys in layout.image_content.items():
-        unpacked = []
-        for n in layout.image_dirs.get(image, ()):
-            u = layers.dirs.get(n) or area.dirs.get(n)
-            if u is None and n in live:
-                u, of_live = live[n], True
-            if u is not None:
-                unpacked.append(u)
-        blobs = [u for u in map(get, keys) if u is not None]
+        names = layout.image_dirs.get(image, ())
+        unpacked = list(map(layer_dir, names))  # the common case: all image layers, in C
+        if None in unpacked:
+            unpacked = []
+            for n in names:
+                u = layer_dir(n) or area.dirs.get(n)
+                if u is None and n in live:
+                    u, of_live = live[n], True
+                if u is not None:
+                    unpacked.append(u)
+        blobs = list(filter(None, map(get, keys)))  # the blobs there (a Usage is never falsy)
         images.append(ImageScan(image, total(blobs), total(unpacked)))
     biggest = sorted(images, key=lambda i: (-(i.content.disk_bytes + i.unpacked.disk_bytes), i.id))
     return tuple(biggest), of_live
@@ -336,6 +340,7 @@ def _image_part(layout: StoreLayout, r: Results) -> _ImagePart:
 
 _layer_scan = maker(LayerScan)
 _errors = itemgetter(3)  # Usage.errors, read in C over tens of thousands
+_part = itemgetter(0)  # Key.part
 _NOWHERE = object()  # a part no layout area names (its results' top dir is in their keys)
 
 
