@@ -23,6 +23,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from itertools import chain as _chain
 from operator import attrgetter
 from typing import ClassVar
 
@@ -113,7 +114,7 @@ class ContainerdReader:
         names = self._snapshot_dirs.get(area)
         return (
             self.content.prefetch(croot),
-            Prefetch(area, tuple(n for n in names if n.isdigit()), REST_EXCLUDE),
+            Prefetch(area, tuple(filter(str.isdigit, names)), REST_EXCLUDE),
         )
 
     def read(self, root: str, info: EngineInfo, prefetched: Prefetched = NOTHING_STARTED) -> StoreLayout:
@@ -286,10 +287,11 @@ class ContainerdReader:
     ) -> _Classified:
         meta, snaps = parsed.meta, parsed.snaps
         ns = meta.namespaces.get(ns_name)
-        named = {s.backend for n in meta.namespaces.values() for s in n.snapshots.values()}
+        records = (n.snapshots.values() for n in meta.namespaces.values())
+        named = set(map(_backend, _chain.from_iterable(records)))  # in C: 10,000 records
         images, diffs, doc_kinds, image_blobs = self.content.images(croot, ns)
         blob_labels = self._blob_labels(croot, meta, doc_kinds)
-        chains = {c for chain in images.values() for c in chain}
+        chains = set(_chain.from_iterable(images.values()))
         leased: dict[str, bool] = {}  # key -> held by a BuildKit (gc.flat) lease
         for lease in ns.leases.values() if ns else ():
             for key in lease.snapshots:
@@ -300,7 +302,7 @@ class ContainerdReader:
         # which on a classic build also holds the build containers' committed init layers.
         image_dirs: dict[str, tuple[str, ...]] = {}
         held: set[str] = set()  # backend names in some image's chain
-        by_key = {s.key: s.backend for s in ns.snapshots.values()} if ns else {}
+        by_key = dict(zip(ns.snapshots, map(_backend, ns.snapshots.values()), strict=True)) if ns else {}
         for image, chain in images.items():
             names: list[str] = []
             rec = snaps.by_backend.get(by_key.get(chain[-1], "")) if chain else None
@@ -363,6 +365,7 @@ class ContainerdReader:
 
 _layer_dir = maker(LayerDir)  # ten thousand a first scan
 _store_id = attrgetter("store_id")
+_backend = attrgetter("backend")
 
 
 @dataclass(frozen=True)

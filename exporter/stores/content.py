@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from exporter.memo import Derived
@@ -16,7 +17,7 @@ from exporter.sources import containerd_meta
 from exporter.sources.containerd_meta import Metadata
 from exporter.sources.du import NOTHING_STARTED, Prefetched, one_inode, walk
 from exporter.sources.layout import chain_ids, names_in
-from exporter.sources.rawfs import read_regular
+from exporter.sources.rawfs import DIR_FLAGS, read_regular
 from exporter.sources.stamps import DirNames
 from exporter.stores.inventory import Key, Part, Prefetch, make_key
 
@@ -44,15 +45,15 @@ class ImageDocs(NamedTuple):
     missing: frozenset[str]  # the file names (hex digests) of documents not there
 
 
-def image_docs(croot: str, target: str) -> ImageDocs:
+def image_docs(croot: str, target: str, blobs_fd: int | None = None) -> ImageDocs:
     """An image's index or manifest, the manifests an index lists, their configs (OCI image
-    spec), read and parsed."""
+    spec), read and parsed. `blobs_fd`: blobs/sha256 open, to open each by its name alone."""
     manifests: list[str] = []
     platforms: list[Platform] = []
     missing: set[str] = set()
 
     def visit(digest: str, depth: int) -> None:
-        doc = _doc(croot, digest, missing)
+        doc = _doc(croot, digest, missing, blobs_fd)
         if not isinstance(doc, dict) or depth > 4:
             return
         manifests.append(digest)
@@ -61,7 +62,7 @@ def image_docs(croot: str, target: str) -> ImageDocs:
                 visit(_digest(m), depth + 1)
         elif "config" in doc:
             cdigest = _digest(doc.get("config"))
-            diff_ids = _diff_ids(_doc(croot, cdigest, missing))
+            diff_ids = _diff_ids(_doc(croot, cdigest, missing, blobs_fd))
             layers = doc.get("layers")
             platforms.append(
                 Platform(
@@ -76,14 +77,16 @@ def image_docs(croot: str, target: str) -> ImageDocs:
     return ImageDocs(tuple(manifests), tuple(platforms), frozenset(missing))
 
 
-def _doc(croot: str, digest: str, missing: set[str]) -> Any:
+def _doc(croot: str, digest: str, missing: set[str], blobs_fd: int | None = None) -> Any:
     """A JSON blob of the content store, parsed; None if it is not one. One that is not there
     (or not readable now) is added to `missing`."""
     if not digest.startswith("sha256:") or len(digest) != 71:
         return None
-    path = os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:])
     try:
-        raw = read_regular(path, MAX_JSON)
+        if blobs_fd is not None:
+            raw = read_regular(digest[7:], MAX_JSON, dir_fd=blobs_fd)
+        else:
+            raw = read_regular(os.path.join(croot, CONTENT, "blobs", "sha256", digest[7:]), MAX_JSON)
     except OSError:
         missing.add(digest[7:])  # another platform's, or not downloaded yet
         return None
@@ -91,6 +94,21 @@ def _doc(croot: str, digest: str, missing: set[str]) -> Any:
         return json.loads(raw) if len(raw) <= MAX_JSON else None
     except (ValueError, RecursionError):
         return None  # not JSON: not a manifest of ours, for good
+
+
+@contextmanager
+def _blobs_dir(croot: str) -> Iterator[int | None]:
+    """blobs/sha256 open for the documents' opens (a path lookup of one name each, not of
+    nine); None where it cannot be opened, and they are opened by their paths."""
+    try:
+        fd = os.open(os.path.join(croot, CONTENT, "blobs", "sha256"), DIR_FLAGS)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class ContentStore:
@@ -119,11 +137,13 @@ class ContentStore:
         keys = set(ns.snapshots) if ns else set()
         present = self._present_blobs(croot)
         known: dict[str, ImageDocs] = {}
-        for target in sorted(set(ns.images.values()) if ns else ()):
-            docs = self._images.get(target)
-            if docs is None or not docs.missing.isdisjoint(present):
-                docs = image_docs(croot, target)
-            known[target] = docs
+        with _blobs_dir(croot) as blobs_fd:
+            for target in sorted(set(ns.images.values()) if ns else ()):
+                docs = self._images.get(target)
+                if docs is None or not docs.missing.isdisjoint(present):
+                    docs = image_docs(croot, target, blobs_fd)
+                known[target] = docs
+        for target, docs in known.items():
             chain: list[str] = []
             kinds.update(dict.fromkeys(docs.manifests, "manifest"))
             mine = {target, *docs.manifests}

@@ -191,9 +191,13 @@ def test_an_image_s_documents_are_read_once_and_again_when_one_it_lacked_comes(
     ns = s.parsed().meta.namespaces["moby"]
     calls: list[str] = []
     real = content.image_docs
-    monkeypatch.setattr(content, "image_docs", lambda c, t: calls.append(t) or real(c, t))
+    monkeypatch.setattr(content, "image_docs", lambda c, t, fd=None: calls.append(t) or real(c, t, fd))
 
     docs = real(str(tmp_path), index)
+    with content._blobs_dir(str(tmp_path)) as fd:  # each document opened by its name alone
+        assert fd is not None and real(str(tmp_path), index, fd) == docs
+    with content._blobs_dir(str(tmp_path / "nowhere")) as fd:
+        assert fd is None
     assert docs.manifests == (index, manifest) and docs.missing == {digest(arm_manifest)[7:]}
     assert [tuple(p) for p in docs.platforms] == [(config, (digest(b"m"),), tuple(amd), chain_ids(amd))]
 
