@@ -30,7 +30,7 @@ from typing import ClassVar
 import structlog
 
 from exporter.memo import Derived
-from exporter.model import EngineInfo, Usage, make_usage
+from exporter.model import EngineInfo, make_usage
 from exporter.records import maker
 from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
@@ -148,7 +148,7 @@ class ContainerdReader:
         content, measured, blobs = self.content.measure(
             croot, root, parsed.meta, c.doc_kinds, c.blob_labels, prefetched
         )
-        image_content = self._image_content.get(lambda: _image_content(blobs, c.image_blobs), blobs, c)
+        image_content = self._image_content.get(lambda: self.content.image_content(c.image_blobs), blobs, c)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
         if top is not None:  # Docker's own containerd: under its root, given item by item
@@ -379,14 +379,6 @@ class _Classified:
     blob_labels: Mapping[str, frozenset[str]]  # digest -> its label keys, of blobs no manifest reaches
     image_blobs: Mapping[str, frozenset[str]]  # image -> the digests of its blobs
     image_dirs: Mapping[str, tuple[str, ...]]  # image -> its snapshots' dirs, top first
-
-
-def _image_content(
-    blobs: Mapping[Key, Usage], image_blobs: Mapping[str, frozenset[str]]
-) -> dict[str, tuple[Key, ...]]:
-    """Each image's blobs as result keys (those in the store)."""
-    get = {"sha256:" + k.id.rsplit("/", 1)[-1]: k for k in blobs}.get
-    return {image: tuple(filter(None, map(get, sorted(digests)))) for image, digests in image_blobs.items()}
 
 
 def _hex64(key: str) -> bool:

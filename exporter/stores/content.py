@@ -119,8 +119,9 @@ class ContentStore:
         self._blobs: dict[str, Usage] = {}  # blob file name -> its stat
         self._blob_names = DirNames()  # blobs/sha256: the same object while the same blobs
         self._present: tuple[tuple[str, ...], frozenset[str]] | None = None
-        self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage]]] = Derived()
+        self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage], dict[str, Key]]] = Derived()
         self._kinds: Derived[dict[Key, str]] = Derived()
+        self._by_digest: dict[str, Key] = {}  # the blobs' keys (measure's) by their digests
 
     def images(
         self, croot: str, ns: containerd_meta.Namespace | None
@@ -161,6 +162,12 @@ class ContentStore:
         self._images = known  # the images that are gone are not kept
         return images, diffs, kinds, blobs
 
+    def image_content(self, image_blobs: Mapping[str, frozenset[str]]) -> dict[str, tuple[Key, ...]]:
+        """Each image's blobs (images()'s) as the keys of the last measure(), those in the
+        store."""
+        get = self._by_digest.get
+        return {image: tuple(filter(None, map(get, sorted(ds)))) for image, ds in image_blobs.items()}
+
     def _present_blobs(self, croot: str) -> frozenset[str]:
         """The blob files there, as a set (made once per listing)."""
         names = self._blob_names.get(os.path.join(croot, CONTENT, "blobs", "sha256"))
@@ -182,12 +189,13 @@ class ContentStore:
         doc_kinds: Mapping[str, str],
         labels: Mapping[str, frozenset[str]],
         stat_ahead: Mapping[str, Usage],
-    ) -> tuple[dict[Key, str], dict[Key, Usage]]:
+    ) -> tuple[dict[Key, str], dict[Key, Usage], dict[str, Key]]:
         """Each blob's stat (kept by name: a blob's bytes never change; the workers' if they
-        made it) and kind."""
+        made it), its kind, and its key by its digest."""
         recorded = frozenset().union(*(ns.blobs for ns in meta.namespaces.values()))
         kinds: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
+        by_digest: dict[str, Key] = {}
         live = {}
         known, ahead, prefix, kind_of = self._blobs.get, stat_ahead.get, f"{rel}/blobs/sha256/", doc_kinds.get
         for name in names:
@@ -196,11 +204,12 @@ class ContentStore:
             key = make_key((Part.BLOB, prefix + name))
             measured[key] = usage
             digest = "sha256:" + name
+            by_digest[digest] = key
             # The common case inline (a manifest names it): _blob_kind's first two steps.
             kind = kind_of(digest) if digest in recorded else None
             kinds[key] = kind or _blob_kind(digest, recorded, doc_kinds, labels)
         self._blobs = live
-        return kinds, measured
+        return kinds, measured, by_digest
 
     def measure(
         self,
@@ -221,11 +230,11 @@ class ContentStore:
         sha = os.path.join(base, "blobs", "sha256")
         names = self._blob_names.get(sha)
 
-        def records() -> tuple[dict[Key, str], dict[Key, Usage]]:
+        def records() -> tuple[dict[Key, str], dict[Key, Usage], dict[str, Key]]:
             ahead = prefetched.children(sha, frozenset())  # waited for only when blobs are new
             return self._blob_records(sha, rel, names, meta, doc_kinds, labels, ahead)
 
-        kinds, blobs = self._blob_part.get(records, names, meta, doc_kinds, labels)
+        kinds, blobs, self._by_digest = self._blob_part.get(records, names, meta, doc_kinds, labels)
         extra: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
         for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
