@@ -174,7 +174,7 @@ def _metadata(path: str | os.PathLike[str], db: bolt.Selection, snapshotter: str
 
 @dataclass(frozen=True)
 class BlobLabels:
-    txid: int  # read_metadata's may be older: the caller compares
+    txid: int  # may be later than read_metadata's (ContainerdReader._blob_labels says why that holds)
     labels: Mapping[str, Mapping[str, Mapping[str, str]]]  # namespace -> digest -> its labels
 
 

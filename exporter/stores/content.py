@@ -16,7 +16,7 @@ from exporter.model import Usage
 from exporter.sources import containerd_meta
 from exporter.sources.containerd_meta import Metadata
 from exporter.sources.du import NOTHING_STARTED, Prefetched, one_inode, walk
-from exporter.sources.layout import chain_ids, names_in
+from exporter.sources.layout import DIGEST, chain_ids, names_in
 from exporter.sources.rawfs import DIR_FLAGS, read_regular
 from exporter.sources.stamps import DirNames
 from exporter.stores.inventory import Key, Part, Prefetch, make_key
@@ -80,7 +80,7 @@ def image_docs(croot: str, target: str, blobs_fd: int | None = None) -> ImageDoc
 def _doc(croot: str, digest: str, missing: set[str], blobs_fd: int | None = None) -> Any:
     """A JSON blob of the content store, parsed; None if it is not one. One that is not there
     (or not readable now) is added to `missing`."""
-    if not digest.startswith("sha256:") or len(digest) != 71:
+    if DIGEST.match(digest) is None:  # a name in blobs/sha256, nothing like "../"
         return None
     try:
         if blobs_fd is not None:

@@ -198,6 +198,9 @@ def test_an_image_s_documents_are_read_once_and_again_when_one_it_lacked_comes(
         assert fd is not None and real(str(tmp_path), index, fd) == docs
     with content._blobs_dir(str(tmp_path / "nowhere")) as fd:
         assert fd is None
+    (tmp_path / "outside").write_text("{}")  # a digest that is a path: never opened
+    odd = "sha256:" + "../" * 21 + "x"
+    assert real(str(tmp_path), odd) == content.ImageDocs((), (), frozenset())
     assert docs.manifests == (index, manifest) and docs.missing == {digest(arm_manifest)[7:]}
     assert [tuple(p) for p in docs.platforms] == [(config, (digest(b"m"),), tuple(amd), chain_ids(amd))]
 
