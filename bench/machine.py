@@ -126,6 +126,17 @@ SWING_NOTE = (
 )
 
 
+def scan_targets(full_ratio: float, steady_ratio: float, steady: str) -> list[str]:
+    """The two scan targets both containerd benchmarks judge (issue 12), with their verdicts;
+    `steady`: the du / steady-state ratio as the caller prints it."""
+    return [
+        f"- **full scan / du = {full_ratio:.2f}** (target: <= 0.6 on 2 cores):"
+        f" {'met' if full_ratio <= 0.6 else 'not met'}",
+        f"- **du / steady-state rescan = {steady}** (target: >= 50x):"
+        f" {'met' if steady_ratio >= 50 else 'not met'}",
+    ]
+
+
 def pool_notes(workers: int, ceiling: float, cold_full: float) -> list[str]:
     """The machine's parallel ceiling and the first full scan with the pool's start."""
     return [
