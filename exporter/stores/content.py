@@ -197,7 +197,7 @@ class ContentStore:
         measured: dict[Key, Usage] = {}
         by_digest: dict[str, Key] = {}
         live = {}
-        known, ahead, prefix, kind_of = self._blobs.get, stat_ahead.get, f"{rel}/blobs/sha256/", doc_kinds.get
+        known, ahead, prefix = self._blobs.get, stat_ahead.get, f"{rel}/blobs/sha256/"
         for name in names:
             usage = known(name) or ahead(name) or one_inode(f"{sha}/{name}")
             live[name] = usage
@@ -205,9 +205,7 @@ class ContentStore:
             measured[key] = usage
             digest = "sha256:" + name
             by_digest[digest] = key
-            # The common case inline (a manifest names it): _blob_kind's first two steps.
-            kind = kind_of(digest) if digest in recorded else None
-            kinds[key] = kind or _blob_kind(digest, recorded, doc_kinds, labels)
+            kinds[key] = _blob_kind(digest, recorded, doc_kinds, labels)
         self._blobs = live
         return kinds, measured, by_digest
 
