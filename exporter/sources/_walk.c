@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +85,80 @@ static int inoset_add(InoSet *s, uint64_t ino) {
     return 1;
 }
 
+/* --- a directory's entries ---
+ * On Linux straight from getdents64 on the dir's own descriptor: its children's openat does not
+ * care where its offset is, so there is no duplicate to make (fcntl), no fdopendir (its fcntl
+ * and fstat) and no duplicate to close: 4 of the 9 system calls of a small dir. Elsewhere
+ * readdir of a duplicate, closed with it. */
+
+#define DIRENT_BUF 32768 /* as glibc's readdir reads */
+
+#if defined(__linux__) && defined(SYS_getdents64) && !defined(DSE_READDIR) /* -DDSE_READDIR: the other path */
+struct raw_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+typedef struct {
+    int fd;
+    char *buf; /* DIRENT_BUF bytes, the walk's */
+    long len, off;
+} Reader;
+
+static int reader_open(Reader *r, int fd, char *buf) {
+    r->fd = fd, r->buf = buf, r->len = 0, r->off = 0;
+    return 0;
+}
+
+/* the next name; NULL at the end (*err 0) or on an error (*err its errno) */
+static const char *reader_next(Reader *r, int *err) {
+    *err = 0;
+    if (r->off >= r->len) {
+        long n;
+        do n = syscall(SYS_getdents64, r->fd, r->buf, DIRENT_BUF);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+            if (n < 0) *err = errno;
+            return NULL;
+        }
+        r->len = n, r->off = 0;
+    }
+    struct raw_dirent64 *e = (struct raw_dirent64 *)(r->buf + r->off);
+    r->off += e->d_reclen;
+    return e->d_name;
+}
+
+static void reader_close(Reader *r) { (void)r; }
+#else
+typedef struct {
+    DIR *dp;
+} Reader;
+
+static int reader_open(Reader *r, int fd, char *buf) {
+    (void)buf;
+    /* made close-on-exec at once (as os.scandir does): a thread may fork and exec meanwhile */
+    int rfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    r->dp = rfd >= 0 ? fdopendir(rfd) : NULL;
+    if (r->dp != NULL) return 0;
+    int e = errno;
+    if (rfd >= 0) close(rfd);
+    errno = e;
+    return -1;
+}
+
+static const char *reader_next(Reader *r, int *err) {
+    errno = 0;
+    struct dirent *ent = readdir(r->dp);
+    *err = ent == NULL ? errno : 0;
+    return ent == NULL ? NULL : ent->d_name;
+}
+
+static void reader_close(Reader *r) { closedir(r->dp); }
+#endif
+
 /* --- the walk --- */
 
 typedef struct Dir {
@@ -104,6 +179,7 @@ typedef struct {
 
 typedef struct {
     int dirfd; /* `path` is relative to it (AT_FDCWD: as given) */
+    char *buf; /* DIRENT_BUF bytes to read entries into; NULL: run_walk allocates its own */
     const char *path;
     char **excl;
     Py_ssize_t n_excl;
@@ -172,6 +248,7 @@ static void run_walk(Walk *w) {
     int countdown = CHECK_EVERY;
     unsigned long long blocks = 0;
     int use_rel = w->n_excl > 0;
+    char *own_buf = NULL;
 
     if (fstatat(w->dirfd, w->path, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         /* a missing root is the caller's business */
@@ -189,11 +266,16 @@ static void run_walk(Walk *w) {
         w->partial = 1;
         return;
     }
+    if (w->buf == NULL && (w->buf = own_buf = malloc(DIRENT_BUF)) == NULL) {
+        w->nomem = 1;
+        return;
+    }
     int root_fd;
     do root_fd = openat(w->dirfd, w->path, DIR_FLAGS); /* os.open retries on EINTR (PEP 475): so do we */
     while (root_fd < 0 && errno == EINTR);
     if (root_fd < 0) {
         w->errors += !VANISHED(errno);
+        free(own_buf);
         return;
     }
     if (inoset_add(&seen, (uint64_t)st.st_ino) < 0) goto nomem_root;
@@ -229,23 +311,17 @@ static void run_walk(Walk *w) {
             }
         }
         Dir *d = cur;
-        /* readdir from a duplicate, so d->fd stays ours for the subdirectories' openat; made
-         * close-on-exec at once (as os.scandir does): a thread may fork and exec meanwhile */
-        int rfd = fcntl(d->fd, F_DUPFD_CLOEXEC, 0);
-        DIR *dp = rfd >= 0 ? fdopendir(rfd) : NULL;
-        if (dp == NULL) {
+        Reader rd;
+        if (reader_open(&rd, d->fd, w->buf) != 0) {
             w->errors += !VANISHED(errno);
-            if (rfd >= 0) close(rfd);
         } else {
-            struct dirent *ent;
             for (;;) {
-                errno = 0;
-                ent = readdir(dp);
-                if (ent == NULL) {
-                    if (errno != 0) w->errors += !VANISHED(errno); /* a readdir failing midway */
+                int err;
+                const char *name = reader_next(&rd, &err);
+                if (name == NULL) {
+                    if (err != 0) w->errors += !VANISHED(err); /* a read failing midway */
                     break;
                 }
-                const char *name = ent->d_name;
                 if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))) continue;
                 if (--countdown == 0) {
                     countdown = CHECK_EVERY;
@@ -309,7 +385,7 @@ static void run_walk(Walk *w) {
                 blocks += (unsigned long long)st.st_blocks;
                 w->files++;
             }
-            closedir(dp);
+            reader_close(&rd);
         }
         /* the reader is done with d: pending + 1 -> pending (closes d if nothing is pending) */
         d->pending++;
@@ -324,12 +400,14 @@ static void run_walk(Walk *w) {
     }
     free(stack.items);
     free(seen.slots);
+    free(own_buf);
     w->disk += blocks * 512ULL;
     return;
 
 nomem_root:
     close(root_fd);
     free(seen.slots);
+    free(own_buf);
     w->nomem = 1;
 }
 
@@ -426,6 +504,14 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     int64_t *vals = (int64_t *)PyBytes_AS_STRING(out);
     int nomem = 0;
+    char *buf = PyMem_RawMalloc(DIRENT_BUF); /* one for every child's walk */
+    if (buf == NULL) {
+        Py_DECREF(out);
+        PyMem_Free(excl);
+        PyMem_Free(cnames);
+        Py_DECREF(path_obj);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
     int dfd;
     do dfd = open(PyBytes_AS_STRING(path_obj), PARENT_FLAGS);
@@ -436,6 +522,7 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
         memset(&w, 0, sizeof w);
         if (dfd >= 0) {
             w.dirfd = dfd;
+            w.buf = buf;
             w.path = cnames[i];
             w.deadline = deadline;
             w.checks = -1;
@@ -452,6 +539,7 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     if (dfd >= 0) close(dfd);
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(buf);
     PyMem_Free(excl);
     PyMem_Free(cnames);
     Py_DECREF(path_obj);

@@ -397,6 +397,25 @@ def test_same_filesystem_bind_mounts_are_walked_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("impl")
+def test_a_dir_whose_entries_take_many_reads(tmp_path: Path) -> None:
+    # 3,000 names of 60 bytes are ~250 KB of entries: many reads of the C walk's 32 KiB buffer
+    # (getdents64 straight into it), with subdirs among them that later reads list.
+    root = tmp_path / "big"
+    for i in range(3000):
+        name = f"{i:060d}"
+        if i % 500 == 250:
+            write(root / name / "inside", 5000)
+        else:
+            write(root / name, i % 5000)
+    usage = walk(str(root))
+    assert usage.files == 1 + 3000 + 6
+    assert_matches_du(root, usage)
+    assert usage.apparent_bytes == ref_apparent(root)
+    children = du._walk_children(str(tmp_path), ("big",), frozenset(), None, du._native is None)
+    assert Usage(*children) == usage
+
+
+@pytest.mark.usefixtures("impl")
 def test_missing_root_and_file_root(tmp_path: Path) -> None:
     assert walk(str(tmp_path / "nope")) == Usage(0, 0, 0, 0, False)
     assert walk(str(tmp_path / "nope" / "deeper")) == EMPTY
