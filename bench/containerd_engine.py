@@ -4,9 +4,12 @@ bench/containerd_store.py times a synthetic root shaped like Docker's on the con
 store; this times the root of the real engine the test suite uses: Debian trixie's Docker 26.1
 with `"features": {"containerd-snapshotter": true}`, private in a mount namespace + chroot into a
 copy R of the cached trixie rootfs (tests/harness/trixie.py), started as scripts/accuracy.py
-starts it, seeded with the test suite's state (tests/harness/trixie_seed.py) and left to settle.
-The engine runs while it is timed (its containers too: running, paused, exited, created), and
-is stopped at the end. It is sampled as the exporter samples it with `--path.rootfs R`: the
+starts it. Two states of it are timed, one after the other: seeded with the test suite's state
+(tests/harness/trixie_seed.py: busybox images, a few hundred inodes), then with real images added
+as a host holds them (add_host_images: the suite's two cached Debian base images imported, an
+application image built on one, a running container of it), each left to settle first. The
+engine runs while it is timed (its containers too: running, paused, exited, created), and is
+stopped at the end. Each state is sampled as the exporter samples it with `--path.rootfs R`: the
 engine sampler once (through the socket R/run/NAME.sock) into a `Store`, then the scan from
 outside. Over the Docker root (R/var/lib/NAME) it times
   (a) `du -sx --block-size=1 ROOT`;
@@ -392,8 +395,9 @@ def main() -> int:
         "",
         f"- The same engine, then {added}, added in {added_seconds:.0f} s."
         + (
-            " The build's removed intermediate snapshots made containerd's GC run, and its cleanup"
-            " took the seeded state's leaked dir (a dir no record names), so no orphan is left."
+            " The build removed its intermediate containers' snapshots, and containerd's cleanup"
+            " after that removes the dirs no record names: the seeded state's leaked dir is gone,"
+            " and no orphan is left."
             if small.full.orphans and not host.full.orphans
             else ""
         ),
