@@ -637,7 +637,7 @@ def test_walker_in_process_for_one_worker_or_one_job(dirs: dict[str, Path]) -> N
 def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Path]) -> None:
     """A small run (every hint known, their sum under local_below) never starts the pool; once
     it is up, the workers get one batch each but one, which this process walks meanwhile."""
-    jobs = [WalkJob(key, str(path), hint=10 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
+    jobs = [WalkJob(key, str(path), hint=1000 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
     want = {key: walk(str(path)) for key, path in dirs.items()}
     with Walker(workers=3) as walker:
         assert walker.run(jobs, local_below=10_000) == want
@@ -676,6 +676,43 @@ def walked_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(du, "_safe_walk", spy)
     return here
+
+
+def test_walker_tiny_run_walks_here_but_what_is_isolated(
+    dirs: dict[str, Path], walked_here: list[str]
+) -> None:
+    """A small run cheaper than a round trip to the pool (du._SHARE_ABOVE) is walked here even
+    with the pool up; its isolated jobs alone go to a worker, as one batch."""
+    jobs = [WalkJob(key, str(path), hint=10 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
+    assert sum(j.hint for j in jobs) + du._PER_WALK * len(jobs) < du._SHARE_ABOVE
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    with Walker(workers=2) as walker:
+        assert walker.run([dataclasses.replace(j, hint=0) for j in jobs]) == want  # starts the pool
+        pool = walker._pool
+        assert pool is not None
+        submitted: list[list[WalkJob]] = []
+        real_submit = pool.submit
+
+        def spy(fn: object, batch: list[WalkJob], *args: object) -> object:
+            submitted.append(batch)
+            return real_submit(fn, batch, *args)  # type: ignore[arg-type]
+
+        pool.submit = spy  # type: ignore[method-assign]
+        walked_here.clear()
+        assert walker.run(jobs, local_below=10_000) == want
+        assert submitted == [] and sorted(walked_here) == sorted(want)
+        risky = {jobs[1].key, jobs[4].key}
+        walked_here.clear()
+        mixed = [dataclasses.replace(j, isolate=j.key in risky) for j in jobs]
+        assert walker.run(mixed, local_below=10_000) == want
+        assert [{j.key for j in b} for b in submitted] == [risky]
+        assert sorted(walked_here) == sorted(set(want) - risky)
+        # Above _SHARE_ABOVE, the same run is shared with the pool again.
+        submitted.clear()
+        heavy = [dataclasses.replace(j, hint=j.hint + du._SHARE_ABOVE) for j in jobs]
+        assert walker.run(heavy, local_below=100_000) == want
+        assert len(submitted) == 1 and 0 < len(submitted[0]) < len(jobs)
+        assert walker._pool is pool
 
 
 def test_walker_isolated_jobs_only_walk_in_a_worker(dirs: dict[str, Path], walked_here: list[str]) -> None:
