@@ -118,7 +118,8 @@ class ScanSampler(Sampler):
                 trees[t.key] = tree.walk(t.path, t.exclude, deadline=deadline)
                 self._trees[t.key] = tree
 
-        # A rescan of small live dirs shares the walk between this process and a running pool.
+        # A rescan of small live dirs shares the walk between this process and a running pool,
+        # or, smaller than a round trip to it, walks them here (du.Walker.run).
         walked: dict[Any, Usage] = self.walker.run(
             jobs, deadline, local_below=LOCAL_BELOW_FILES, alongside=walk_trees
         )
