@@ -113,22 +113,25 @@ static int reader_open(Reader *r, int fd, char *buf) {
     return 0;
 }
 
-/* the next name; NULL at the end (*err 0) or on an error (*err its errno) */
+/* the next name; NULL at the end (*err 0) or on an error (*err its errno). Entries with inode
+ * 0 are skipped, as glibc's readdir (and so os.scandir) skips them. */
 static const char *reader_next(Reader *r, int *err) {
     *err = 0;
-    if (r->off >= r->len) {
-        long n;
-        do n = syscall(SYS_getdents64, r->fd, r->buf, DIRENT_BUF);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0) {
-            if (n < 0) *err = errno;
-            return NULL;
+    for (;;) {
+        if (r->off >= r->len) {
+            long n;
+            do n = syscall(SYS_getdents64, r->fd, r->buf, DIRENT_BUF);
+            while (n < 0 && errno == EINTR);
+            if (n <= 0) {
+                if (n < 0) *err = errno;
+                return NULL;
+            }
+            r->len = n, r->off = 0;
         }
-        r->len = n, r->off = 0;
+        struct raw_dirent64 *e = (struct raw_dirent64 *)(r->buf + r->off);
+        r->off += e->d_reclen;
+        if (e->d_ino != 0) return e->d_name;
     }
-    struct raw_dirent64 *e = (struct raw_dirent64 *)(r->buf + r->off);
-    r->off += e->d_reclen;
-    return e->d_name;
 }
 
 static void reader_close(Reader *r) { (void)r; }

@@ -421,8 +421,8 @@ class Walker:
             futures: dict[Future[list[Usage]], list[WalkJob]] = {}
             redo: list[WalkJob] = []
             dropped_here = False
-            if alone:  # all but the isolated here, while a worker walks those
-                mine, batches = [j for j in jobs if not j.isolate], [isolated]
+            if alone:  # all but the isolated here, while the workers walk those (one hung, the rest go on)
+                mine, batches = [j for j in jobs if not j.isolate], _batches(isolated, self.workers)
             elif small:
                 shares = _batches([j for j in jobs if not j.isolate], self.workers)
                 mine = shares.pop() if shares else []  # the lightest: this process waits anyway
