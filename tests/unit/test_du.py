@@ -634,6 +634,21 @@ def test_walker_in_process_for_one_worker_or_one_job(dirs: dict[str, Path]) -> N
     walker.close()
 
 
+def spy_submits(walker: Walker) -> list[list[WalkJob]]:
+    """The batches the walker's running pool is given from now on, each as it is submitted."""
+    pool = walker._pool
+    assert pool is not None
+    submitted: list[list[WalkJob]] = []
+    real_submit = pool.submit
+
+    def spy(fn: object, batch: list[WalkJob], *args: object) -> object:
+        submitted.append(batch)
+        return real_submit(fn, batch, *args)  # type: ignore[arg-type]
+
+    pool.submit = spy  # type: ignore[method-assign]
+    return submitted
+
+
 def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Path]) -> None:
     """A small run (every hint known, their sum under local_below) never starts the pool; once
     it is up, the workers get one batch each but one, which this process walks meanwhile."""
@@ -643,16 +658,7 @@ def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Pa
         assert walker.run(jobs, local_below=10_000) == want
         assert walker._pool is None and walker.walks == len(jobs)
         assert walker.run(jobs) == want  # a big run starts the pool
-        pool = walker._pool
-        assert pool is not None
-        submitted: list[list[WalkJob]] = []
-        real_submit = pool.submit
-
-        def spy(fn: object, batch: list[WalkJob], *args: object) -> object:
-            submitted.append(batch)
-            return real_submit(fn, batch, *args)  # type: ignore[arg-type]
-
-        pool.submit = spy  # type: ignore[method-assign]
+        submitted = spy_submits(walker)
         assert walker.run(jobs, local_below=10_000) == want
         assert len(submitted) == 2  # workers - 1 batches; the third share walked here
         sent = {j.key for b in submitted for j in b}
@@ -690,15 +696,7 @@ def test_walker_tiny_run_walks_here_but_what_is_isolated(
     with Walker(workers=2) as walker:
         assert walker.run([dataclasses.replace(j, hint=0) for j in jobs]) == want  # starts the pool
         pool = walker._pool
-        assert pool is not None
-        submitted: list[list[WalkJob]] = []
-        real_submit = pool.submit
-
-        def spy(fn: object, batch: list[WalkJob], *args: object) -> object:
-            submitted.append(batch)
-            return real_submit(fn, batch, *args)  # type: ignore[arg-type]
-
-        pool.submit = spy  # type: ignore[method-assign]
+        submitted = spy_submits(walker)
         walked_here.clear()
         assert walker.run(jobs, local_below=10_000) == want
         assert submitted == [] and sorted(walked_here) == sorted(want)
