@@ -404,13 +404,12 @@ class Walker:
             def add(key: Hashable, usage: Usage) -> None:
                 results[key] = results[key] + usage if key in results else usage
 
-            small = (
-                local_below > 0 and all(j.hint > 0 for j in jobs) and sum(j.hint for j in jobs) < local_below
-            )
+            hinted = sum(j.hint for j in jobs)
+            small = local_below > 0 and all(j.hint > 0 for j in jobs) and hinted < local_below
             isolated = [j for j in jobs if j.isolate]
-            alone = small and sum(j.hint for j in jobs) + _PER_WALK * len(jobs) < _SHARE_ABOVE
+            alone = small and hinted + _PER_WALK * len(jobs) < _SHARE_ABOVE
             pool = None
-            if self.workers > 1 and (len(jobs) > 1 or isolated) and not (alone and not isolated):
+            if self.workers > 1 and (isolated or (len(jobs) > 1 and not alone)):
                 pool = self._pool if small and not isolated else self._get_pool()
             if pool is None:  # one worker asked for, a run walked alone, or no pool can start: all here
                 if alongside is not None:
