@@ -192,7 +192,6 @@ def add_host_images(engine: ChrootEngine) -> str:
 class StateRun:
     """One state of the engine, measured: what `measure` returns and what describes it."""
 
-    label: str
     root: Path
     engine: EngineSnapshot
     facts: dict[str, Any]
@@ -224,7 +223,6 @@ def run_state(label: str, seeded: SeededTrixie, runs: int, workers: int) -> Stat
     print(f"scanning {root} ({label}); warming up", file=sys.stderr)
     times, full, steady, cold_full, du_total, same, live = measure(store, seeded.rootfs, root, runs, workers)
     return StateRun(
-        label,
         root,
         engine_snap,
         facts,
