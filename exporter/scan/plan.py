@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.model import Usage, total
@@ -142,11 +142,13 @@ def make_plan(
     hints: Mapping[Key, int],
     memo: PlanMemo | None = None,
     prefetched: Prefetched = NOTHING_STARTED,
+    mounted: Callable[[str], bool] = lambda path: True,
 ) -> Plan:
     """`hints`: inodes each dir walked every scan had last time (the Walker's balance);
     `memo`: what the last plan of the same sampler left (the layer area's settled part);
     `prefetched`: walks started before the layout was read (StoreReader.prefetch), taken
-    for the layer dirs they cover instead of a job each."""
+    for the layer dirs they cover instead of a job each; `mounted`: whether a mount may be at
+    or below a volume's data (exporter.sources.mounts), by default always."""
     planner = _Planner(cache, hints, root=layout.root)
     plan, walk, root = planner.plan, planner.walk, layout.root
 
@@ -177,9 +179,9 @@ def make_plan(
         walk(Key(Part.CONTAINER, c.id), c.path, c.exclude)
         plan.known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
     for v in layout.volumes:
-        # The data may be a mount (NFS, a bind): walked in a worker when one can run, which can
-        # be killed if it hangs (du.WalkJob.isolate).
-        walk(Key(Part.VOLUME_DATA, v.name), v.data, isolate=True)
+        # Data with a mount at or below it (NFS, a bind) is walked in a worker when one can run,
+        # which can be killed if it hangs (du.WalkJob.isolate); a plain dir, here.
+        walk(Key(Part.VOLUME_DATA, v.name), v.data, isolate=mounted(v.data))
         walk(Key(Part.VOLUME_REST, v.name), v.path, v.exclude)
     return plan
 

@@ -26,6 +26,7 @@ from exporter.scan.cache import UsageCache
 from exporter.scan.plan import Plan, PlanMemo, make_plan
 from exporter.sources.du import NOTHING_STARTED, Prefetched, Walker
 from exporter.sources.fs import host_to_local
+from exporter.sources.mounts import MountTable
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
 from exporter.stores.inventory import Key, Part, StoreOptions, StoreReader
@@ -52,6 +53,7 @@ class ScanSampler(Sampler):
         rootfs: str = "/",
         budget: float = 600.0,
         options: StoreOptions | None = None,
+        mounts: MountTable | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(store, **kw)
@@ -60,6 +62,7 @@ class ScanSampler(Sampler):
         self.budget = budget
         self.options = options or StoreOptions(rootfs=rootfs)
         self.cache = UsageCache()
+        self.mounts = mounts or MountTable()  # which volumes' data may be a mount (isolated walks)
         self._reader: tuple[tuple[type[StoreReader], str], StoreReader] | None = None
         self._trees: dict[Key, AtomicTree] = {}  # one per rename-only tree: each keeps its dirs' stamps
         self._hints: dict[Key, int] = {}  # inodes per dir walked every scan, last time
@@ -99,7 +102,9 @@ class ScanSampler(Sampler):
         layout = reader.read(root, info, started)
         if layout.skipped:
             log.info("layout entries skipped", count=layout.skipped, first=list(layout.problems[:5]))
-        plan = make_plan(layout, self.cache, self._hints, self._plan_memo, started)
+        plan = make_plan(
+            layout, self.cache, self._hints, self._plan_memo, started, mounted=self.mounts.view().under
+        )
         jobs, walked_before = plan.jobs, {}
         if started is not NOTHING_STARTED:  # the few the plan did not take (dirs of other owners)
             jobs = []

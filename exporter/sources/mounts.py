@@ -1,0 +1,125 @@
+"""Where this process's mount namespace has mount points: what may hang a walk.
+
+A volume's `_data` is a plain dir on Docker's root filesystem unless something is mounted at
+or below it (the local driver's NFS/CIFS/bind options mount it there; a plugin's volume is a
+propagated mount). Only such a dir can hang a walk in a system call (a server gone away), so
+only it needs a walk in a worker that can be killed (du.WalkJob.isolate); a plain one is
+walked here like any other dir of the root, without the round trip to the pool.
+
+The table is /proc/self/mountinfo (proc(5)): the kernel marks its fd POLLPRI|POLLERR when the
+namespace's mounts change, so a rescan costs one poll(), and the table is read again only
+after a change. Where it cannot be read, every path may hold a mount.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import weakref
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+MOUNTINFO = "/proc/self/mountinfo"
+_ESCAPED = re.compile(rb"\\([0-7]{3})")  # the kernel writes space, tab, newline, \ as \ooo
+
+
+def parse_mountinfo(data: bytes) -> tuple[str, ...]:
+    """The mount points (field 5) of a mountinfo text, decoded, sorted."""
+    points = set()
+    for line in data.splitlines():
+        fields = line.split(b" ", 5)
+        if len(fields) < 5:
+            continue
+        raw = _ESCAPED.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
+        points.add(os.fsdecode(raw))
+    return tuple(sorted(points))
+
+
+@dataclass
+class MountPoints:
+    """The mount points of one moment, for one scan. `points` None: unknown, so anywhere."""
+
+    points: tuple[str, ...] | None
+    _real: dict[str, str] = field(default_factory=dict)  # a parent's realpath, once a scan
+
+    def under(self, path: str) -> bool:
+        """Whether a mount may be at `path` or below it. The parent's links are resolved (a
+        Docker root or its volumes/ is often a link elsewhere), the last component taken as
+        named: only the parent is looked at, never `path` itself, which may be the mount."""
+        if self.points is None:
+            return True
+        parent, _, name = path.rstrip("/").rpartition("/")
+        real = self._real.get(parent)
+        if real is None:
+            try:
+                real = self._real[parent] = os.path.realpath(parent or "/", strict=True)
+            except OSError:
+                return True
+        target = f"{real.rstrip('/')}/{name}"
+        points = self.points
+        i = bisect_left(points, target)
+        if i < len(points) and points[i] == target:
+            return True
+        below = target + "/"
+        j = bisect_left(points, below, i)
+        return j < len(points) and points[j].startswith(below)
+
+
+class MountTable:
+    """This namespace's mount points, read again only when the kernel says they changed.
+    Not thread-safe: one per sampler."""
+
+    def __init__(self, path: str = MOUNTINFO) -> None:
+        self.path = path
+        self.reads = 0  # times the table was read (the tests count them)
+        self._fd: int | None = None
+        self._poll: select.poll | None = None
+        self._points: tuple[str, ...] | None = None
+        self._closer: weakref.finalize | None = None
+
+    def view(self) -> MountPoints:
+        """The mount points now, for one scan (each scan its own: the links it resolves)."""
+        if self._fd is None or self._changed():
+            self._read()
+        return MountPoints(self._points)
+
+    def _changed(self) -> bool:
+        if self._poll is None:
+            return True
+        try:
+            return any(ev & (select.POLLPRI | select.POLLERR) for _, ev in self._poll.poll(0))
+        except OSError:
+            return True
+
+    def _read(self) -> None:
+        self.reads += 1
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._closer = weakref.finalize(self, _close, self._fd)  # a sampler dropped
+                try:
+                    self._poll = select.poll()
+                    self._poll.register(self._fd, select.POLLPRI | select.POLLERR)
+                except (OSError, AttributeError):
+                    self._poll = None  # no poll: read every time
+            chunks, offset = [], 0
+            while chunk := os.pread(self._fd, 1 << 16, offset):
+                chunks.append(chunk)
+                offset += len(chunk)
+            self._points = parse_mountinfo(b"".join(chunks))
+        except OSError:
+            self.close()
+            self._points = None
+
+    def close(self) -> None:
+        closer, self._closer, self._fd, self._poll = self._closer, None, None, None
+        if closer is not None:
+            closer()
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
