@@ -8,6 +8,7 @@ inodes are stat'ed here; the rest becomes WalkJobs for the Walker.
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
 from exporter.scan.results import Results
-from exporter.sources.du import NOTHING_STARTED, Prefetched, WalkJob, one_inode
+from exporter.sources.du import NOTHING_STARTED, Prefetched, WalkJob, inode_usage, one_inode
 from exporter.sources.stamps import Stamp
 from exporter.stores.inventory import (
     NO_RESULTS,
@@ -156,10 +157,15 @@ def make_plan(
         if name in layout.itemised:
             continue
         path = os.path.join(root, name)
-        if os.path.isdir(path) and not os.path.islink(path):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            plan.known[Key(Part.ENTRY, name)] = one_inode(path)  # gone or unreadable, as it tells
+            continue
+        if stat.S_ISDIR(st.st_mode):
             walk(Key(Part.META, name), path)
         else:
-            plan.known[Key(Part.ENTRY, name)] = one_inode(path)
+            plan.known[Key(Part.ENTRY, name)] = inode_usage(st)
     for rel in layout.entries:
         plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
     plan.known.update(layout.measured)

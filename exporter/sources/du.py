@@ -18,6 +18,7 @@ at about twice the CPU per inode. `WALK_IMPL` says which one this process uses.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import os
 import stat
@@ -65,6 +66,11 @@ def one_inode(path: str) -> Usage:
         st = os.lstat(path)
     except OSError as e:
         return EMPTY if e.errno in VANISHED else UNREADABLE
+    return inode_usage(st)
+
+
+def inode_usage(st: os.stat_result) -> Usage:
+    """one_inode() of an lstat already made."""
     apparent = 0 if stat.S_ISDIR(st.st_mode) else st.st_size
     return Usage(st.st_blocks * 512, apparent, 1, 0, False)
 
@@ -87,15 +93,21 @@ def _norm_excludes(exclude: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+@functools.lru_cache(maxsize=1024)
+def _native_excludes(exclude: frozenset[str]) -> tuple[bytes, ...]:
+    """An exclude set as the C walk takes it: a scan passes the same few sets every rescan."""
+    return tuple(os.fsencode(rel) for rel in _norm_excludes(exclude))
+
+
 def walk(path: str | bytes, *, exclude: frozenset[str] = frozenset(), deadline: float | None = None) -> Usage:
     """Walk `path` (see the module doc). `exclude`: paths relative to `path`, neither entered nor counted.
     `deadline`: a time.monotonic() value; past it the walk stops and returns a partial Usage."""
     if _native is None:
         return walk_python(path, exclude=exclude, deadline=deadline)
-    excl = tuple(os.fsencode(rel) for rel in _norm_excludes(exclude))
     # The C walk reads a negative deadline as none; any deadline below 0 has passed anyway.
+    # It takes a str path as it is (PyUnicode_FSConverter), excludes as bytes.
     disk, apparent, files, errors, partial = _native.walk(
-        os.fsencode(path), excl, -1.0 if deadline is None else max(deadline, 0.0)
+        path, _native_excludes(frozenset(exclude)), -1.0 if deadline is None else max(deadline, 0.0)
     )
     return Usage(disk, apparent, files, errors, partial)
 

@@ -159,7 +159,7 @@ class ReadCache:
         # tell "unchanged" by identity).
         self.layer_set: _LayerSet | None = None
         self.image_set: _ImageSet | None = None
-        self.listings: dict[str, _Listed] = {}  # a few fixed dirs: see _listing
+        self.listings: dict[str, _Listed] = {}  # a few fixed dirs and the containers': see listing
         self.driver_split: Derived[tuple[tuple[str, ...], tuple[str, ...]]] = Derived()
 
     def retain(self, layers: set[str], images: set[str], mounts: set[str]) -> None:
@@ -168,7 +168,7 @@ class ReadCache:
                 del cache[gone]
 
 
-def _listing(path: str, cache: ReadCache | None) -> Listing:
+def listing(path: str, cache: ReadCache | None) -> Listing:
     """A dir's entries with d_type from the listing (no stat per entry). Any entry added,
     removed, renamed or replaced moves the dir's mtime, so a listing is reused while the dir's
     settled stamp holds: one lstat instead of reading thousands of entries."""
@@ -340,15 +340,28 @@ def _names_in_bytes(path: str, candidates: list[str], chunk: int = 2**20) -> fro
     return frozenset(found)
 
 
-def read_containers(root: str) -> list[ContainerDir]:
+def read_containers(root: str, cache: ReadCache | None = None) -> list[ContainerDir]:
+    """Each container's dir and its log files. With a `cache`, each dir's listing is reused
+    while its settled stamp holds (a log rotated, a file written by rename, moves it): one
+    stat a container a rescan, not a listing."""
     out = []
     base = os.path.join(root, "containers")
-    for cid in names_in(base):
+    listed = {base}
+    for cid, _ in listing(base, cache):
         d = os.path.join(base, cid)
-        logs = [os.path.join(d, n) for n in names_in(d) if n.startswith(f"{cid}-json.log")]
-        local = os.path.join(d, "local-logs")
-        logs += [os.path.join(local, n) for n in names_in(local) if n.startswith("container.log")]
+        listed.add(d)
+        names = listing(d, cache)
+        logs = [os.path.join(d, n) for n, _ in names if n.startswith(f"{cid}-json.log")]
+        if ("local-logs", True) in names:
+            local = os.path.join(d, "local-logs")
+            listed.add(local)
+            rotated = [n for n, _ in listing(local, cache) if n.startswith("container.log")]
+            logs += [os.path.join(local, n) for n in rotated]
         out.append(ContainerDir(cid, d, tuple(logs)))
+    if cache is not None:  # forget the listings of containers gone
+        gone = [p for p in cache.listings if p.startswith(f"{base}/") and p not in listed]
+        for path in gone:
+            del cache.listings[path]
     return out
 
 
@@ -388,13 +401,13 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
             {m.container_id for m in mounts},
         )
     # A host has thousands of driver dirs: d_type, no stat per entry, and reused unchanged.
-    entries = _listing(os.path.join(root, driver), cache)
+    entries = listing(os.path.join(root, driver), cache)
     # The same tuples while the listing is the same object: callers tell "unchanged" by identity.
     split = cache.driver_split if cache is not None else Derived()
     driver_dirs, driver_files = split.get(lambda: _split(entries), entries)
     known = {entry.cache_id for entry in layers} | {m.mount_id for m in mounts} | {m.init_id for m in mounts}
     unknown = [d for d in driver_dirs if d not in known and d != "l"]
-    volumes = tuple(name for name, is_dir in _listing(os.path.join(root, "volumes"), cache) if is_dir)
+    volumes = tuple(name for name, is_dir in listing(os.path.join(root, "volumes"), cache) if is_dir)
     return Layout(
         root=root,
         driver=driver,
@@ -406,9 +419,9 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         driver_files=driver_files,
         chain_stamps=stamps,
         chains_stamp=chains_stamp,
-        containers=tuple(read_containers(root)),
+        containers=tuple(read_containers(root, cache)),
         volumes=volumes,
-        top_dirs=tuple(name for name, _ in _listing(root, cache)),
+        top_dirs=tuple(name for name, _ in listing(root, cache)),
         skipped=problems.count,
         problems=tuple(problems.first),
     )

@@ -41,22 +41,23 @@ class MountPoints:
     """The mount points of one moment, for one scan. `points` None: unknown, so anywhere."""
 
     points: tuple[str, ...] | None
-    _real: dict[str, str] = field(default_factory=dict)  # a parent's realpath, once a scan
+    _real: dict[str, str] = field(default_factory=dict)  # a dir's kernel path, once a scan
 
     def under(self, path: str) -> bool:
-        """Whether a mount may be at `path` or below it. The parent's links are resolved (a
-        Docker root or its volumes/ is often a link elsewhere), the last component taken as
-        named: only the parent is looked at, never `path` itself, which may be the mount."""
+        """Whether a mount may be at `path` or below it. The path is compared as the kernel
+        names it: the dir two levels up (`volumes/`, which with the Docker root is often a link
+        elsewhere) resolved once a scan, the last two components (`<name>/_data`, Docker's
+        own dirs) taken as named; `path` itself is never looked at, as it may be the mount."""
         if self.points is None:
             return True
-        parent, _, name = path.rstrip("/").rpartition("/")
-        real = self._real.get(parent)
+        head, _, last = path.rstrip("/").rpartition("/")
+        top, _, name = head.rpartition("/")
+        real = self._real.get(top)
         if real is None:
-            try:
-                real = self._real[parent] = os.path.realpath(parent or "/", strict=True)
-            except OSError:
-                return True
-        target = f"{real.rstrip('/')}/{name}"
+            real = self._real[top] = _kernel_path(top or "/")
+        if not real:
+            return True
+        target = f"{real.rstrip('/')}/{name}/{last}"
         points = self.points
         i = bisect_left(points, target)
         if i < len(points) and points[i] == target:
@@ -64,6 +65,23 @@ class MountPoints:
         below = target + "/"
         j = bisect_left(points, below, i)
         return j < len(points) and points[j].startswith(below)
+
+
+def _kernel_path(path: str) -> str:
+    """The dir's path with every link resolved, as mountinfo names mount points (relative to
+    this process's root): the kernel's own name of an O_PATH descriptor of it, three system
+    calls however deep. "" if it cannot be had."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return real if real.startswith("/") else ""  # "(unreachable)/…": outside our root
 
 
 class MountTable:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
 from itertools import chain as _chain
 from operator import attrgetter
@@ -37,7 +37,7 @@ from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
 from exporter.sources.du import NOTHING_STARTED, Prefetched
 from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.layout import names_in
-from exporter.sources.stamps import DirNames
+from exporter.sources.stamps import DirNames, Stamp, settled_stamp
 from exporter.stores import register
 from exporter.stores.content import CONTENT, ContentStore, unreached, within
 from exporter.stores.inventory import (
@@ -98,6 +98,8 @@ class ContainerdReader:
         self._image_content: Derived[dict[str, tuple[Key, ...]]] = Derived()
         self._snapshot_dirs = DirNames()  # snapshots/: the same object while the same names
         self._new_in: tuple[tuple[str, ...], bool] | None = None
+        # _cover's last result, with the stamps of the dirs it listed (each taken before its listing)
+        self._covered: tuple[Hashable, dict[str, Stamp | None], tuple[list[str], list[MetaDir]]] | None = None
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
@@ -153,7 +155,8 @@ class ContainerdReader:
         itemised = set(base.itemised)
         if top is not None:  # Docker's own containerd: under its root, given item by item
             itemised.add(top.split("/", 1)[0])
-            e, m = _cover(root, top.split("/", 1)[0], {_rel(root, area_path), _rel(root, croot, CONTENT)})
+            kept = {_rel(root, area_path), _rel(root, croot, CONTENT)}
+            e, m = self._cover(root, top.split("/", 1)[0], kept)
             entries += [*e, _rel(root, area_path)]
             meta += m
         area_top = top.split("/", 1)[0] if top is not None else None
@@ -195,6 +198,19 @@ class ContainerdReader:
             image_dirs=c.image_dirs,
             read_errors={name: self._errors.get(name, 0) for name in BOLT_FILES},
         )
+
+    def _cover(self, root: str, top: str, keep: set[str]) -> tuple[list[str], list[MetaDir]]:
+        """_cover(), as last time while every dir it listed keeps its settled stamp (an entry
+        made, removed or renamed in one moves it): a stat a dir a rescan, not a listing."""
+        which = (root, top, frozenset(keep))
+        last = self._covered
+        if last is not None and last[0] == which and None not in last[1].values():
+            if all(settled_stamp(os.path.join(root, rel)) == st for rel, st in last[1].items()):
+                return last[2]
+        stamps: dict[str, Stamp | None] = {}
+        covered = _cover(root, top, keep, stamps)
+        self._covered = (which, stamps, covered)
+        return covered
 
     def _young_new(self, listing: tuple[str, ...]) -> bool:
         """Whether the listing holds a `new-*` dir (asked once per listing)."""
@@ -396,14 +412,19 @@ def _rel(root: str, *parts: str) -> str:
     return os.path.relpath(os.path.join(*parts), root)
 
 
-def _cover(root: str, top: str, keep: set[str]) -> tuple[list[str], list[MetaDir]]:
+def _cover(
+    root: str, top: str, keep: set[str], stamps: dict[str, Stamp | None] | None = None
+) -> tuple[list[str], list[MetaDir]]:
     """A top-level dir given item by item: each dir on the way to a path in `keep` as its own
-    inode, everything beside them walked whole (the kept paths are the caller's)."""
+    inode, everything beside them walked whole (the kept paths are the caller's). `stamps`: each
+    dir listed, its settled stamp from just before the listing."""
     entries: list[str] = []
     metas: list[MetaDir] = []
 
     def visit(rel: str, depth: int) -> None:
         entries.append(rel)
+        if stamps is not None:
+            stamps[rel] = settled_stamp(os.path.join(root, rel))
         for name in names_in(os.path.join(root, rel)):
             child = f"{rel}/{name}"
             if child in keep:

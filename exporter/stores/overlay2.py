@@ -22,7 +22,7 @@ from typing import ClassVar
 from exporter.memo import Derived
 from exporter.model import EngineInfo
 from exporter.sources.du import NOTHING_STARTED, Prefetched
-from exporter.sources.layout import Layout, ReadCache, names_in, read_layout
+from exporter.sources.layout import Layout, ReadCache, listing, names_in, read_layout
 from exporter.sources.stamps import settled_stamp
 from exporter.stores import register
 from exporter.stores.inventory import (
@@ -171,7 +171,8 @@ class Overlay2Reader:
         entries += [f"{driver}/{name}" for name in layout.driver_files]  # e.g. backingFsBlockDev
         vdir = os.path.join(root, "volumes")
         volumes = set(layout.volumes)
-        entries += [f"volumes/{name}" for name in names_in(vdir) if name not in volumes]  # metadata.db
+        # metadata.db: from read_layout's listing of volumes/, reused while its stamp holds
+        entries += [f"volumes/{name}" for name, _ in listing(vdir, self.reads) if name not in volumes]
         meta: tuple[MetaDir, ...] = ()
         chains = f"{driver}/layerdb/sha256"  # relative to image/
         if "image" in layout.top_dirs and os.path.isdir(os.path.join(root, "image", chains)):

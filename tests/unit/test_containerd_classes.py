@@ -266,3 +266,41 @@ def test_the_blobs_stats_come_from_the_workers_on_a_first_scan(
     fresh = content.ContentStore()  # no workers: each blob stat'ed here, the same figures
     assert fresh.measure(str(tmp_path), str(tmp_path), meta, {}, {})[2] == blobs
     assert len([c for c in calls if "/blobs/sha256/" in c]) == 40
+
+
+def test_the_containerd_dirs_beside_the_stores_are_listed_again_only_when_one_moves(tmp_path: Path) -> None:
+    """Docker's own containerd root is given item by item (the snapshots and the content store
+    apart, the rest walked whole): that cover is reused while every dir it listed keeps its
+    settled stamp, and read again once one moved (a plugin's dir made)."""
+    daemon = tmp_path / "containerd" / "daemon"
+    for rel in (
+        "io.containerd.snapshotter.v1.overlayfs/snapshots",
+        "io.containerd.content.v1.content",
+        "tmpmounts",
+    ):
+        (daemon / rel).mkdir(parents=True)
+    (daemon / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db").write_bytes(b"")
+    keep = {
+        "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/snapshots",
+        "containerd/daemon/io.containerd.content.v1.content",
+    }
+
+    def age() -> None:
+        then = time.time() - 3600
+        for top, dirs, _ in os.walk(tmp_path):
+            for name in dirs:
+                os.utime(os.path.join(top, name), (then, then))
+
+    age()
+    reader = ContainerdReader()
+    first = reader._cover(str(tmp_path), "containerd", keep)
+    assert [m.rel for m in first[1]] == ["containerd/daemon/tmpmounts"]
+    assert reader._cover(str(tmp_path), "containerd", keep) is first  # nothing read again
+    (daemon / "io.containerd.runtime.v2.task").mkdir()
+    age()  # settled again, under a new stamp
+    again = reader._cover(str(tmp_path), "containerd", keep)
+    assert [m.rel for m in again[1]] == [
+        "containerd/daemon/io.containerd.runtime.v2.task",
+        "containerd/daemon/tmpmounts",
+    ]
+    assert "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/metadata.db" in again[0]

@@ -797,6 +797,38 @@ def test_settled_listings_are_reused_until_a_dir_changes(std: DockerRoot) -> Non
     assert fourth.volumes == ("cache",)
 
 
+def test_container_dirs_are_listed_again_only_when_their_stamp_moves(std: DockerRoot) -> None:
+    """A container dir's listing (where its logs are found) is reused while its settled stamp
+    holds, and read again once it moved: a log rotated in (a rename), a local-driver log
+    written; a gone container's listings are forgotten."""
+    age(std.root)
+    cache = ReadCache()
+    first = {c.id: c.logs for c in read_layout(str(std.root), "overlay2", cache).containers}
+    cid, logs = next((k, v) for k, v in first.items() if v)
+    cdir = std.root / "containers" / cid
+    listed = {p for p in cache.listings if p.startswith(str(std.root / "containers"))}
+    assert str(cdir) in listed
+    # The same listing object while the stamp holds, not a listing read again.
+    again = cache.listings[str(cdir)]
+    read_layout(str(std.root), "overlay2", cache)
+    assert cache.listings[str(cdir)] is again
+
+    rotated = cdir / f"{cid}-json.log.7"
+    (cdir / "tmp-rotate").write_bytes(b"x" * 100)
+    os.rename(cdir / "tmp-rotate", rotated)
+    (cdir / "local-logs").mkdir(exist_ok=True)
+    (cdir / "local-logs" / "container.log.9").write_bytes(b"y")
+    age(std.root)  # settled again, under a new stamp
+    after = {c.id: c.logs for c in read_layout(str(std.root), "overlay2", cache).containers}
+    assert set(after[cid]) == {*logs, str(rotated), str(cdir / "local-logs" / "container.log.9")}
+
+    shutil.rmtree(cdir)
+    age(std.root)
+    gone = read_layout(str(std.root), "overlay2", cache)
+    assert cid not in {c.id for c in gone.containers}
+    assert not [p for p in cache.listings if p.startswith(str(cdir))]
+
+
 def test_recently_modified_dirs_are_read_again(std: DockerRoot) -> None:
     """A dir changed within the last SETTLE_NS could change again inside the same mtime tick
     unseen: its listing is never reused."""

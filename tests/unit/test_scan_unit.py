@@ -424,7 +424,7 @@ def test_volume_data_on_a_mount_is_walked_only_in_a_worker(std: DockerRoot) -> N
     plugin's mount) may hang a walk: only it is an isolated job (walked in a worker that can be
     killed), found by the mount table the moment it is mounted, through a link in the root's
     path; unmounted, it is walked here again. The table is read again only on a change."""
-    store, sampler = make_sampler(std)
+    _, sampler = make_sampler(std)
     rec = walker_of(sampler)
     linked = std.root.parent / "root-link"
     linked.symlink_to(std.root)
