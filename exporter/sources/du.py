@@ -30,10 +30,13 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import repeat
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from exporter.model import EMPTY, Usage, total  # noqa: F401 - re-exported: callers sum walks
 from exporter.model import make_usage as _usage
+
+if TYPE_CHECKING:
+    from exporter.sources.livewalk import LiveTrees
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
@@ -46,6 +49,10 @@ _BATCHES_PER_WORKER = 16  # the pool's queue evens out hints that guess wrong (b
 # (bench/containerd_engine.py's rescan, 43 walks of 130 inodes: 2.3 ms shared, 1.0 ms here).
 _SHARE_ABOVE = 2_000
 _PER_WALK = 8  # a walk's system calls beyond its inodes' (open, two reads of its entries, close)
+# A dir this small (its hint, inodes last time) walked in this process is measured by its
+# settled listing instead, one lstat an inode (exporter.sources.livewalk); a bigger one's walk
+# costs little beyond its inodes, and a listing of it would be memory kept.
+_LIVE_AT_MOST = 256
 
 try:
     from exporter.sources import _walk as _native
@@ -233,6 +240,11 @@ def _safe_walk(job: WalkJob, deadline: float | None, python: bool = False) -> Us
         return UNREADABLE
 
 
+def _live_usages(trees: LiveTrees, jobs: list[WalkJob]) -> list[Usage]:
+    """Small jobs measured by their settled listings, in this process (Walker._walk_here)."""
+    return trees.measure((job.path, job.exclude) for job in jobs)
+
+
 def _walk_batch(jobs: list[WalkJob], deadline: float | None, python: bool = False) -> list[Usage]:
     # Runs in a worker process; module-level so it pickles by reference.
     return [_safe_walk(job, deadline, python) for job in jobs]
@@ -362,6 +374,9 @@ class Walker:
         self.workers = max(1, workers if workers is not None else _default_workers())
         self.python_walk = python_walk
         self.walks = 0
+        from exporter.sources.livewalk import LiveTrees  # here: livewalk imports stamps, which imports du
+
+        self.live = LiveTrees()  # the listings of the small dirs this process walks (_walk_here)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # one run at a time; close() may come from another thread
 
@@ -411,87 +426,98 @@ class Walker:
         any case, starting it if need be. `alongside`: work for this process while the workers
         walk (or before it walks, with no pool)."""
         with self._lock:
-            results: dict[Hashable, Usage] = {}
+            try:
+                return self._run(jobs, deadline, local_below, alongside)
+            finally:  # the listings of dirs this run did not ask for are dropped
+                self.live.retain({(j.path, j.exclude) for j in jobs})
 
-            def add(key: Hashable, usage: Usage) -> None:
-                results[key] = results[key] + usage if key in results else usage
+    def _run(
+        self,
+        jobs: list[WalkJob],
+        deadline: float | None,
+        local_below: int,
+        alongside: Callable[[], object] | None,
+    ) -> dict[Hashable, Usage]:
+        results: dict[Hashable, Usage] = {}
 
-            hinted = sum(j.hint for j in jobs)
-            small = local_below > 0 and all(j.hint > 0 for j in jobs) and hinted < local_below
-            isolated = [j for j in jobs if j.isolate]
-            alone = small and hinted + _PER_WALK * len(jobs) < _SHARE_ABOVE
-            pool = None
-            if self.workers > 1 and (isolated or (len(jobs) > 1 and not alone)):
-                pool = self._pool if small and not isolated else self._get_pool()
-            if pool is None:  # one worker asked for, a run walked alone, or no pool can start: all here
-                if alongside is not None:
-                    alongside()
-                self._walk_here(jobs, deadline, add)
-                return results
+        def add(key: Hashable, usage: Usage) -> None:
+            results[key] = results[key] + usage if key in results else usage
 
-            futures: dict[Future[list[Usage]], list[WalkJob]] = {}
-            redo: list[WalkJob] = []
-            dropped_here = False
-            if alone:  # all but the isolated here, while the workers walk those (one hung, the rest go on)
-                mine, batches = [j for j in jobs if not j.isolate], _batches(isolated, self.workers)
-            elif small:
-                shares = _batches([j for j in jobs if not j.isolate], self.workers)
-                mine = shares.pop() if shares else []  # the lightest: this process waits anyway
-                if isolated:  # the rest, balanced again over every worker
-                    batches = _batches([j for share in shares for j in share] + isolated, self.workers)
-                else:
-                    batches = shares
-            else:
-                batches, mine = _batches(jobs, self.workers * _BATCHES_PER_WORKER), []
-            for i, batch in enumerate(batches):
-                try:
-                    futures[pool.submit(_walk_batch, batch, deadline, self.python_walk)] = batch
-                except (BrokenProcessPool, RuntimeError, OSError):
-                    # OSError: the pool could not start (e.g. no writable temp dir for the
-                    # forkserver's socket on a read-only root): walk here, try again next run.
-                    redo = [job for b in batches[i:] for job in b]
-                    dropped_here = True
-                    self._drop_pool(kill=True)
-                    break
+        hinted = sum(j.hint for j in jobs)
+        small = local_below > 0 and all(j.hint > 0 for j in jobs) and hinted < local_below
+        isolated = [j for j in jobs if j.isolate]
+        alone = small and hinted + _PER_WALK * len(jobs) < _SHARE_ABOVE
+        pool = None
+        if self.workers > 1 and (isolated or (len(jobs) > 1 and not alone)):
+            pool = self._pool if small and not isolated else self._get_pool()
+        if pool is None:  # one worker asked for, a run walked alone, or no pool can start: all here
             if alongside is not None:
                 alongside()
-            for job in mine:
-                add(job.key, self._local(job, deadline))
-            # A broken pool fails every outstanding future at once, so waiting for all is prompt.
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
-            done, pending = wait(futures, timeout=timeout)
-            for fut in done:
-                batch = futures[fut]
-                if fut.cancelled():  # queued when the pool was dropped
-                    if dropped_here:  # by this run, the pool broken: walked here
-                        redo += batch
-                    else:  # by shutdown(): unfinished
-                        for job in batch:
-                            add(job.key, _UNFINISHED)
-                    continue
-                exc = fut.exception()
-                if exc is None:
-                    self.walks += len(batch)
-                    for job, usage in zip(batch, fut.result(), strict=True):
-                        add(job.key, usage)
-                elif isinstance(exc, BrokenProcessPool):
-                    # A worker died under this batch (killed, or shutdown()). An isolated job in
-                    # it may be what hangs: unfinished, retried by a fresh pool next run.
-                    redo += [job for job in batch if not job.isolate]
-                    for job in batch:
-                        if job.isolate:
-                            add(job.key, _UNFINISHED)
-                else:  # e.g. a job that would not pickle: that batch's problem only
-                    for job in batch:
-                        add(job.key, UNREADABLE)
-            for fut in pending:
-                # Past deadline + grace and still walking (a hung mount?): what we know is nothing.
-                for job in futures[fut]:
-                    add(job.key, _UNFINISHED)
-            if redo or pending:
-                self._drop_pool(kill=True)  # recreated on the next run
-            self._walk_here(redo, deadline, add)
+            self._walk_here(jobs, deadline, add)
             return results
+
+        futures: dict[Future[list[Usage]], list[WalkJob]] = {}
+        redo: list[WalkJob] = []
+        dropped_here = False
+        if alone:  # all but the isolated here, while the workers walk those (one hung, the rest go on)
+            mine, batches = [j for j in jobs if not j.isolate], _batches(isolated, self.workers)
+        elif small:
+            shares = _batches([j for j in jobs if not j.isolate], self.workers)
+            mine = shares.pop() if shares else []  # the lightest: this process waits anyway
+            if isolated:  # the rest, balanced again over every worker
+                batches = _batches([j for share in shares for j in share] + isolated, self.workers)
+            else:
+                batches = shares
+        else:
+            batches, mine = _batches(jobs, self.workers * _BATCHES_PER_WORKER), []
+        for i, batch in enumerate(batches):
+            try:
+                futures[pool.submit(_walk_batch, batch, deadline, self.python_walk)] = batch
+            except (BrokenProcessPool, RuntimeError, OSError):
+                # OSError: the pool could not start (e.g. no writable temp dir for the
+                # forkserver's socket on a read-only root): walk here, try again next run.
+                redo = [job for b in batches[i:] for job in b]
+                dropped_here = True
+                self._drop_pool(kill=True)
+                break
+        if alongside is not None:
+            alongside()
+        self._walk_here(mine, deadline, add)
+        # A broken pool fails every outstanding future at once, so waiting for all is prompt.
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) + _GRACE
+        done, pending = wait(futures, timeout=timeout)
+        for fut in done:
+            batch = futures[fut]
+            if fut.cancelled():  # queued when the pool was dropped
+                if dropped_here:  # by this run, the pool broken: walked here
+                    redo += batch
+                else:  # by shutdown(): unfinished
+                    for job in batch:
+                        add(job.key, _UNFINISHED)
+                continue
+            exc = fut.exception()
+            if exc is None:
+                self.walks += len(batch)
+                for job, usage in zip(batch, fut.result(), strict=True):
+                    add(job.key, usage)
+            elif isinstance(exc, BrokenProcessPool):
+                # A worker died under this batch (killed, or shutdown()). An isolated job in
+                # it may be what hangs: unfinished, retried by a fresh pool next run.
+                redo += [job for job in batch if not job.isolate]
+                for job in batch:
+                    if job.isolate:
+                        add(job.key, _UNFINISHED)
+            else:  # e.g. a job that would not pickle: that batch's problem only
+                for job in batch:
+                    add(job.key, UNREADABLE)
+        for fut in pending:
+            # Past deadline + grace and still walking (a hung mount?): what we know is nothing.
+            for job in futures[fut]:
+                add(job.key, _UNFINISHED)
+        if redo or pending:
+            self._drop_pool(kill=True)  # recreated on the next run
+        self._walk_here(redo, deadline, add)
+        return results
 
     def start(self, walks: Iterable[ChildWalks], deadline: float | None = None) -> Started:
         """Hand `walks` to the workers and return at once (the caller works meanwhile); only with
@@ -523,8 +549,15 @@ class Walker:
     def _walk_here(
         self, jobs: list[WalkJob], deadline: float | None, add: Callable[[Hashable, Usage], None]
     ) -> None:
-        """Walk `jobs` in this process, heaviest first."""
-        for job in sorted(jobs, key=lambda j: -j.hint):
+        """Walk `jobs` in this process, heaviest first; the small ones by their listings."""
+        live: list[WalkJob] = []
+        if not self.python_walk and (deadline is None or time.monotonic() < deadline):
+            live = [j for j in jobs if 0 < j.hint <= _LIVE_AT_MOST and not j.isolate]
+        for job, usage in zip(live, _live_usages(self.live, live) if live else (), strict=True):
+            self.walks += 1
+            add(job.key, usage)
+        small = set(map(id, live))
+        for job in sorted((j for j in jobs if id(j) not in small), key=lambda j: -j.hint):
             add(job.key, self._local(job, deadline))
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from exporter.sources import du
 from exporter.sources.du import EMPTY, Usage, Walker, WalkJob, walk
+from exporter.sources.livewalk import LiveTrees
 
 MB = 1024 * 1024
 
@@ -672,15 +673,21 @@ def test_walker_small_run_shares_the_walk_with_a_running_pool(dirs: dict[str, Pa
 
 @pytest.fixture
 def walked_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Keys of the jobs this process walks itself (workers import du afresh: they go unseen)."""
+    """Keys of the jobs this process walks itself, by a walk or by their listings (workers
+    import du afresh: they go unseen)."""
     here: list[str] = []
-    real = du._safe_walk
+    real, real_live = du._safe_walk, du._live_usages
 
     def spy(job: WalkJob, *args: object) -> Usage:
         here.append(job.key)
         return real(job, *args)  # type: ignore[arg-type]
 
+    def spy_live(trees: LiveTrees, jobs: list[WalkJob]) -> list[Usage]:
+        here.extend(job.key for job in jobs)
+        return real_live(trees, jobs)
+
     monkeypatch.setattr(du, "_safe_walk", spy)
+    monkeypatch.setattr(du, "_live_usages", spy_live)
     return here
 
 
@@ -968,3 +975,27 @@ def test_batches_balance_by_hint_and_keep_every_job() -> None:
     assert du._batches(jobs[:2], 8) == [[jobs[0]], [jobs[1]]]
     unknown = [WalkJob(f"u{i}", "/x") for i in range(8)]
     assert [len(b) for b in du._batches(unknown, 4)] == [2, 2, 2, 2]  # no hints: spread by count
+
+
+def test_walker_measures_small_dirs_here_by_their_settled_listings(
+    dirs: dict[str, Path], walked_here: list[str]
+) -> None:
+    """In this process a job with a small hint is measured by its listing while its dirs hold
+    (exporter.sources.livewalk: one lstat an inode), a bigger or an isolated one walked; the
+    figures are a walk's either way, and a listing no run asks for is dropped."""
+    jobs = [WalkJob(key, str(path), hint=10 + 30 * i) for i, (key, path) in enumerate(dirs.items())]
+    big = dataclasses.replace(jobs[0], hint=du._LIVE_AT_MOST + 1)
+    risky = dataclasses.replace(jobs[1], isolate=True)
+    jobs = [big, risky, *jobs[2:]]
+    want = {key: walk(str(path)) for key, path in dirs.items()}
+    walker = Walker(workers=1)
+    walker.live.settle_ns = 30_000_000
+    time.sleep(0.1)  # the trees settle
+    assert walker.run(jobs) == want and walker.live.listed == len(jobs) - 2
+    (dirs["layer:3"] / "d0" / "e0" / "f0").write_bytes(b"g" * 50_000)  # grown in place: no dir moves
+    want["layer:3"] = walk(str(dirs["layer:3"]))
+    walked_here.clear()
+    assert walker.run(jobs) == want and walker.live.reused == len(jobs) - 2
+    assert sorted(walked_here) == sorted(want) and walker.walks == 2 * len(jobs)
+    walker.run(jobs[:3])
+    assert set(walker.live._listings) == {(j.path, j.exclude) for j in jobs[2:3]}

@@ -1,0 +1,200 @@
+"""Small live dirs measured again by their settled listings: one lstat an inode a rescan.
+
+A rescan walks every time what can change: containers' dirs, writable layers, volumes. For a
+small one, a walk's own system calls (open, fstat, two reads of the entries, close: five a
+dir) cost more than its inodes' lstats. Its names, though, change only with its dirs'
+stamps: an entry made, removed or renamed in a dir, a link made or a mode changed, each moves
+the dir's ctime. So while every dir of a tree keeps the (inode, ctime) it had when it was
+listed, and that listing was made SETTLE_NS or more after the ctime (a second change within
+the same tick would not move it: exporter.sources.stamps), the tree holds the names it held,
+and an lstat of each (in C, one batch for all the trees of a run) gives what a walk would.
+Any other answer (a stamp moved, an entry gone, a dir turned file, a mount come or gone) and
+the tree is listed again now, with the same figures as du.walk.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import time
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from exporter.model import EMPTY, Usage
+from exporter.sources.stamps import SETTLE_NS
+
+_DIR, _OTHER, _MOUNT = 0, 1, 2  # what an entry was when listed: a dir, a non-dir, another fs's
+_FIELDS = struct.Struct("8q")  # errno, mode, ino, dev, nlink, blocks, size, ctime_ns
+_VANISHED = (2, 20)  # ENOENT, ENOTDIR: as du.VANISHED (not imported: du imports this module)
+_S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
+
+try:
+    from exporter.sources import _walk as _native
+except ImportError:
+    _native = None
+
+
+def _lstat_many_python(paths: tuple[bytes, ...]) -> bytes:
+    out = bytearray()
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError as e:
+            out += _FIELDS.pack(e.errno or 5, 0, 0, 0, 0, 0, 0, 0)
+            continue
+        out += _FIELDS.pack(
+            0, st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_blocks, st.st_size, st.st_ctime_ns
+        )
+    return bytes(out)
+
+
+def lstat_many(paths: tuple[bytes, ...]) -> bytes:
+    """An lstat of each path: _FIELDS each, errno first (0 when it succeeded)."""
+    return _native.lstat_many(paths) if _native is not None else _lstat_many_python(paths)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """A tree as listed: the root first, then each entry not excluded, in walk order."""
+
+    paths: tuple[bytes, ...]
+    kinds: bytes  # _DIR, _OTHER or _MOUNT per path
+    inos: tuple[int, ...]  # a dir's inode (0 for the rest)
+    ctimes: tuple[int, ...]  # a dir's ctime in ns (0 for the rest)
+    dev: int  # the root's filesystem
+
+
+class LiveTrees:
+    """Trees measured by their settled listings (see the module doc), one listing per tree
+    (keyed by path and exclude set). Not thread-safe: one per Walker, under its lock."""
+
+    def __init__(self, settle_ns: int = SETTLE_NS) -> None:
+        self.settle_ns = settle_ns
+        self._listings: dict[Hashable, _Listing] = {}
+        self.reused = 0  # trees measured by their listing, since made
+        self.listed = 0  # trees listed (first time, unsettled, or changed), since made
+
+    def measure(self, trees: Iterable[tuple[str, frozenset[str]]]) -> list[Usage]:
+        """Each tree's Usage, as du.walk(path, exclude=…) gives it (never partial)."""
+        trees = list(trees)
+        known = [self._listings.get(t) for t in trees]
+        batch = tuple(p for lst in known if lst is not None for p in lst.paths)
+        stats = _FIELDS.iter_unpack(lstat_many(batch)) if batch else iter(())
+        out: list[Usage] = []
+        for tree, lst in zip(trees, known, strict=True):
+            usage = None
+            if lst is not None:
+                usage = _restat(lst, [next(stats) for _ in lst.paths])
+            if usage is None:
+                usage = self._list(*tree)
+            else:
+                self.reused += 1
+            out.append(usage)
+        return out
+
+    def retain(self, trees: set[Hashable]) -> None:
+        """Forget the listings of trees not in `trees` (gone, or walked elsewhere now)."""
+        for gone in [t for t in self._listings if t not in trees]:
+            del self._listings[gone]
+
+    def _list(self, path: str, exclude: frozenset[str]) -> Usage:
+        """du.walk's figures, path by path, keeping the names if every dir was settled."""
+        self.listed += 1
+        key = (path, exclude)
+        self._listings.pop(key, None)
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            return EMPTY if e.errno in _VANISHED else Usage(0, 0, 0, 1, False)
+        if (st.st_mode & _S_IFMT) != _S_IFDIR:
+            return Usage(st.st_blocks * 512, st.st_size, 1, 0, False)
+        excl = {os.path.normpath(rel).strip("/") for rel in exclude}
+        root_dev, now = st.st_dev, time.time_ns()
+        settled = now - st.st_ctime_ns >= self.settle_ns
+        paths, kinds, inos, ctimes = [os.fsencode(path)], [_DIR], [st.st_ino], [st.st_ctime_ns]
+        blocks, apparent, files, errors = st.st_blocks, 0, 1, 0
+        seen = {st.st_ino}
+
+        def add(path: bytes, kind: int, ino: int = 0, ctime: int = 0) -> None:
+            paths.append(path)
+            kinds.append(kind)
+            inos.append(ino)
+            ctimes.append(ctime)
+
+        stack = [(path, "")]
+        while stack:
+            d, rel = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    for entry in it:
+                        erel = f"{rel}/{entry.name}" if rel else entry.name
+                        if erel in excl:
+                            continue
+                        try:
+                            est = entry.stat(follow_symlinks=False)
+                        except OSError as e:
+                            errors += e.errno not in _VANISHED
+                            settled = False
+                            continue
+                        epath = os.fsencode(entry.path)
+                        if est.st_dev != root_dev:
+                            add(epath, _MOUNT)
+                            continue  # a mount point: not ours
+                        if (est.st_mode & _S_IFMT) == _S_IFDIR:
+                            if est.st_ino in seen:
+                                settled = False  # a same-device bind mount: walked once, as du
+                                continue
+                            seen.add(est.st_ino)
+                            add(epath, _DIR, est.st_ino, est.st_ctime_ns)
+                            settled = settled and now - est.st_ctime_ns >= self.settle_ns
+                            stack.append((entry.path, erel))
+                        else:
+                            add(epath, _OTHER)
+                            if est.st_nlink > 1:
+                                if est.st_ino in seen:
+                                    continue
+                                seen.add(est.st_ino)
+                            apparent += est.st_size
+                        blocks += est.st_blocks
+                        files += 1
+            except OSError as e:
+                errors += e.errno not in _VANISHED
+                settled = False
+        if settled and not errors:
+            self._listings[key] = _Listing(tuple(paths), bytes(kinds), tuple(inos), tuple(ctimes), root_dev)
+        return Usage(blocks * 512, apparent, files, errors, False)
+
+
+def _restat(lst: _Listing, stats: list[tuple[int, ...]]) -> Usage | None:
+    """The tree's Usage from a fresh lstat of each of its listed paths, or None if any of them
+    says the listing no longer holds."""
+    dev = lst.dev
+    blocks = apparent = files = 0
+    seen: set[int] = set()
+    for kind, ino, ctime, (err, mode, s_ino, s_dev, nlink, s_blocks, size, s_ctime) in zip(
+        lst.kinds, lst.inos, lst.ctimes, stats, strict=True
+    ):
+        if err:
+            return None  # gone, or unreadable now: listed again, which counts it as du would
+        if kind == _MOUNT:
+            if s_dev == dev:
+                return None  # unmounted: what is there now is ours
+            continue
+        if s_dev != dev:
+            return None  # a mount come over it
+        is_dir = (mode & _S_IFMT) == _S_IFDIR
+        if kind == _DIR:
+            if not is_dir or s_ino != ino or s_ctime != ctime:
+                return None  # its names may have changed
+        elif is_dir:
+            return None
+        else:
+            if nlink > 1:
+                if s_ino in seen:
+                    continue
+                seen.add(s_ino)
+            apparent += size
+        blocks += s_blocks
+        files += 1
+    return Usage(blocks * 512, apparent, files, 0, False)

@@ -1,0 +1,141 @@
+"""Small live dirs measured by their settled listings: every figure as du.walk gives it, and
+the listing trusted only while every dir's (inode, ctime) holds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.sources import livewalk
+from exporter.sources.du import walk
+from exporter.sources.livewalk import LiveTrees
+
+SETTLE_NS = 30_000_000  # 30 ms: longer than a ctime tick, short enough for a test
+
+
+def settle() -> None:
+    time.sleep(2 * SETTLE_NS / 1e9)
+
+
+def tree(root: Path) -> Path:
+    (root / "fs" / "tmp").mkdir(parents=True)
+    (root / "work" / "work").mkdir(parents=True)
+    (root / "fs" / "tmp" / "state").write_bytes(b"x" * 5000)
+    (root / "fs" / "etc").mkdir()
+    (root / "fs" / "etc" / "hosts").write_bytes(b"h" * 10)
+    os.link(root / "fs" / "etc" / "hosts", root / "fs" / "hosts.link")
+    os.symlink("etc/hosts", root / "fs" / "sym")
+    (root / "skip").mkdir()
+    (root / "skip" / "big").write_bytes(b"s" * 70_000)
+    return root
+
+
+@pytest.fixture(params=["c", "python"])
+def trees(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> LiveTrees:
+    if request.param == "python":
+        monkeypatch.setattr(livewalk, "_native", None)
+    elif livewalk._native is None:
+        pytest.fail("the C walk is not built (setup.py build_ext)")
+    return LiveTrees(settle_ns=SETTLE_NS)
+
+
+def check(trees: LiveTrees, root: Path, exclude: frozenset[str] = frozenset({"skip"})) -> tuple[int, int]:
+    """Measure once; it must be what a walk says. Returns (reused, listed) of that measure."""
+    reused, listed = trees.reused, trees.listed
+    (got,) = trees.measure([(str(root), exclude)])
+    assert got == walk(str(root), exclude=exclude)
+    return trees.reused - reused, trees.listed - listed
+
+
+def test_a_settled_tree_is_restated_not_listed_while_its_dirs_hold(trees: LiveTrees, tmp_path: Path) -> None:
+    root = tree(tmp_path / "t")
+    assert check(trees, root) == (0, 1)  # just made: listed, not kept (a change may follow in its tick)
+    assert check(trees, root) == (0, 1)
+    settle()
+    assert check(trees, root) == (0, 1)  # settled now: listed and kept
+    assert check(trees, root) == (1, 0)
+    (root / "fs" / "tmp" / "state").write_bytes(b"y" * 123_456)  # in place: no dir moves
+    assert check(trees, root) == (1, 0)  # the new size, from the lstat
+    with open(root / "fs" / "etc" / "hosts", "ab") as f:  # through one of two links: counted once
+        f.write(b"z" * 9000)
+    assert check(trees, root) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda r: (r / "fs" / "tmp" / "new").write_bytes(b"n" * 100), id="file-made"),
+        pytest.param(lambda r: (r / "fs" / "tmp" / "state").unlink(), id="file-removed"),
+        pytest.param(lambda r: os.rename(r / "fs" / "tmp" / "state", r / "fs" / "state"), id="renamed"),
+        pytest.param(lambda r: (r / "work" / "work" / "d").mkdir(), id="dir-made"),
+        pytest.param(lambda r: os.link(r / "fs" / "tmp" / "state", r / "work" / "l"), id="link-made"),
+        pytest.param(lambda r: os.chmod(r / "fs" / "etc", 0o700), id="mode"),
+        pytest.param(lambda r: (r / "skip" / "more").write_bytes(b"m"), id="inside-an-exclude"),
+    ],
+)
+def test_any_change_to_a_dir_lists_the_tree_again(trees: LiveTrees, tmp_path: Path, change: object) -> None:
+    root = tree(tmp_path / "t")
+    settle()
+    check(trees, root)
+    assert check(trees, root) == (1, 0)
+    change(root)  # type: ignore[operator]
+    reused, listed = check(trees, root)
+    if (root / "skip" / "more").exists():
+        assert (reused, listed) == (1, 0)  # an excluded dir's entries are not the tree's
+    else:
+        assert (reused, listed) == (0, 1)
+
+
+def test_a_mount_come_or_gone_lists_the_tree_again(trees: LiveTrees, tmp_path: Path) -> None:
+    """A mount does not move its parent's ctime: the lstat's device tells it."""
+    root = tree(tmp_path / "t")
+    settle()
+    check(trees, root)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(root / "fs" / "tmp")], check=True)
+    try:
+        (root / "fs" / "tmp" / "on-tmpfs").write_bytes(b"t" * 4096)
+        assert check(trees, root)[1] == 1  # the mount point is not ours, as du -x says
+        settle()
+        check(trees, root)
+        assert check(trees, root) == (1, 0)
+    finally:
+        subprocess.run(["umount", str(root / "fs" / "tmp")], check=True)
+    assert check(trees, root)[1] == 1
+
+
+def test_gone_root_a_file_root_and_forgotten_listings(trees: LiveTrees, tmp_path: Path) -> None:
+    root = tree(tmp_path / "t")
+    (tmp_path / "f").write_bytes(b"f" * 3000)
+    settle()
+    check(trees, root)
+    check(trees, tmp_path / "f", frozenset())
+    assert check(trees, tmp_path / "nowhere", frozenset()) == (0, 1)
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    assert check(trees, root) == (0, 1)  # gone: as a walk of a gone dir says
+    trees.retain(set())
+    assert not trees._listings
+
+
+def test_a_file_bind_mounted_from_another_filesystem_is_not_counted(trees: LiveTrees, tmp_path: Path) -> None:
+    """A file mounted over a listed file (as a container's /etc/hosts is) is not ours: du -x
+    leaves it out, and so does the restat, by its device."""
+    root = tree(tmp_path / "t")
+    (root / "work" / "file").write_bytes(b"w" * 100)
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(other)], check=True)
+    try:
+        (other / "big").write_bytes(b"b" * 200_000)
+        settle()
+        check(trees, root)
+        subprocess.run(["mount", "--bind", str(other / "big"), str(root / "work" / "file")], check=True)
+        try:
+            assert check(trees, root) == (0, 1)
+        finally:
+            subprocess.run(["umount", str(root / "work" / "file")], check=True)
+    finally:
+        subprocess.run(["umount", str(other)], check=True)
