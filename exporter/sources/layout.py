@@ -348,15 +348,15 @@ def read_containers(root: str, cache: ReadCache | None = None) -> list[Container
     base = os.path.join(root, "containers")
     listed = {base}
     for cid, _ in listing(base, cache):
-        d = os.path.join(base, cid)
+        d = f"{base}/{cid}"  # names from a listing: no separator, never absolute
         listed.add(d)
         names = listing(d, cache)
-        logs = [os.path.join(d, n) for n, _ in names if n.startswith(f"{cid}-json.log")]
+        json_log = f"{cid}-json.log"
+        logs = [f"{d}/{n}" for n, _ in names if n.startswith(json_log)]
         if ("local-logs", True) in names:
-            local = os.path.join(d, "local-logs")
+            local = f"{d}/local-logs"
             listed.add(local)
-            rotated = [n for n, _ in listing(local, cache) if n.startswith("container.log")]
-            logs += [os.path.join(local, n) for n in rotated]
+            logs += [f"{local}/{n}" for n, _ in listing(local, cache) if n.startswith("container.log")]
         out.append(ContainerDir(cid, d, tuple(logs)))
     if cache is not None:  # forget the listings of containers gone
         gone = [p for p in cache.listings if p.startswith(f"{base}/") and p not in listed]

@@ -409,7 +409,9 @@ def _age(path: str, now: float) -> float:
 
 
 def _rel(root: str, *parts: str) -> str:
-    return os.path.relpath(os.path.join(*parts), root)
+    path = os.path.join(*parts)
+    rel = within(root, path)
+    return rel if rel is not None else os.path.relpath(path, root)
 
 
 def _cover(

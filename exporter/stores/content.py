@@ -16,7 +16,7 @@ from exporter.model import Usage
 from exporter.sources import containerd_meta
 from exporter.sources.containerd_meta import Metadata
 from exporter.sources.du import NOTHING_STARTED, Prefetched, one_inode, walk
-from exporter.sources.layout import DIGEST, chain_ids, names_in
+from exporter.sources.layout import DIGEST, chain_ids
 from exporter.sources.rawfs import DIR_FLAGS, read_regular
 from exporter.sources.stamps import DirNames
 from exporter.stores.inventory import Key, Part, Prefetch, make_key
@@ -118,6 +118,8 @@ class ContentStore:
         self._images: dict[str, ImageDocs] = {}  # by target digest
         self._blobs: dict[str, Usage] = {}  # blob file name -> its stat
         self._blob_names = DirNames()  # blobs/sha256: the same object while the same blobs
+        self._ingest_names = DirNames()  # ingest/: each download's dir (walked every scan)
+        self._base_names = DirNames()  # the store's own top dir
         self._present: tuple[tuple[str, ...], frozenset[str]] | None = None
         self._blob_part: Derived[tuple[dict[Key, str], dict[Key, Usage], dict[str, Key]]] = Derived()
         self._kinds: Derived[dict[Key, str]] = Derived()
@@ -239,11 +241,11 @@ class ContentStore:
             key = Key(Part.BLOB, d)
             measured[key] = one_inode(os.path.join(root, d) if not os.path.isabs(d) else d)
             extra[key] = "other"
-        for name in names_in(os.path.join(base, "ingest")):
+        for name in self._ingest_names.get(os.path.join(base, "ingest")):
             key = Key(Part.BLOB, f"{rel}/ingest/{name}")
             measured[key] = _walk_small(os.path.join(base, "ingest", name))
             extra[key] = "partial"
-        for name in names_in(base):
+        for name in self._base_names.get(base):
             if name not in ("blobs", "ingest"):
                 key = Key(Part.BLOB, f"{rel}/{name}")
                 measured[key] = _walk_small(os.path.join(base, name))
@@ -302,6 +304,14 @@ def _diff_ids(config: Any) -> list[str]:
 
 
 def within(root: str, path: str) -> str | None:
-    """`path` relative to `root` when it lies in it, else None."""
-    rel = os.path.relpath(path, root)
-    return None if rel == ".." or rel.startswith("../") else rel
+    """`path` relative to `root` when it lies in it, else None (as os.path.relpath would say,
+    by the names alone: no link is resolved). Absolute paths, the common case of every scan,
+    without relpath's abspath of each."""
+    root, path = os.path.normpath(root), os.path.normpath(path)
+    if not (root.startswith("/") and path.startswith("/")) or "//" in (root[:2], path[:2]):
+        rel = os.path.relpath(path, root)
+        return None if rel == ".." or rel.startswith("../") else rel
+    if path == root:
+        return "."
+    prefix = root if root == "/" else root + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
