@@ -58,13 +58,16 @@ def total(usages: Iterable[Usage]) -> Usage:
     zip and sum; many (a scan sums tens of thousands) by a sum per field, twice as fast as a
     zip of them all."""
     us = usages if isinstance(usages, list | tuple) else list(usages)
-    if len(us) > 64:
+    n = len(us)
+    if n > 64:
         disk, apparent, files, errors = (sum(map(field, us)) for field in _FIELDS)
         return _new(Usage, (disk, apparent, files, errors, any(map(_PARTIAL, us))))
+    if n == 1 and type(us[0]) is Usage:  # a rescan sums many parts of one: as it is
+        return us[0]
     sums = tuple(map(sum, zip(*us, strict=True)))
     if not sums:
         return EMPTY
-    return Usage(sums[0], sums[1], sums[2], sums[3], bool(sums[4]))
+    return _new(Usage, (sums[0], sums[1], sums[2], sums[3], bool(sums[4])))
 
 
 _FIELDS = tuple(itemgetter(i) for i in range(4))

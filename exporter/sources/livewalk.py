@@ -80,12 +80,15 @@ class LiveTrees:
         trees = list(trees)
         known = [self._listings.get(t) for t in trees]
         batch = tuple(p for lst in known if lst is not None for p in lst.paths)
-        stats = _FIELDS.iter_unpack(lstat_many(batch)) if batch else iter(())
+        stats = list(_FIELDS.iter_unpack(lstat_many(batch))) if batch else []
         out: list[Usage] = []
+        at = 0
         for tree, lst in zip(trees, known, strict=True):
             usage = None
             if lst is not None:
-                usage = _restat(lst, [next(stats) for _ in lst.paths])
+                n = len(lst.paths)
+                usage = _restat(lst, stats[at : at + n])
+                at += n
             if usage is None:
                 usage = self._list(*tree)
             else:
