@@ -5,6 +5,7 @@ native endian, so LE only (amd64, arm64)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -126,6 +127,13 @@ def _meta(buf: bytes, index: int) -> _Meta | None:
     `index` (meta.go Write sets id = txid % 2 and the meta flag)."""
     if len(buf) < _META_END:
         return None
+    return _checked(bytes(buf[:_META_END]), index)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked(buf: bytes, index: int) -> _Meta | None:
+    """_meta of a page's head: a pure function of its bytes, so a rescan that finds the same
+    meta pages (most do: the txid has not moved) does not sum their checksum in Python again."""
     pid, flags, _, _ = _PAGE.unpack_from(buf)
     magic, version, ps, _, root, seq, _, hwm, tx, checksum = _META.unpack_from(buf, _PAGE.size)
     if (pid, flags, magic, version) != (index, META, MAGIC, VERSION):

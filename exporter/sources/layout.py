@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from exporter.memo import Derived
 from exporter.sources import bolt
@@ -365,10 +365,14 @@ def read_containers(root: str, cache: ReadCache | None = None) -> list[Container
     return out
 
 
-def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layout:
-    """Everything but the walk. `root` is the Docker root as this process sees it. With a
-    `cache`, entries that cannot change are parsed once (a rescan then mostly lists dirs)."""
-    problems = _Problems()
+_ImageStore: TypeAlias = tuple[
+    tuple[LayerEntry, ...], dict[str, Stamp], Stamp | None, list[MountEntry], dict[str, tuple[str, ...]]
+]
+
+
+def _read_image_store(root: str, driver: str, problems: _Problems, cache: ReadCache | None) -> _ImageStore:
+    """`image/<driver>/`: the layers (layerdb), the containers' mounts and the images, each set
+    reused while its dir's settled stamp holds."""
     image_dir = os.path.join(root, "image", driver)
     layerdb = os.path.join(image_dir, "layerdb")
     chains_stamp = settled_stamp(os.path.join(layerdb, "sha256"))
@@ -394,6 +398,19 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         images = read_image_layers(imagedb, problems, cache)
         if cache is not None:
             cache.image_set = _ImageSet(images_stamp, images, problems.since(mark)) if images_stamp else None
+    return layers, stamps, chains_stamp, mounts, images
+
+
+def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layout:
+    """Everything but the walk. `root` is the Docker root as this process sees it. With a
+    `cache`, entries that cannot change are parsed once (a rescan then mostly lists dirs)."""
+    problems = _Problems()
+    top = listing(root, cache)
+    present = {name for name, _ in top} if cache is not None else None  # no cache: look all up
+    if present is None or "image" in present:
+        layers, stamps, chains_stamp, mounts, images = _read_image_store(root, driver, problems, cache)
+    else:  # no image store (Docker's containerd image store keeps none): nothing of it to look up
+        layers, stamps, chains_stamp, mounts, images = (), {}, None, [], {}
     if cache is not None:
         cache.retain(
             {e.chain_id.split(":", 1)[1] for e in layers},
@@ -401,7 +418,7 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
             {m.container_id for m in mounts},
         )
     # A host has thousands of driver dirs: d_type, no stat per entry, and reused unchanged.
-    entries = listing(os.path.join(root, driver), cache)
+    entries = listing(os.path.join(root, driver), cache) if present is None or driver in present else ()
     # The same tuples while the listing is the same object: callers tell "unchanged" by identity.
     split = cache.driver_split if cache is not None else Derived()
     driver_dirs, driver_files = split.get(lambda: _split(entries), entries)
@@ -421,7 +438,7 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         chains_stamp=chains_stamp,
         containers=tuple(read_containers(root, cache)),
         volumes=volumes,
-        top_dirs=tuple(name for name, _ in listing(root, cache)),
+        top_dirs=tuple(name for name, _ in top),
         skipped=problems.count,
         problems=tuple(problems.first),
     )
