@@ -35,11 +35,11 @@ except ImportError:
     _native = None
 
 
-def _lstat_many_python(paths: tuple[bytes, ...]) -> bytes:
+def _lstat_many_python(paths: tuple[bytes, ...], base: bytes) -> bytes:
     out = bytearray()
     for p in paths:
         try:
-            st = os.lstat(p)
+            st = os.lstat(os.path.join(base, p))
         except OSError as e:
             out += _FIELDS.pack(e.errno or 5, 0, 0, 0, 0, 0, 0, 0)
             continue
@@ -49,9 +49,10 @@ def _lstat_many_python(paths: tuple[bytes, ...]) -> bytes:
     return bytes(out)
 
 
-def lstat_many(paths: tuple[bytes, ...]) -> bytes:
-    """An lstat of each path: _FIELDS each, errno first (0 when it succeeded)."""
-    return _native.lstat_many(paths) if _native is not None else _lstat_many_python(paths)
+def lstat_many(paths: tuple[bytes, ...], base: bytes) -> bytes:
+    """An lstat of each path, relative to the dir `base`: _FIELDS each, errno first (0 when it
+    succeeded)."""
+    return _native.lstat_many(paths, base) if _native is not None else _lstat_many_python(paths, base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ class LiveTrees:
     def __init__(self, settle_ns: int = SETTLE_NS) -> None:
         self.settle_ns = settle_ns
         self._listings: dict[Hashable, _Listing] = {}
+        self._base: tuple[list[str], bytes] = ([], b"/")  # the trees' common dir, for their roots
+        self._rels: dict[Hashable, tuple[_Listing, bytes, tuple[bytes, ...]]] = {}  # paths from it
         self.reused = 0  # trees measured by their listing, since made
         self.listed = 0  # trees listed (first time, unsettled, or changed), since made
 
@@ -79,8 +82,13 @@ class LiveTrees:
         """Each tree's Usage, as du.walk(path, exclude=…) gives it (never partial)."""
         trees = list(trees)
         known = [self._listings.get(t) for t in trees]
-        batch = tuple(p for lst in known if lst is not None for p in lst.paths)
-        stats = list(_FIELDS.iter_unpack(lstat_many(batch))) if batch else []
+        pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
+        roots = [t[0] for t, _ in pairs]
+        if roots != self._base[0]:  # the same trees as last time, mostly
+            self._base = (roots, os.fsencode(os.path.commonpath(roots)) if roots else b"/")
+        base = self._base[1]
+        batch = tuple(p for t, lst in pairs for p in self._from(t, lst, base))
+        stats = list(_FIELDS.iter_unpack(lstat_many(batch, base))) if batch else []
         out: list[Usage] = []
         at = 0
         for tree, lst in zip(trees, known, strict=True):
@@ -100,12 +108,25 @@ class LiveTrees:
         """Forget the listings of trees not in `trees` (gone, or walked elsewhere now)."""
         for gone in [t for t in self._listings if t not in trees]:
             del self._listings[gone]
+        for gone in [t for t in self._rels if t not in self._listings]:
+            del self._rels[gone]
+
+    def _from(self, tree: Hashable, lst: _Listing, base: bytes) -> tuple[bytes, ...]:
+        """The listing's paths relative to `base` (a dir they all lie in), made once."""
+        hit = self._rels.get(tree)
+        if hit is not None and hit[0] is lst and hit[1] == base:
+            return hit[2]
+        cut = len(base) if base.endswith(b"/") else len(base) + 1
+        rels = tuple(p[cut:] or b"." for p in lst.paths)
+        self._rels[tree] = (lst, base, rels)
+        return rels
 
     def _list(self, path: str, exclude: frozenset[str]) -> Usage:
         """du.walk's figures, path by path, keeping the names if every dir was settled."""
         self.listed += 1
         key = (path, exclude)
         self._listings.pop(key, None)
+        path = os.path.normpath(path)  # its paths are cut to one base (measure): no "//", no "/" at the end
         try:
             st = os.lstat(path)
         except OSError as e:

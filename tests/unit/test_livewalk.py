@@ -139,3 +139,25 @@ def test_a_file_bind_mounted_from_another_filesystem_is_not_counted(trees: LiveT
             subprocess.run(["umount", str(root / "work" / "file")], check=True)
     finally:
         subprocess.run(["umount", str(other)], check=True)
+
+
+def test_trees_are_restated_from_their_common_dir_however_their_paths_are_written(
+    trees: LiveTrees, tmp_path: Path
+) -> None:
+    """One batch for all trees, each path looked up from the dir they share; a root written
+    with a trailing or a doubled slash, or a tree that is that dir itself, says the same."""
+    a, b = tree(tmp_path / "a"), tree(tmp_path / "x" / "b")
+    jobs = [
+        (str(a) + "/", frozenset({"skip"})),
+        (str(tmp_path / "x") + "//b", frozenset()),
+        (str(b), frozenset()),
+    ]
+    settle()
+    want = [walk(p, exclude=e) for p, e in jobs]
+    assert trees.measure(jobs) == want
+    reused = trees.reused
+    assert trees.measure(jobs) == want and trees.reused == reused + 3
+    whole = [(str(tmp_path / "x"), frozenset())]
+    want = [walk(str(tmp_path / "x"))]
+    trees.measure(whole)
+    assert trees.measure(whole) == want and trees.reused == reused + 4
