@@ -240,9 +240,9 @@ def _safe_walk(job: WalkJob, deadline: float | None, python: bool = False) -> Us
         return UNREADABLE
 
 
-def _live_usages(trees: LiveTrees, jobs: list[WalkJob]) -> list[Usage]:
+def _live_usages(trees: LiveTrees, jobs: list[WalkJob], deadline: float | None) -> list[Usage]:
     """Small jobs measured by their settled listings, in this process (Walker._walk_here)."""
-    return trees.measure((job.path, job.exclude) for job in jobs)
+    return trees.measure(((job.path, job.exclude) for job in jobs), deadline)
 
 
 def _walk_batch(jobs: list[WalkJob], deadline: float | None, python: bool = False) -> list[Usage]:
@@ -553,7 +553,7 @@ class Walker:
         live: list[WalkJob] = []
         if not self.python_walk and (deadline is None or time.monotonic() < deadline):
             live = [j for j in jobs if 0 < j.hint <= _LIVE_AT_MOST and not j.isolate]
-        for job, usage in zip(live, _live_usages(self.live, live) if live else (), strict=True):
+        for job, usage in zip(live, _live_usages(self.live, live, deadline) if live else (), strict=True):
             self.walks += 1
             add(job.key, usage)
         small = set(map(id, live))

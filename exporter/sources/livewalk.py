@@ -28,6 +28,8 @@ _DIR, _OTHER, _MOUNT = 0, 1, 2  # what an entry was when listed: a dir, a non-di
 _FIELDS = struct.Struct("8q")  # errno, mode, ino, dev, nlink, blocks, size, ctime_ns
 _VANISHED = (2, 20)  # ENOENT, ENOTDIR: as du.VANISHED (not imported: du imports this module)
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
+_CHECK_EVERY = 256  # entries between deadline checks, as du's walk
+KEEP_AT_MOST = 4096  # paths of one listing kept; a tree this big is walked by its hint anyway
 
 try:
     from exporter.sources import _walk as _native
@@ -78,8 +80,11 @@ class LiveTrees:
         self.reused = 0  # trees measured by their listing, since made
         self.listed = 0  # trees listed (first time, unsettled, or changed), since made
 
-    def measure(self, trees: Iterable[tuple[str, frozenset[str]]]) -> list[Usage]:
-        """Each tree's Usage, as du.walk(path, exclude=…) gives it (never partial)."""
+    def measure(
+        self, trees: Iterable[tuple[str, frozenset[str]]], deadline: float | None = None
+    ) -> list[Usage]:
+        """Each tree's Usage, as du.walk(path, exclude=…, deadline=…) gives it: a tree listed
+        again that is still being read at `deadline` (it grew since) comes back partial."""
         trees = list(trees)
         known = [self._listings.get(t) for t in trees]
         pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
@@ -98,7 +103,7 @@ class LiveTrees:
                 usage = _restat(lst, stats[at : at + n])
                 at += n
             if usage is None:
-                usage = self._list(*tree)
+                usage = self._list(*tree, deadline)
             else:
                 self.reused += 1
             out.append(usage)
@@ -121,8 +126,9 @@ class LiveTrees:
         self._rels[tree] = (lst, base, rels)
         return rels
 
-    def _list(self, path: str, exclude: frozenset[str]) -> Usage:
-        """du.walk's figures, path by path, keeping the names if every dir was settled."""
+    def _list(self, path: str, exclude: frozenset[str], deadline: float | None = None) -> Usage:
+        """du.walk's figures, path by path, keeping the names if every dir was settled and
+        they are not many (KEEP_AT_MOST: a tree grown big is walked, next time, by its hint)."""
         self.listed += 1
         key = (path, exclude)
         self._listings.pop(key, None)
@@ -139,6 +145,7 @@ class LiveTrees:
         paths, kinds, inos, ctimes = [os.fsencode(path)], [_DIR], [st.st_ino], [st.st_ctime_ns]
         blocks, apparent, files, errors = st.st_blocks, 0, 1, 0
         seen = {st.st_ino}
+        countdown, partial = _CHECK_EVERY, False
 
         def add(path: bytes, kind: int, ino: int = 0, ctime: int = 0) -> None:
             paths.append(path)
@@ -152,6 +159,12 @@ class LiveTrees:
             try:
                 with os.scandir(d) as it:
                     for entry in it:
+                        countdown -= 1
+                        if countdown == 0:
+                            countdown = _CHECK_EVERY
+                            if deadline is not None and time.monotonic() >= deadline:
+                                partial = True
+                                break
                         erel = f"{rel}/{entry.name}" if rel else entry.name
                         if erel in excl:
                             continue
@@ -185,9 +198,11 @@ class LiveTrees:
             except OSError as e:
                 errors += e.errno not in _VANISHED
                 settled = False
-        if settled and not errors:
+            if partial:
+                break
+        if settled and not errors and not partial and len(paths) <= KEEP_AT_MOST:
             self._listings[key] = _Listing(tuple(paths), bytes(kinds), tuple(inos), tuple(ctimes), root_dev)
-        return Usage(blocks * 512, apparent, files, errors, False)
+        return Usage(blocks * 512, apparent, files, errors, partial)
 
 
 def _restat(lst: _Listing, stats: list[tuple[int, ...]]) -> Usage | None:

@@ -682,9 +682,9 @@ def walked_here(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         here.append(job.key)
         return real(job, *args)  # type: ignore[arg-type]
 
-    def spy_live(trees: LiveTrees, jobs: list[WalkJob]) -> list[Usage]:
+    def spy_live(trees: LiveTrees, jobs: list[WalkJob], deadline: float | None) -> list[Usage]:
         here.extend(job.key for job in jobs)
-        return real_live(trees, jobs)
+        return real_live(trees, jobs, deadline)
 
     monkeypatch.setattr(du, "_safe_walk", spy)
     monkeypatch.setattr(du, "_live_usages", spy_live)

@@ -161,3 +161,23 @@ def test_trees_are_restated_from_their_common_dir_however_their_paths_are_writte
     want = [walk(str(tmp_path / "x"))]
     trees.measure(whole)
     assert trees.measure(whole) == want and trees.reused == reused + 4
+
+
+def test_a_tree_listed_past_its_deadline_is_partial_and_a_big_one_not_kept(
+    trees: LiveTrees, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small dir that grew big since its hint is listed under the scan's deadline, as a walk
+    is (partial once it passed), and its names are kept only while they are few."""
+    root = tmp_path / "grown"
+    root.mkdir()
+    for i in range(600):
+        (root / f"f{i}").write_bytes(b"")
+    settle()
+    (got,) = trees.measure([(str(root), frozenset())], deadline=time.monotonic() - 1)
+    assert got.partial and 0 < got.files < 601 and not trees._listings
+    monkeypatch.setattr(livewalk, "KEEP_AT_MOST", 100)
+    assert check(trees, root, frozenset()) == (0, 1)
+    assert check(trees, root, frozenset()) == (0, 1)  # not kept: listed again
+    monkeypatch.setattr(livewalk, "KEEP_AT_MOST", 1000)
+    check(trees, root, frozenset())
+    assert check(trees, root, frozenset()) == (1, 0)
