@@ -553,7 +553,7 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
     return out;
 }
 
-/* lstat_many(paths, base=None) -> bytes: an lstat of each path (bytes, no NUL), in order,
+/* lstat_many(paths[, base]) -> bytes: an lstat of each path (bytes, no NUL), in order,
  * without a Python object per path: LSTAT_FIELDS native int64s each (errno or 0, then st_mode,
  * st_ino, st_dev, st_nlink, st_blocks, st_size, st_ctime in ns; the rest 0 where errno is set).
  * With `base`, the paths are relative to it: it is opened once (PARENT_FLAGS) and each path
@@ -618,7 +618,7 @@ static PyMethodDef methods[] = {
     {"walk_children", py_walk_children, METH_VARARGS,
      "walk_children(path, names, exclude, deadline) -> bytes: 5 native int64 per name"},
     {"lstat_many", py_lstat_many, METH_VARARGS,
-     "lstat_many(paths, base=None) -> bytes: 8 native int64 per path (errno, mode, ino, dev, nlink, blocks, "
+     "lstat_many(paths[, base]) -> bytes: 8 native int64 per path (errno, mode, ino, dev, nlink, blocks, "
      "size, ctime_ns); paths relative to base if given"},
     {NULL, NULL, 0, NULL},
 };

@@ -32,6 +32,7 @@ from exporter.sources.rawfs import (
     open_regular,
     read_regular,
     read_short,
+    scandir_or_none,
     scandir_sorted,
 )
 from exporter.sources.stamps import Stamp, settled_stamp
@@ -177,9 +178,13 @@ def listing(path: str, cache: ReadCache | None) -> Listing:
         hit = cache.listings.get(path)
         if hit is not None and hit.stamp == stamp:
             return hit.listing
-    out = tuple((sys.intern(e.name), entry_is_dir(e)) for e in scandir_sorted(path))  # see read_layers
+    read = scandir_or_none(path)
+    out = tuple((sys.intern(e.name), entry_is_dir(e)) for e in read or ())  # see read_layers
     if stamp and cache is not None:
-        cache.listings[path] = _Listed(stamp, out)
+        if read is not None:
+            cache.listings[path] = _Listed(stamp, out)
+        else:  # unread (EMFILE, EIO): read again next time, not trusted by a stamp that holds
+            cache.listings.pop(path, None)
     return out
 
 

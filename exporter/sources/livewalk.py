@@ -22,19 +22,18 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from exporter.model import EMPTY, Usage
+from exporter.sources import du
 from exporter.sources.stamps import SETTLE_NS
 
 _DIR, _OTHER, _MOUNT = 0, 1, 2  # what an entry was when listed: a dir, a non-dir, another fs's
-_FIELDS = struct.Struct("8q")  # errno, mode, ino, dev, nlink, blocks, size, ctime_ns
-_VANISHED = (2, 20)  # ENOENT, ENOTDIR: as du.VANISHED (not imported: du imports this module)
+# errno, mode, ino, dev, nlink, blocks, size, ctime_ns: inode and device unsigned (an
+# overlayfs xino inode number can pass 2**63); C writes the same 64 bits either way.
+_FIELDS = struct.Struct("qqQQqqqq")
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
 _CHECK_EVERY = 256  # entries between deadline checks, as du's walk
 KEEP_AT_MOST = 4096  # paths of one listing kept; a tree this big is walked by its hint anyway
 
-try:
-    from exporter.sources import _walk as _native
-except ImportError:
-    _native = None
+_native = du._native  # the C extension, unless absent or DSE_WALK=python
 
 
 def _lstat_many_python(paths: tuple[bytes, ...], base: bytes) -> bytes:
@@ -75,7 +74,7 @@ class LiveTrees:
     def __init__(self, settle_ns: int = SETTLE_NS) -> None:
         self.settle_ns = settle_ns
         self._listings: dict[Hashable, _Listing] = {}
-        self._base: tuple[list[str], bytes] = ([], b"/")  # the trees' common dir, for their roots
+        self._base: tuple[list[bytes], bytes] = ([], b"/")  # the trees' common dir, for their roots
         self._rels: dict[Hashable, tuple[_Listing, bytes, tuple[bytes, ...]]] = {}  # paths from it
         self.reused = 0  # trees measured by their listing, since made
         self.listed = 0  # trees listed (first time, unsettled, or changed), since made
@@ -87,25 +86,32 @@ class LiveTrees:
         again that is still being read at `deadline` (it grew since) comes back partial."""
         trees = list(trees)
         known = [self._listings.get(t) for t in trees]
-        pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
-        roots = [t[0] for t, _ in pairs]
+        roots = [lst.paths[0] for lst in known if lst is not None]  # absolute and normal, as kept
         if roots != self._base[0]:  # the same trees as last time, mostly
-            self._base = (roots, os.fsencode(os.path.commonpath(roots)) if roots else b"/")
+            self._base = (roots, os.path.commonpath(roots) if roots else b"/")
         base = self._base[1]
+        pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
         batch = tuple(p for t, lst in pairs for p in self._from(t, lst, base))
-        stats = list(_FIELDS.iter_unpack(lstat_many(batch, base))) if batch else []
+        try:
+            stats = list(_FIELDS.iter_unpack(lstat_many(batch, base))) if batch else []
+        except (OSError, ValueError, struct.error):  # none restated: each listed again
+            known, stats = [None] * len(trees), []
         out: list[Usage] = []
         at = 0
         for tree, lst in zip(trees, known, strict=True):
-            usage = None
-            if lst is not None:
-                n = len(lst.paths)
-                usage = _restat(lst, stats[at : at + n])
-                at += n
-            if usage is None:
-                usage = self._list(*tree, deadline)
-            else:
-                self.reused += 1
+            try:
+                usage = None
+                if lst is not None:
+                    n = len(lst.paths)
+                    usage = _restat(lst, stats[at : at + n])
+                    at += n
+                if usage is None:
+                    usage = self._list(*tree, deadline)
+                else:
+                    self.reused += 1
+            except Exception:  # noqa: BLE001 - one bad dir must not sink the scan (du._safe_walk)
+                self._listings.pop(tree, None)
+                usage = du.UNREADABLE
             out.append(usage)
         return out
 
@@ -132,11 +138,12 @@ class LiveTrees:
         self.listed += 1
         key = (path, exclude)
         self._listings.pop(key, None)
-        path = os.path.normpath(path)  # its paths are cut to one base (measure): no "//", no "/" at the end
+        # Kept only for a root written plainly: its paths are cut to one base (measure).
+        keep = os.path.isabs(path) and os.path.normpath(path) == path
         try:
             st = os.lstat(path)
         except OSError as e:
-            return EMPTY if e.errno in _VANISHED else Usage(0, 0, 0, 1, False)
+            return EMPTY if e.errno in du.VANISHED else du.UNREADABLE
         if (st.st_mode & _S_IFMT) != _S_IFDIR:
             return Usage(st.st_blocks * 512, st.st_size, 1, 0, False)
         excl = {os.path.normpath(rel).strip("/") for rel in exclude}
@@ -148,6 +155,14 @@ class LiveTrees:
         countdown, partial = _CHECK_EVERY, False
 
         def add(path: bytes, kind: int, ino: int = 0, ctime: int = 0) -> None:
+            nonlocal keep
+            if not keep:
+                return
+            if len(paths) >= KEEP_AT_MOST:  # grown big: its names are not kept, nor gathered
+                keep = False
+                for kept in (paths, kinds, inos, ctimes):
+                    kept.clear()
+                return
             paths.append(path)
             kinds.append(kind)
             inos.append(ino)
@@ -171,7 +186,7 @@ class LiveTrees:
                         try:
                             est = entry.stat(follow_symlinks=False)
                         except OSError as e:
-                            errors += e.errno not in _VANISHED
+                            errors += e.errno not in du.VANISHED
                             settled = False
                             continue
                         epath = os.fsencode(entry.path)
@@ -196,11 +211,13 @@ class LiveTrees:
                         blocks += est.st_blocks
                         files += 1
             except OSError as e:
-                errors += e.errno not in _VANISHED
+                errors += e.errno not in du.VANISHED
                 settled = False
             if partial:
                 break
-        if settled and not errors and not partial and len(paths) <= KEEP_AT_MOST:
+        if errors:  # a dir it could not read (or a name past PATH_MAX): as du's own walk says
+            return du.walk(path, exclude=exclude, deadline=deadline)
+        if settled and keep and not partial:
             self._listings[key] = _Listing(tuple(paths), bytes(kinds), tuple(inos), tuple(ctimes), root_dev)
         return Usage(blocks * 512, apparent, files, errors, partial)
 

@@ -106,7 +106,7 @@ class MountTable:
         if self._poll is None:
             return True
         try:
-            return any(ev & (select.POLLPRI | select.POLLERR) for _, ev in self._poll.poll(0))
+            return any(ev & (select.POLLPRI | select.POLLERR | select.POLLNVAL) for _, ev in self._poll.poll(0))
         except OSError:
             return True
 

@@ -74,15 +74,26 @@ def entry_is_dir(entry: os.DirEntry[str]) -> bool:
 
 def names_in(path: str) -> list[str]:
     """A dir's entries, sorted; none if it is gone or unreadable."""
+    return names_or_none(path) or []
+
+
+def names_or_none(path: str) -> list[str] | None:
+    """names_in(), but None if the dir could not be read (a listing to keep must be whole)."""
     try:
         return sorted(os.listdir(path))
     except OSError:
-        return []
+        return None
 
 
 def scandir_sorted(path: str) -> list[os.DirEntry[str]]:
+    return scandir_or_none(path) or []
+
+
+def scandir_or_none(path: str) -> list[os.DirEntry[str]] | None:
+    """A dir's entries, sorted; None if it could not be read (gone, unreadable, EMFILE): a
+    listing to keep by its stamp must have been read whole."""
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
     except OSError:
-        return []
+        return None

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from exporter.model import EMPTY, Usage, total
 from exporter.sources.du import UNREADABLE, VANISHED
-from exporter.sources.rawfs import names_in
+from exporter.sources.rawfs import names_or_none
 
 SETTLE_NS = 2_000_000_000
 
@@ -55,10 +55,11 @@ class DirNames:
         stamp = settled_stamp(path)
         if stamp is not None and stamp == self._stamp and self._names is not None:
             return self._names
-        names, last = tuple(names_in(path)), self._names
+        read = names_or_none(path)
+        names, last = tuple(read or ()), self._names
         if last is None or names != last:
             last = self._names = names
-        self._stamp = stamp
+        self._stamp = stamp if read is not None else None  # a failed listing is not kept
         return last
 
 

@@ -304,3 +304,7 @@ def test_the_containerd_dirs_beside_the_stores_are_listed_again_only_when_one_mo
         "containerd/daemon/tmpmounts",
     ]
     assert "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/metadata.db" in again[0]
+    (daemon / "tmp-new").mkdir()  # just made: daemon/'s stamp is not settled, so not trusted
+    fresh = reader._cover(str(tmp_path), "containerd", keep)
+    assert "containerd/daemon/tmp-new" in [m.rel for m in fresh[1]]
+    assert reader._cover(str(tmp_path), "containerd", keep) is not fresh  # read again

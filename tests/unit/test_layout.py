@@ -883,3 +883,17 @@ def test_a_mount_entry_read_mid_write_is_read_again(std: DockerRoot) -> None:
     age(d)  # settled: from now on kept
     read_layout(str(std.root), "overlay2", cache)
     assert cid in cache.mounts
+
+
+def test_a_root_without_an_image_store_reads_as_without_a_cache(std: DockerRoot) -> None:
+    """Docker's containerd image store keeps no `image/` (nor a driver dir): with the cache, what
+    the root's listing lacks is not looked up, and the layout is the same as read without it."""
+    shutil.rmtree(std.root / "image")
+    shutil.rmtree(std.ddir)
+    age(std.root)
+    cache = ReadCache()
+    cached = read_layout(str(std.root), "overlay2", cache)
+    assert cached == read_layout(str(std.root), "overlay2")
+    assert cached.layers == () and cached.image_layers == {} and cached.driver_dirs == ()
+    assert {c.id for c in cached.containers} == set(std.containers)
+    assert read_layout(str(std.root), "overlay2", cache) == cached

@@ -71,6 +71,9 @@ def test_a_settled_tree_is_restated_not_listed_while_its_dirs_hold(trees: LiveTr
         pytest.param(lambda r: (r / "fs" / "tmp" / "new").write_bytes(b"n" * 100), id="file-made"),
         pytest.param(lambda r: (r / "fs" / "tmp" / "state").unlink(), id="file-removed"),
         pytest.param(lambda r: os.rename(r / "fs" / "tmp" / "state", r / "fs" / "state"), id="renamed"),
+        pytest.param(
+            lambda r: os.rename(r / "fs" / "etc" / "hosts", r / "fs" / "tmp" / "state"), id="renamed-over"
+        ),
         pytest.param(lambda r: (r / "work" / "work" / "d").mkdir(), id="dir-made"),
         pytest.param(lambda r: os.link(r / "fs" / "tmp" / "state", r / "work" / "l"), id="link-made"),
         pytest.param(lambda r: os.chmod(r / "fs" / "etc", 0o700), id="mode"),
@@ -141,26 +144,56 @@ def test_a_file_bind_mounted_from_another_filesystem_is_not_counted(trees: LiveT
         subprocess.run(["umount", str(other)], check=True)
 
 
-def test_trees_are_restated_from_their_common_dir_however_their_paths_are_written(
-    trees: LiveTrees, tmp_path: Path
+def test_trees_are_restated_from_their_common_dir_and_odd_roots_measured_as_walked(
+    trees: LiveTrees, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One batch for all trees, each path looked up from the dir they share; a root written
-    with a trailing or a doubled slash, or a tree that is that dir itself, says the same."""
+    """One batch for all trees, each path looked up from the dir they share (a tree may be that
+    dir itself). A root written otherwise (a trailing or doubled slash, relative, through a
+    link) is measured as du.walk measures it, and listed again each time rather than kept."""
     a, b = tree(tmp_path / "a"), tree(tmp_path / "x" / "b")
-    jobs = [
+    (tmp_path / "link").symlink_to(a)
+    monkeypatch.chdir(tmp_path)
+    odd = [
         (str(a) + "/", frozenset({"skip"})),
         (str(tmp_path / "x") + "//b", frozenset()),
-        (str(b), frozenset()),
+        ("a", frozenset()),  # relative, beside absolute ones
+        (str(tmp_path / "link") + "/", frozenset()),  # the slash follows the link, as du's lstat does
+        (str(tmp_path / "link"), frozenset()),  # the link itself
     ]
+    plain = [(str(b), frozenset()), (str(a), frozenset({"skip"}))]
+    jobs = odd + plain
     settle()
     want = [walk(p, exclude=e) for p, e in jobs]
+    assert want[3] != want[4]
     assert trees.measure(jobs) == want
-    reused = trees.reused
-    assert trees.measure(jobs) == want and trees.reused == reused + 3
+    reused, listed = trees.reused, trees.listed
+    assert trees.measure(jobs) == want
+    assert (trees.reused - reused, trees.listed - listed) == (len(plain), len(odd))
     whole = [(str(tmp_path / "x"), frozenset())]
-    want = [walk(str(tmp_path / "x"))]
     trees.measure(whole)
-    assert trees.measure(whole) == want and trees.reused == reused + 4
+    assert trees.measure(whole) == [walk(str(tmp_path / "x"))] and trees.reused == reused + len(plain) + 1
+
+
+def test_a_dir_it_cannot_read_is_measured_by_du_s_own_walk(trees: LiveTrees, tmp_path: Path) -> None:
+    """A name past PATH_MAX cannot be listed by its path (du's fd-relative walk reads it): the
+    tree's figures are the walk's, and it is not kept."""
+    root = tree(tmp_path / "t")
+    deep = os.open(root / "fs", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):  # 20 x 250 bytes: past PATH_MAX (4096) from the root
+            os.mkdir("d" * 250, dir_fd=deep)
+            nxt = os.open("d" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=deep)
+            os.close(deep)
+            deep = nxt
+        fd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=deep)
+        os.write(fd, b"p" * 7000)
+        os.close(fd)
+    finally:
+        os.close(deep)
+    settle()
+    assert check(trees, root) == (0, 1)
+    assert check(trees, root) == (0, 1)
+    assert walk(str(root)).errors == 0
 
 
 def test_a_tree_listed_past_its_deadline_is_partial_and_a_big_one_not_kept(

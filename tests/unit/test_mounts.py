@@ -29,6 +29,10 @@ def test_a_mount_at_or_below_a_path_and_nowhere_else(tmp_path: Path) -> None:
     assert points.under(str(vols / "b" / "_data"))  # below it
     assert not points.under(str(vols / "a" / "_dat"))  # a prefix of a mount point's name is not it
     assert not points.under(str(vols / "c" / "_data"))
+    # A point named like it sorts between "_data" and "_data/": passed over, not taken for it.
+    beside = str(vols / "c" / "_data-old")
+    assert not MountPoints((beside,)).under(str(vols / "c" / "_data"))
+    assert MountPoints((beside, str(vols / "c" / "_data" / "x"))).under(str(vols / "c" / "_data"))
     assert MountPoints(None).under("/anything")  # no table: anywhere may hold a mount
     assert MountPoints(()).under(str(tmp_path / "gone" / "x" / "_data"))  # parent gone: unknown
 
