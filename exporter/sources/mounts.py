@@ -106,7 +106,8 @@ class MountTable:
         if self._poll is None:
             return True
         try:
-            return any(ev & (select.POLLPRI | select.POLLERR | select.POLLNVAL) for _, ev in self._poll.poll(0))
+            changed = select.POLLPRI | select.POLLERR | select.POLLNVAL  # NVAL: the fd gone, read anew
+            return any(ev & changed for _, ev in self._poll.poll(0))
         except OSError:
             return True
 
