@@ -30,7 +30,7 @@ _DIR, _OTHER, _MOUNT = 0, 1, 2  # what an entry was when listed: a dir, a non-di
 # overlayfs xino inode number can pass 2**63); C writes the same 64 bits either way.
 _FIELDS = struct.Struct("qqQQqqqq")
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
-_CHECK_EVERY = 256  # entries between deadline checks, as du's walk
+
 KEEP_AT_MOST = 4096  # paths of one listing kept; a tree this big is walked by its hint anyway
 
 _native = du._native  # the C extension, unless absent or DSE_WALK=python
@@ -152,7 +152,7 @@ class LiveTrees:
         paths, kinds, inos, ctimes = [os.fsencode(path)], [_DIR], [st.st_ino], [st.st_ctime_ns]
         blocks, apparent, files, errors = st.st_blocks, 0, 1, 0
         seen = {st.st_ino}
-        countdown, partial = _CHECK_EVERY, False
+        countdown, partial = du._CHECK_EVERY, False
 
         def add(path: bytes, kind: int, ino: int = 0, ctime: int = 0) -> None:
             nonlocal keep
@@ -176,7 +176,7 @@ class LiveTrees:
                     for entry in it:
                         countdown -= 1
                         if countdown == 0:
-                            countdown = _CHECK_EVERY
+                            countdown = du._CHECK_EVERY
                             if deadline is not None and time.monotonic() >= deadline:
                                 partial = True
                                 break
