@@ -36,13 +36,17 @@ def _unescape(field: str) -> str:
 
 
 def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[Mount]:
-    mounts = []
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
+            return parse_mounts(f.read())
     except OSError:
         return []
-    for line in lines:
+
+
+def parse_mounts(text: str) -> list[Mount]:
+    """The mounts of a mountinfo text (proc(5)), in its order."""
+    mounts = []
+    for line in text.splitlines():
         left, sep, right = line.partition(" - ")
         # After " - ": fstype, source (which may be empty), super options; split by position.
         fields, tail = left.split(), right.split(" ")

@@ -14,26 +14,19 @@ after a change. Where it cannot be read, every path may hold a mount.
 from __future__ import annotations
 
 import os
-import re
 import select
 import weakref
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from exporter.sources.fs import parse_mounts
+
 MOUNTINFO = "/proc/self/mountinfo"
-_ESCAPED = re.compile(rb"\\([0-7]{3})")  # the kernel writes space, tab, newline, \ as \ooo
 
 
 def parse_mountinfo(data: bytes) -> tuple[str, ...]:
-    """The mount points (field 5) of a mountinfo text, decoded, sorted."""
-    points = set()
-    for line in data.splitlines():
-        fields = line.split(b" ", 5)
-        if len(fields) < 5:
-            continue
-        raw = _ESCAPED.sub(lambda m: bytes([int(m.group(1), 8)]), fields[4])
-        points.add(os.fsdecode(raw))
-    return tuple(sorted(points))
+    """The mount points of a mountinfo text, decoded as fs.read_mounts decodes them, sorted."""
+    return tuple(sorted({m.mountpoint for m in parse_mounts(data.decode("utf-8", "surrogateescape"))}))
 
 
 @dataclass
