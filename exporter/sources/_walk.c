@@ -553,40 +553,38 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
     return out;
 }
 
-/* lstat_many(paths[, base]) -> bytes: an lstat of each path (bytes, no NUL), in order,
+/* lstat_many(paths, base) -> bytes: an lstat of each path (bytes, no NUL), in order,
  * without a Python object per path: LSTAT_FIELDS native int64s each (errno or 0, then st_mode,
  * st_ino, st_dev, st_nlink, st_blocks, st_size, st_ctime in ns; the rest 0 where errno is set).
- * With `base`, the paths are relative to it: it is opened once (PARENT_FLAGS) and each path
+ * The paths are relative to `base`: it is opened once (PARENT_FLAGS) and each path
  * looked up from there, not from / again (half an lstat's cost is the lookup of a long path's
  * components). What a rescan of small live dirs by their settled listings costs: one system
  * call an inode. */
 #define LSTAT_FIELDS 8
 static PyObject *py_lstat_many(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *paths, *base_obj = NULL;
-    if (!PyArg_ParseTuple(args, "O!|O&", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj)) return NULL;
+    PyObject *paths, *base_obj;
+    if (!PyArg_ParseTuple(args, "O!O&", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj)) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(paths);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(paths, i);
         if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item)) {
-            Py_XDECREF(base_obj);
+            Py_DECREF(base_obj);
             PyErr_SetString(PyExc_ValueError, "paths must be a tuple of bytes without NUL");
             return NULL;
         }
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * LSTAT_FIELDS * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL) {
-        Py_XDECREF(base_obj);
+        Py_DECREF(base_obj);
         return NULL;
     }
     int64_t *vals = (int64_t *)PyBytes_AS_STRING(out);
     /* The tuple holds its bytes alive, and they are immutable: read them without the GIL. */
     Py_BEGIN_ALLOW_THREADS
-    int dfd = AT_FDCWD, base_errno = 0;
-    if (base_obj != NULL) {
-        do dfd = open(PyBytes_AS_STRING(base_obj), PARENT_FLAGS);
-        while (dfd < 0 && errno == EINTR);
-        if (dfd < 0) base_errno = errno ? errno : EIO;
-    }
+    int dfd, base_errno = 0;
+    do dfd = open(PyBytes_AS_STRING(base_obj), PARENT_FLAGS);
+    while (dfd < 0 && errno == EINTR);
+    if (dfd < 0) base_errno = errno ? errno : EIO;
     for (Py_ssize_t i = 0; i < n; i++) {
         struct stat st;
         int64_t *v = vals + LSTAT_FIELDS * i;
@@ -608,7 +606,7 @@ static PyObject *py_lstat_many(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     if (dfd >= 0) close(dfd);
     Py_END_ALLOW_THREADS
-    Py_XDECREF(base_obj);
+    Py_DECREF(base_obj);
     return out;
 }
 
@@ -618,8 +616,8 @@ static PyMethodDef methods[] = {
     {"walk_children", py_walk_children, METH_VARARGS,
      "walk_children(path, names, exclude, deadline) -> bytes: 5 native int64 per name"},
     {"lstat_many", py_lstat_many, METH_VARARGS,
-     "lstat_many(paths[, base]) -> bytes: 8 native int64 per path (errno, mode, ino, dev, nlink, blocks, "
-     "size, ctime_ns); paths relative to base if given"},
+     "lstat_many(paths, base) -> bytes: 8 native int64 per path (errno, mode, ino, dev, nlink, blocks, "
+     "size, ctime_ns), each path relative to base"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -374,7 +374,7 @@ class Walker:
         self.workers = max(1, workers if workers is not None else _default_workers())
         self.python_walk = python_walk
         self.walks = 0
-        from exporter.sources.livewalk import LiveTrees  # here: livewalk imports stamps, which imports du
+        from exporter.sources.livewalk import LiveTrees  # here, not at the top: livewalk imports du
 
         self.live = LiveTrees()  # the listings of the small dirs this process walks (_walk_here)
         self._pool: ProcessPoolExecutor | None = None
