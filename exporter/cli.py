@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 import structlog
@@ -56,20 +56,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.stop()
         return 1
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal received, stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
+    wait_for_signal(log)
     app.stop()
     # A sampler thread may still be inside a walk or a request; it holds nothing that needs
     # flushing, so do not let the interpreter wait for it at exit.
     logging.shutdown()
     os._exit(0)
+
+
+def wait_for_signal(log: structlog.stdlib.BoundLogger) -> None:
+    """Return once SIGTERM or SIGINT has come, whichever thread the kernel gave it to.
+
+    A process-directed signal goes to any thread that does not block it, often a busy one
+    (the scan's). Python runs handlers in the main thread only, and a main thread asleep on a
+    lock (an untimed Event.wait) is not woken by a signal another thread took: it would sleep
+    on. So it sleeps on the wakeup fd, which the C-level handler writes in any thread."""
+    stop: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.append(signal.Signals(signum).name)
+
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop:
+        select.select([r], [], [])  # the handler runs in this thread as this call returns
+        try:
+            os.read(r, 512)
+        except BlockingIOError:
+            pass
+    log.info("signal received, stopping", signal=stop[0])
 
 
 if __name__ == "__main__":
