@@ -10,9 +10,9 @@ timeout, so "answers promptly" is a failed request, never a wall-clock figure.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
-import ctypes
 import json
 import os
 import shutil
