@@ -553,59 +553,104 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
     return out;
 }
 
-/* lstat_many(paths, base) -> bytes: an lstat of each path (bytes, no NUL), in order,
- * without a Python object per path: LSTAT_FIELDS native int64s each (errno or 0, then st_mode,
- * st_ino, st_dev, st_nlink, st_blocks, st_size, st_ctime in ns; the rest 0 where errno is set).
- * The paths are relative to `base`: it is opened once (PARENT_FLAGS) and each path
- * looked up from there, not from / again (half an lstat's cost is the lookup of a long path's
- * components). What a rescan of small live dirs by their settled listings costs: one system
- * call an inode. */
-#define LSTAT_FIELDS 8
-static PyObject *py_lstat_many(PyObject *Py_UNUSED(self), PyObject *args) {
+/* restat_trees(paths, base, entries, trees) -> bytes: livewalk's _restat of many trees in one
+ * call: the trees' listed paths (relative to `base`) one after the
+ * other; `entries`, 3 native int64s a path (what it was when listed: kind 0 dir, 1 other,
+ * 2 another filesystem's; a dir's inode and ctime in ns, else 0); `trees`, 2 a tree (its count
+ * of paths, its root's device). Out, 4 a tree: held (1, or 0 when a path says the listing no
+ * longer holds: the rest of that tree is not looked at), disk blocks of 512, apparent bytes,
+ * inodes, counted as du.walk counts them (a hard-linked inode once a tree). Trees with more
+ * hard-linked inodes than SEEN_AT_MOST come back not held: listed again, which counts them.
+ * `base` is opened once (PARENT_FLAGS) and each path looked up from there, not from / again
+ * (half an lstat's cost is the lookup of a long path's components): a rescan of small live
+ * dirs by their settled listings costs one system call an inode, and no Python object. */
+#define SEEN_AT_MOST 1024
+static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *paths, *base_obj;
-    if (!PyArg_ParseTuple(args, "O!O&", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj)) return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(paths);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(paths, i);
-        if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item)) {
-            Py_DECREF(base_obj);
-            PyErr_SetString(PyExc_ValueError, "paths must be a tuple of bytes without NUL");
-            return NULL;
-        }
+    Py_buffer ent, tr;
+    if (!PyArg_ParseTuple(args, "O!O&y*y*", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj, &ent, &tr))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(paths), ntrees = tr.len / (Py_ssize_t)(2 * sizeof(int64_t));
+    const char *bad = NULL;
+    if (ent.len != n * (Py_ssize_t)(3 * sizeof(int64_t)) || tr.len % (Py_ssize_t)(2 * sizeof(int64_t)))
+        bad = "entries must hold 3 int64 a path and trees 2 a tree";
+    Py_ssize_t sum = 0;
+    for (Py_ssize_t t = 0; !bad && t < ntrees; t++) {
+        int64_t c;
+        memcpy(&c, (const char *)tr.buf + t * 2 * sizeof(int64_t), sizeof c);
+        if (c < 1 || c > n - sum) bad = "tree counts must be positive and sum to the paths";
+        else sum += c;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n * LSTAT_FIELDS * (Py_ssize_t)sizeof(int64_t));
+    if (!bad && sum != n) bad = "tree counts must be positive and sum to the paths";
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(paths, i);
+        if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item))
+            bad = "paths must be a tuple of bytes without NUL";
+    }
+    PyObject *out = NULL;
+    uint64_t *seen = NULL;
+    if (bad) PyErr_SetString(PyExc_ValueError, bad);
+    else if ((seen = PyMem_Malloc(SEEN_AT_MOST * sizeof(uint64_t))) == NULL) PyErr_NoMemory();
+    else out = PyBytes_FromStringAndSize(NULL, ntrees * 4 * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL) {
+        PyMem_Free(seen);
+        PyBuffer_Release(&ent);
+        PyBuffer_Release(&tr);
         Py_DECREF(base_obj);
         return NULL;
     }
-    int64_t *vals = (int64_t *)PyBytes_AS_STRING(out);
-    /* The tuple holds its bytes alive, and they are immutable: read them without the GIL. */
+    int64_t *res = (int64_t *)PyBytes_AS_STRING(out);
+    const int64_t *e = (const int64_t *)ent.buf, *tv = (const int64_t *)tr.buf;
     Py_BEGIN_ALLOW_THREADS
-    int dfd, base_errno = 0;
+    int dfd;
     do dfd = open(PyBytes_AS_STRING(base_obj), PARENT_FLAGS);
     while (dfd < 0 && errno == EINTR);
-    if (dfd < 0) base_errno = errno ? errno : EIO;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        struct stat st;
-        int64_t *v = vals + LSTAT_FIELDS * i;
-        memset(v, 0, LSTAT_FIELDS * sizeof(int64_t));
-        if (base_errno) { /* as a lookup through the missing or unreadable base would say */
-            v[0] = base_errno;
-            continue;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t t = 0; t < ntrees; t++) {
+        int64_t count = tv[2 * t], dev = tv[2 * t + 1], blocks = 0, apparent = 0, files = 0;
+        int held = dfd >= 0, nseen = 0;
+        for (Py_ssize_t i = at; held && i < at + count; i++) {
+            struct stat st;
+            int rc;
+            do rc = fstatat(dfd, PyBytes_AS_STRING(PyTuple_GET_ITEM(paths, i)), &st, AT_SYMLINK_NOFOLLOW);
+            while (rc < 0 && errno == EINTR);
+            int64_t kind = e[3 * i], s_dev = (int64_t)st.st_dev;
+            if (rc < 0) held = 0; /* gone, or unreadable now: listed again */
+            else if (kind == 2) {
+                if (s_dev == dev) held = 0; /* unmounted: what is there now is ours */
+                continue;
+            } else if (s_dev != dev) held = 0; /* a mount come over it */
+            else if (kind == 0) {
+                int64_t ctime = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+                if (!S_ISDIR(st.st_mode) || (uint64_t)e[3 * i + 1] != (uint64_t)st.st_ino || e[3 * i + 2] != ctime)
+                    held = 0; /* its names may have changed */
+            } else if (S_ISDIR(st.st_mode)) held = 0;
+            else {
+                if (st.st_nlink > 1) {
+                    int dup = 0;
+                    for (int k = 0; k < nseen && !dup; k++) dup = seen[k] == (uint64_t)st.st_ino;
+                    if (dup) continue;
+                    if (nseen == SEEN_AT_MOST) {
+                        held = 0;
+                        continue;
+                    }
+                    seen[nseen++] = (uint64_t)st.st_ino;
+                }
+                apparent += (int64_t)st.st_size;
+            }
+            if (!held) continue;
+            blocks += (int64_t)st.st_blocks;
+            files++;
         }
-        int rc;
-        do rc = fstatat(dfd, PyBytes_AS_STRING(PyTuple_GET_ITEM(paths, i)), &st, AT_SYMLINK_NOFOLLOW);
-        while (rc < 0 && errno == EINTR);
-        if (rc < 0) {
-            v[0] = errno ? errno : EIO;
-            continue;
-        }
-        v[1] = (int64_t)st.st_mode, v[2] = (int64_t)st.st_ino, v[3] = (int64_t)st.st_dev;
-        v[4] = (int64_t)st.st_nlink, v[5] = (int64_t)st.st_blocks, v[6] = (int64_t)st.st_size;
-        v[7] = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+        res[4 * t] = held, res[4 * t + 1] = held ? blocks : 0;
+        res[4 * t + 2] = held ? apparent : 0, res[4 * t + 3] = held ? files : 0;
+        at += count;
     }
     if (dfd >= 0) close(dfd);
     Py_END_ALLOW_THREADS
+    PyMem_Free(seen);
+    PyBuffer_Release(&ent);
+    PyBuffer_Release(&tr);
     Py_DECREF(base_obj);
     return out;
 }
@@ -615,9 +660,9 @@ static PyMethodDef methods[] = {
      "walk(path, exclude, deadline, checks=-1) -> (disk_bytes, apparent_bytes, files, errors, partial)"},
     {"walk_children", py_walk_children, METH_VARARGS,
      "walk_children(path, names, exclude, deadline) -> bytes: 5 native int64 per name"},
-    {"lstat_many", py_lstat_many, METH_VARARGS,
-     "lstat_many(paths, base) -> bytes: 8 native int64 per path (errno, mode, ino, dev, nlink, blocks, "
-     "size, ctime_ns), each path relative to base"},
+    {"restat_trees", py_restat_trees, METH_VARARGS,
+     "restat_trees(paths, base, entries, trees) -> bytes: 4 native int64 per tree (held, blocks, apparent, "
+     "files)"},
     {NULL, NULL, 0, NULL},
 };
 

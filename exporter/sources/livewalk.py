@@ -26,9 +26,11 @@ from exporter.sources import du
 from exporter.sources.stamps import SETTLE_NS
 
 _DIR, _OTHER, _MOUNT = 0, 1, 2  # what an entry was when listed: a dir, a non-dir, another fs's
-# errno, mode, ino, dev, nlink, blocks, size, ctime_ns: inode and device unsigned (an
-# overlayfs xino inode number can pass 2**63); C writes the same 64 bits either way.
-_FIELDS = struct.Struct("qqQQqqqq")
+# Inodes and devices unsigned (an overlayfs xino inode number can pass 2**63); C compares the
+# same 64 bits either way.
+_ENTRY = struct.Struct("qQq")  # a listed path: its kind, a dir's inode and ctime (else 0, 0)
+_TREE = struct.Struct("qQ")  # a tree of a batch: its count of paths, its root's device
+_HELD = struct.Struct("qqqq")  # a tree restated: held (1, else 0), blocks of 512, apparent, inodes
 _S_IFMT, _S_IFDIR = 0o170000, stat.S_IFDIR
 
 KEEP_AT_MOST = 4096  # paths of one listing kept; a tree this big is walked by its hint anyway
@@ -36,24 +38,41 @@ KEEP_AT_MOST = 4096  # paths of one listing kept; a tree this big is walked by i
 _native = du._native  # the C extension, unless absent or DSE_WALK=python
 
 
-def _lstat_many_python(paths: tuple[bytes, ...], base: bytes) -> bytes:
-    out = bytearray()
+def _lstat_python(paths: tuple[bytes, ...], base: bytes) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = []
     for p in paths:
         try:
             st = os.lstat(os.path.join(base, p))
         except OSError as e:
-            out += _FIELDS.pack(e.errno or 5, 0, 0, 0, 0, 0, 0, 0)
+            out.append((e.errno or 5, 0, 0, 0, 0, 0, 0, 0))
             continue
-        out += _FIELDS.pack(
-            0, st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_blocks, st.st_size, st.st_ctime_ns
+        out.append(
+            (0, st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_blocks, st.st_size, st.st_ctime_ns)
         )
+    return out
+
+
+def _restat_trees_python(paths: tuple[bytes, ...], base: bytes, entries: bytes, trees: bytes) -> bytes:
+    out, at = bytearray(), 0
+    for count, dev in _TREE.iter_unpack(trees):
+        listed = list(_ENTRY.iter_unpack(entries[at * _ENTRY.size : (at + count) * _ENTRY.size]))
+        usage = _restat(dev, listed, _lstat_python(paths[at : at + count], base))
+        out += (
+            _HELD.pack(0, 0, 0, 0)
+            if usage is None
+            else _HELD.pack(1, usage.disk_bytes // 512, usage.apparent_bytes, usage.files)
+        )
+        at += count
     return bytes(out)
 
 
-def lstat_many(paths: tuple[bytes, ...], base: bytes) -> bytes:
-    """An lstat of each path, relative to the dir `base`: _FIELDS each, errno first (0 when it
-    succeeded)."""
-    return _native.lstat_many(paths, base) if _native is not None else _lstat_many_python(paths, base)
+def restat_trees(paths: tuple[bytes, ...], base: bytes, entries: bytes, trees: bytes) -> bytes:
+    """Each tree's figures from a fresh lstat of its listed paths (relative to the dir `base`,
+    one tree's after another's; `entries`, _ENTRY each; `trees`, _TREE each): _HELD a tree,
+    held 0 where a path says its listing no longer holds."""
+    if _native is not None:
+        return _native.restat_trees(paths, base, entries, trees)
+    return _restat_trees_python(paths, base, entries, trees)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +80,7 @@ class _Listing:
     """A tree as listed: the root first, then each entry not excluded, in walk order."""
 
     paths: tuple[bytes, ...]
-    kinds: bytes  # _DIR, _OTHER or _MOUNT per path
-    inos: tuple[int, ...]  # a dir's inode (0 for the rest)
-    ctimes: tuple[int, ...]  # a dir's ctime in ns (0 for the rest)
+    entries: bytes  # _ENTRY a path: _DIR, _OTHER or _MOUNT; a dir's inode and ctime in ns
     dev: int  # the root's filesystem
 
 
@@ -76,6 +93,8 @@ class LiveTrees:
         self._listings: dict[Hashable, _Listing] = {}
         self._base: tuple[list[bytes], bytes] = ([], b"/")  # the trees' common dir, for their roots
         self._rels: dict[Hashable, tuple[_Listing, bytes, tuple[bytes, ...]]] = {}  # paths from it
+        # The last batch, as restat_trees takes it: made again only when its listings change.
+        self._batch: tuple[tuple[_Listing, ...], bytes, tuple[bytes, ...], bytes, bytes] | None = None
         self.reused = 0  # trees measured by their listing, since made
         self.listed = 0  # trees listed (first time, unsettled, or changed), since made
 
@@ -86,25 +105,24 @@ class LiveTrees:
         again that is still being read at `deadline` (it grew since) comes back partial."""
         trees = list(trees)
         known = [self._listings.get(t) for t in trees]
-        roots = [lst.paths[0] for lst in known if lst is not None]  # absolute and normal, as kept
-        if roots != self._base[0]:  # the same trees as last time, mostly
-            self._base = (roots, os.path.commonpath(roots) if roots else b"/")
-        base = self._base[1]
-        pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
-        batch = tuple(p for t, lst in pairs for p in self._from(t, lst, base))
-        try:
-            stats = list(_FIELDS.iter_unpack(lstat_many(batch, base))) if batch else []
-        except (OSError, ValueError, struct.error):  # none restated: each listed again
-            known, stats = [None] * len(trees), []
+        kept = tuple(lst for lst in known if lst is not None)
+        held: list[tuple[int, int, int, int]] = []
+        if kept:
+            paths, base, entries, counts = self._batch_of(trees, known, kept)
+            try:
+                held = list(_HELD.iter_unpack(restat_trees(paths, base, entries, counts)))
+            except (OSError, ValueError, struct.error):  # none restated: each listed again
+                held = [(0, 0, 0, 0)] * len(kept)
         out: list[Usage] = []
         at = 0
         for tree, lst in zip(trees, known, strict=True):
             try:
                 usage = None
                 if lst is not None:
-                    n = len(lst.paths)
-                    usage = _restat(lst, stats[at : at + n])
-                    at += n
+                    ok, blocks, apparent, files = held[at]
+                    at += 1
+                    if ok:
+                        usage = Usage(blocks * 512, apparent, files, 0, False)
                 if usage is None:
                     usage = self._list(*tree, deadline)
                 else:
@@ -115,12 +133,40 @@ class LiveTrees:
             out.append(usage)
         return out
 
+    def _batch_of(
+        self,
+        trees: list[tuple[str, frozenset[str]]],
+        known: list[_Listing | None],
+        kept: tuple[_Listing, ...],
+    ) -> tuple[tuple[bytes, ...], bytes, bytes, bytes]:
+        """restat_trees' arguments for the `kept` listings: last run's while they are the same."""
+        last = self._batch
+        if (
+            last is not None
+            and len(last[0]) == len(kept)
+            and all(a is b for a, b in zip(last[0], kept, strict=True))
+        ):
+            return last[2], last[1], last[3], last[4]
+        roots = [lst.paths[0] for lst in kept]  # absolute and normal, as kept
+        if roots != self._base[0]:  # the same trees as last time, mostly
+            self._base = (roots, os.path.commonpath(roots))
+        base = self._base[1]
+        pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
+        paths = tuple(p for t, lst in pairs for p in self._from(t, lst, base))
+        entries = b"".join(lst.entries for lst in kept)
+        counts = b"".join(_TREE.pack(len(lst.paths), lst.dev) for lst in kept)
+        self._batch = (kept, base, paths, entries, counts)
+        return paths, base, entries, counts
+
     def retain(self, trees: set[Hashable]) -> None:
         """Forget the listings of trees not in `trees` (gone, or walked elsewhere now)."""
-        for gone in [t for t in self._listings if t not in trees]:
-            del self._listings[gone]
-        for gone in [t for t in self._rels if t not in self._listings]:
-            del self._rels[gone]
+        gone = [t for t in self._listings if t not in trees]
+        for tree in gone:
+            del self._listings[tree]
+        for tree in [t for t in self._rels if t not in self._listings]:
+            del self._rels[tree]
+        if gone:
+            self._batch = None  # it holds their listings alive
 
     def _from(self, tree: Hashable, lst: _Listing, base: bytes) -> tuple[bytes, ...]:
         """The listing's paths relative to `base` (a dir they all lie in), made once."""
@@ -149,7 +195,7 @@ class LiveTrees:
         excl = {os.path.normpath(rel).strip("/") for rel in exclude}
         root_dev, now = st.st_dev, time.time_ns()
         settled = now - st.st_ctime_ns >= self.settle_ns
-        paths, kinds, inos, ctimes = [os.fsencode(path)], [_DIR], [st.st_ino], [st.st_ctime_ns]
+        paths, entries = [os.fsencode(path)], [_ENTRY.pack(_DIR, st.st_ino, st.st_ctime_ns)]
         blocks, apparent, files, errors = st.st_blocks, 0, 1, 0
         seen = {st.st_ino}
         countdown, partial = du._CHECK_EVERY, False
@@ -160,13 +206,11 @@ class LiveTrees:
                 return
             if len(paths) >= KEEP_AT_MOST:  # grown big: its names are not kept, nor gathered
                 keep = False
-                for kept in (paths, kinds, inos, ctimes):
-                    kept.clear()
+                paths.clear()
+                entries.clear()
                 return
             paths.append(path)
-            kinds.append(kind)
-            inos.append(ino)
-            ctimes.append(ctime)
+            entries.append(_ENTRY.pack(kind, ino, ctime))
 
         stack = [(path, "")]
         while stack:
@@ -218,18 +262,17 @@ class LiveTrees:
         if errors:  # a dir it could not read (or a name past PATH_MAX): as du's own walk says
             return du.walk(path, exclude=exclude, deadline=deadline)
         if settled and keep and not partial:
-            self._listings[key] = _Listing(tuple(paths), bytes(kinds), tuple(inos), tuple(ctimes), root_dev)
+            self._listings[key] = _Listing(tuple(paths), b"".join(entries), root_dev)
         return Usage(blocks * 512, apparent, files, errors, partial)
 
 
-def _restat(lst: _Listing, stats: list[tuple[int, ...]]) -> Usage | None:
-    """The tree's Usage from a fresh lstat of each of its listed paths, or None if any of them
-    says the listing no longer holds."""
-    dev = lst.dev
+def _restat(dev: int, listed: list[tuple[int, ...]], stats: list[tuple[int, ...]]) -> Usage | None:
+    """A tree's Usage from a fresh lstat of each of its listed paths (`listed`: _ENTRY each, its
+    root on `dev`), or None if any of them says the listing no longer holds (C: restat_trees)."""
     blocks = apparent = files = 0
     seen: set[int] = set()
-    for kind, ino, ctime, (err, mode, s_ino, s_dev, nlink, s_blocks, size, s_ctime) in zip(
-        lst.kinds, lst.inos, lst.ctimes, stats, strict=True
+    for (kind, ino, ctime), (err, mode, s_ino, s_dev, nlink, s_blocks, size, s_ctime) in zip(
+        listed, stats, strict=True
     ):
         if err:
             return None  # gone, or unreadable now: listed again, which counts it as du would

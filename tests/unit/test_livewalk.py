@@ -214,3 +214,64 @@ def test_a_tree_listed_past_its_deadline_is_partial_and_a_big_one_not_kept(
     monkeypatch.setattr(livewalk, "KEEP_AT_MOST", 1000)
     check(trees, root, frozenset())
     assert check(trees, root, frozenset()) == (1, 0)
+
+
+def test_one_changed_tree_in_a_batch_is_listed_again_and_the_rest_restated(
+    trees: LiveTrees, tmp_path: Path
+) -> None:
+    """restat_trees answers per tree: a tree whose listing no longer holds, between two that
+    do, is listed again alone, and the batch (made once while its listings stay) is made anew."""
+    roots = [tree(tmp_path / n) for n in ("a", "b", "c")]
+    jobs = [(str(r), frozenset({"skip"})) for r in roots]
+    settle()
+    trees.measure(jobs)
+    assert trees.measure(jobs) == [walk(p, exclude=e) for p, e in jobs]
+    batch = trees._batch
+    reused, listed = trees.reused, trees.listed
+    assert trees.measure(jobs) == [walk(p, exclude=e) for p, e in jobs]
+    assert trees._batch is batch and (trees.reused - reused, trees.listed - listed) == (3, 0)
+    (roots[1] / "fs" / "new").write_bytes(b"n" * 9000)
+    reused, listed = trees.reused, trees.listed
+    assert trees.measure(jobs) == [walk(p, exclude=e) for p, e in jobs]
+    assert (trees.reused - reused, trees.listed - listed) == (2, 1)
+
+
+def test_hard_links_counted_once_a_tree_however_many(trees: LiveTrees, tmp_path: Path) -> None:
+    """Each hard-linked inode counts once a tree, as du's walk counts it: past the C restat's
+    table of them (SEEN_AT_MOST) the tree is listed again, never miscounted."""
+    small, big = tmp_path / "small", tmp_path / "big"
+    for root, n in ((small, 3), (big, 1100)):
+        (root / "d").mkdir(parents=True)
+        for i in range(n):
+            (root / f"f{i}").write_bytes(b"x" * (100 + i))
+            os.link(root / f"f{i}", root / "d" / f"l{i}")
+    jobs = [(str(small), frozenset()), (str(big), frozenset())]
+    settle()
+    want = [walk(p) for p, _ in jobs]
+    assert want[1].files == 1100 + 2
+    trees.measure(jobs)
+    reused, listed = trees.reused, trees.listed
+    assert trees.measure(jobs) == want
+    # The small tree is restated; the big one restated in Python, listed again by the C restat.
+    expect = (2, 0) if livewalk._native is None else (1, 1)
+    assert (trees.reused - reused, trees.listed - listed) == expect
+
+
+def test_restat_trees_refuses_a_batch_that_does_not_add_up(tmp_path: Path) -> None:
+    if livewalk._native is None:
+        pytest.fail("the C walk is not built (setup.py build_ext)")
+    entry = livewalk._ENTRY.pack(livewalk._DIR, 1, 1)
+    restat = livewalk._native.restat_trees
+    base = os.fsencode(tmp_path)
+    for paths, entries, counts in [
+        ((b".",), entry, livewalk._TREE.pack(2, 0)),  # counts past the paths
+        ((b".", b"."), entry * 2, livewalk._TREE.pack(1, 0)),  # counts short of them
+        ((b".",), entry * 2, livewalk._TREE.pack(1, 0)),  # entries not one a path
+        ((b"a\0b",), entry, livewalk._TREE.pack(1, 0)),
+        (("str",), entry, livewalk._TREE.pack(1, 0)),
+    ]:
+        with pytest.raises(ValueError):
+            restat(paths, base, entries, counts)
+    # A base that cannot be opened: every tree not held (listed again by the caller).
+    held = restat((b".",), base + b"/gone", entry, livewalk._TREE.pack(1, 0))
+    assert list(livewalk._HELD.iter_unpack(held)) == [(0, 0, 0, 0)]
