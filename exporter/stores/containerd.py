@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from itertools import chain as _chain
 from operator import attrgetter
@@ -36,8 +36,7 @@ from exporter.sources import bolt, containerd_meta
 from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
 from exporter.sources.du import NOTHING_STARTED, Prefetched
 from exporter.sources.fs import host_to_local, local_to_host
-from exporter.sources.layout import names_in
-from exporter.sources.stamps import DirNames, Stamp, settled_stamp
+from exporter.sources.stamps import DirNames
 from exporter.stores import register
 from exporter.stores.content import CONTENT, ContentStore, unreached, within
 from exporter.stores.inventory import (
@@ -98,8 +97,6 @@ class ContainerdReader:
         self._image_content: Derived[dict[str, tuple[Key, ...]]] = Derived()
         self._snapshot_dirs = DirNames()  # snapshots/: the same object while the same names
         self._new_in: tuple[tuple[str, ...], bool] | None = None
-        # _cover's last result, with the stamps of the dirs it listed (each taken before its listing)
-        self._covered: tuple[Hashable, dict[str, Stamp | None], tuple[list[str], list[MetaDir]]] | None = None
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
@@ -153,12 +150,12 @@ class ContainerdReader:
         image_content = self._image_content.get(lambda: self.content.image_content(c.image_blobs), blobs, c)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
-        if top is not None:  # Docker's own containerd: under its root, given item by item
-            itemised.add(top.split("/", 1)[0])
-            kept = {_rel(root, area_path), _rel(root, croot, CONTENT)}
-            e, m = self._cover(root, top.split("/", 1)[0], kept)
-            entries += [*e, _rel(root, area_path)]
-            meta += m
+        if top is not None:  # Docker's own containerd: under its root, walked but for its stores
+            first = top.split("/", 1)[0]
+            itemised.add(first)
+            apart = (_rel(root, area_path), _rel(root, croot, CONTENT))  # the snapshots, the content
+            entries.append(apart[0])  # the snapshots dir's own inode (the content store counts its own)
+            meta.append(MetaDir(first, exclude=frozenset(rel[len(first) + 1 :] for rel in apart)))
         area_top = top.split("/", 1)[0] if top is not None else None
         area_parts = (Part.LAYER, Part.LAYER_REST, Part.AREA_DIR, Part.AREA_CONTENT, Part.AREA_REST)
         return replace(
@@ -198,19 +195,6 @@ class ContainerdReader:
             image_dirs=c.image_dirs,
             read_errors={name: self._errors.get(name, 0) for name in BOLT_FILES},
         )
-
-    def _cover(self, root: str, top: str, keep: set[str]) -> tuple[list[str], list[MetaDir]]:
-        """_cover(), as last time while every dir it listed keeps its settled stamp (an entry
-        made, removed or renamed in one moves it): a stat a dir a rescan, not a listing."""
-        which = (root, top, frozenset(keep))
-        last = self._covered
-        if last is not None and last[0] == which and None not in last[1].values():
-            if all(settled_stamp(os.path.join(root, rel)) == st for rel, st in last[1].items()):
-                return last[2]
-        stamps: dict[str, Stamp | None] = {}
-        covered = _cover(root, top, keep, stamps)
-        self._covered = (which, stamps, covered)
-        return covered
 
     def _young_new(self, listing: tuple[str, ...]) -> bool:
         """Whether the listing holds a `new-*` dir (asked once per listing)."""
@@ -412,32 +396,3 @@ def _rel(root: str, *parts: str) -> str:
     path = os.path.join(*parts)
     rel = within(root, path)
     return rel if rel is not None else os.path.relpath(path, root)
-
-
-def _cover(
-    root: str, top: str, keep: set[str], stamps: dict[str, Stamp | None] | None = None
-) -> tuple[list[str], list[MetaDir]]:
-    """A top-level dir given item by item: each dir on the way to a path in `keep` as its own
-    inode, everything beside them walked whole (the kept paths are the caller's). `stamps`: each
-    dir listed, its settled stamp from just before the listing."""
-    entries: list[str] = []
-    metas: list[MetaDir] = []
-
-    def visit(rel: str, depth: int) -> None:
-        entries.append(rel)
-        if stamps is not None:
-            stamps[rel] = settled_stamp(os.path.join(root, rel))
-        for name in names_in(os.path.join(root, rel)):
-            child = f"{rel}/{name}"
-            if child in keep:
-                continue
-            path = os.path.join(root, child)
-            if depth < 8 and any(k.startswith(child + "/") for k in keep):
-                visit(child, depth + 1)
-            elif os.path.isdir(path) and not os.path.islink(path):
-                metas.append(MetaDir(child))
-            else:
-                entries.append(child)
-
-    visit(top, 0)
-    return entries, metas

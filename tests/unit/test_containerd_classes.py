@@ -5,6 +5,7 @@ tests/test_containerd_store.py's."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from exporter.sources.containerd_meta import (
 )
 from exporter.sources.layout import chain_ids
 from exporter.stores.containerd import ContainerdReader, _Parsed
-from exporter.stores.inventory import Owner, StoreOptions
+from exporter.stores.inventory import MetaDir, Owner, StoreOptions
 
 CID = "c" * 64  # a container's ID: its writable layer's key
 
@@ -268,43 +269,63 @@ def test_the_blobs_stats_come_from_the_workers_on_a_first_scan(
     assert len([c for c in calls if "/blobs/sha256/" in c]) == 40
 
 
-def test_the_containerd_dirs_beside_the_stores_are_listed_again_only_when_one_moves(tmp_path: Path) -> None:
-    """Docker's own containerd root is given item by item (the snapshots and the content store
-    apart, the rest walked whole): that cover is reused while every dir it listed keeps its
-    settled stamp, and read again once one moved (a plugin's dir made)."""
-    daemon = tmp_path / "containerd" / "daemon"
-    for rel in (
-        "io.containerd.snapshotter.v1.overlayfs/snapshots",
-        "io.containerd.content.v1.content",
-        "tmpmounts",
-    ):
-        (daemon / rel).mkdir(parents=True)
-    (daemon / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db").write_bytes(b"")
-    keep = {
-        "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/snapshots",
-        "containerd/daemon/io.containerd.content.v1.content",
-    }
+def test_docker_s_own_containerd_dir_is_one_walk_but_for_its_two_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's own containerd root (<root>/containerd/daemon): the snapshots and the content
+    store are measured apart, the rest of containerd/ is one walk that leaves them out; the
+    dir's figure is du's of it, and stays so as a dir is made beside the stores."""
+    from exporter.model import EngineSnapshot, SamplerStatus, ScanSnapshot
+    from exporter.samplers import Store
+    from exporter.scan import ScanSampler
+    from exporter.sources.du import Walker
+    from tests.harness.truth import du
 
-    def age() -> None:
-        then = time.time() - 3600
-        for top, dirs, _ in os.walk(tmp_path):
-            for name in dirs:
-                os.utime(os.path.join(top, name), (then, then))
-
-    age()
-    reader = ContainerdReader()
-    first = reader._cover(str(tmp_path), "containerd", keep)
-    assert [m.rel for m in first[1]] == ["containerd/daemon/tmpmounts"]
-    assert reader._cover(str(tmp_path), "containerd", keep) is first  # nothing read again
-    (daemon / "io.containerd.runtime.v2.task").mkdir()
-    age()  # settled again, under a new stamp
-    again = reader._cover(str(tmp_path), "containerd", keep)
-    assert [m.rel for m in again[1]] == [
-        "containerd/daemon/io.containerd.runtime.v2.task",
-        "containerd/daemon/tmpmounts",
+    root = tmp_path / "docker"
+    daemon = root / "containerd" / "daemon"
+    state = State(daemon)
+    state.snapshot(1, "moby", "sha256:" + "1" * 64, COMMITTED)
+    fs = state.area / "1" / "fs"
+    (fs / "bin").write_bytes(b"b" * 9000)
+    # As containerd records a committed snapshot: its fs/ as du counts it (never walked).
+    state.records[1] = dataclasses.replace(state.records[1], size=du(fs)[0], inodes=du(fs)[1])
+    state.blob({"schemaVersion": 2})
+    (daemon / "io.containerd.snapshotter.v1.overlayfs" / "metadata.db").write_bytes(b"m" * 32768)
+    (daemon / "io.containerd.metadata.v1.bolt").mkdir()
+    (daemon / "io.containerd.metadata.v1.bolt" / "meta.db").write_bytes(b"m" * 65536)
+    (daemon / "tmpmounts").mkdir()
+    (daemon / "io.containerd.runtime.v2.task" / "moby" / CID).mkdir(parents=True)
+    (daemon / "io.containerd.runtime.v2.task" / "moby" / CID / "config.json").write_bytes(b"c" * 3000)
+    (root / "containers").mkdir()
+    (root / "volumes").mkdir()
+    monkeypatch.setattr(ContainerdReader, "_read_bolt", lambda self, croot: state.parsed())
+    info = EngineInfo(
+        engine="docker", version="26.1.5", api_version="1.45", storage_driver="overlayfs",
+        image_store="containerd", root_dir=str(root),
+    )  # fmt: skip
+    store = Store()
+    store.publish(SamplerStatus(name="engine", success=True), EngineSnapshot(info, (), (), (), None))
+    with Walker(workers=1) as walker:
+        sampler = ScanSampler(store, walker)
+        for change in (None, "plugin", None):
+            if change:
+                (daemon / "io.containerd.snapshotter.v1.native" / "snapshots").mkdir(parents=True)
+            assert sampler.run(), store.status("scan")
+            snap = store.snapshot("scan")
+            assert isinstance(snap, ScanSnapshot) and snap.attribution
+            got = snap.root_dirs["containerd"]
+            assert (got.disk_bytes, got.files) == du(root / "containerd"), change
+            own = os.lstat(state.area).st_blocks * 512  # the snapshots dir's own inode
+            assert sum(u.disk_bytes for u in snap.owners.values()) + own == du(state.area)[0]
+    layout = ContainerdReader().read(str(root), info)
+    assert [m for m in layout.meta if m.rel.startswith("containerd")] == [
+        MetaDir(
+            "containerd",
+            exclude=frozenset(
+                {
+                    "daemon/io.containerd.snapshotter.v1.overlayfs/snapshots",
+                    "daemon/io.containerd.content.v1.content",
+                }
+            ),
+        )
     ]
-    assert "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/metadata.db" in again[0]
-    (daemon / "tmp-new").mkdir()  # just made: daemon/'s stamp is not settled, so not trusted
-    fresh = reader._cover(str(tmp_path), "containerd", keep)
-    assert "containerd/daemon/tmp-new" in [m.rel for m in fresh[1]]
-    assert reader._cover(str(tmp_path), "containerd", keep) is not fresh  # read again
