@@ -11,7 +11,7 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
@@ -67,6 +67,8 @@ class Plan:
     measured_settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
     sweeps: list[UsageCache] = field(default_factory=list)  # sub-caches this plan read whole
     walked_ahead: Counter[str] = field(default_factory=Counter)  # taken from the prefetch, by kind
+    top_files: list[tuple[str, str]] = field(default_factory=list)  # (name, path): root's non-dirs
+    again: bool = False  # last plan's, its inodes stat'ed anew (PlanMemo.again): the cache as it was
 
     def results(self, walked: Mapping[Key, Usage]) -> Results:
         return Results({**self.known, **walked}, (self.settled, self.measured_settled))
@@ -74,6 +76,8 @@ class Plan:
     def keep(self, cache: UsageCache, walked: Mapping[Key, Usage], ok: bool) -> None:
         """After the walk, finished (`ok`) or not: the cache keeps what may be reused and
         forgets what this scan did not ask for (scans that keep failing must not grow it)."""
+        if self.again:  # it read nothing from the cache and walked nothing it keeps
+            return
         for key, (where, stamp) in self.reusable.items():
             usage = walked.get(key)
             if usage is not None:
@@ -150,6 +154,10 @@ def make_plan(
     `prefetched`: walks started before the layout was read (StoreReader.prefetch), taken
     for the layer dirs they cover instead of a job each; `mounted`: whether a mount may be at
     or below a volume's data (exporter.sources.mounts), by default always."""
+    if memo is not None and prefetched is NOTHING_STARTED:
+        again = memo.again(layout, hints, mounted)
+        if again is not None:
+            return again
     planner = _Planner(cache, hints, root=layout.root)
     plan, walk, root = planner.plan, planner.walk, layout.root
 
@@ -161,13 +169,14 @@ def make_plan(
             st = os.lstat(path)
         except OSError:
             plan.known[Key(Part.ENTRY, name)] = one_inode(path)  # gone or unreadable, as it tells
+            plan.top_files.append((name, path))
             continue
         if stat.S_ISDIR(st.st_mode):
             walk(Key(Part.META, name), path)
         else:
             plan.known[Key(Part.ENTRY, name)] = inode_usage(st)
-    for rel in layout.entries:
-        plan.known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
+            plan.top_files.append((name, path))
+    _stat_inodes(plan.known, layout)
     plan.known.update(layout.measured)
     plan.measured_settled = layout.measured_settled
     for meta in layout.meta:
@@ -183,13 +192,30 @@ def make_plan(
         plan.settled = _plan_area(planner, layout, memo, prefetched)
     for c in layout.containers:
         walk(Key(Part.CONTAINER, c.id), c.path, c.exclude)
-        plan.known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
     for v in layout.volumes:
         # Data with a mount at or below it (NFS, a bind) is walked in a worker when one can run,
         # which can be killed if it hangs (du.WalkJob.isolate); a plain dir, here.
         walk(Key(Part.VOLUME_DATA, v.name), v.data, isolate=mounted(v.data))
         walk(Key(Part.VOLUME_REST, v.name), v.path, v.exclude)
+    if memo is not None:
+        memo.last = (layout, hints, plan) if _closed(plan) else None
     return plan
+
+
+def _stat_inodes(known: dict[Key, Usage], layout: StoreLayout) -> None:
+    """The single inodes a plan stats every scan: the itemised dirs' own and loose files
+    (`entries`), each container's logs."""
+    root = layout.root
+    for rel in layout.entries:
+        known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
+    for c in layout.containers:
+        known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
+
+
+def _closed(plan: Plan) -> bool:
+    """Whether the plan asked the cache for nothing it lacked: each settled dir was a hit, so
+    the next scan of an equal layout finds the cache as this one left it."""
+    return not (plan.reusable or plan.groups or plan.walked_ahead)
 
 
 AREA_GROUP = Key(Part.LAYER, "")  # the sub-cache of the layer area's settled results
@@ -205,9 +231,41 @@ class _AreaPlan:
 
 @dataclass
 class PlanMemo:
-    """What a sampler's last plan leaves its next: the layer area's settled part."""
+    """What a sampler's last plan leaves its next: the layer area's settled part, and the
+    whole plan while it asked the cache for nothing it lacked (_closed)."""
 
     area: _AreaPlan | None = None
+    last: tuple[StoreLayout, Mapping[Key, int], Plan] | None = None
+
+    def again(
+        self, layout: StoreLayout, hints: Mapping[Key, int], mounted: Callable[[str], bool]
+    ) -> Plan | None:
+        """Last plan, its single inodes stat'ed anew, if this scan's would be the same: an equal
+        layout (every record, stamp and figure the reader gave; most the same objects), equal
+        hints, the same volumes on mounts, no top-level file turned dir. Else None."""
+        if self.last is None:
+            return None
+        layout0, hints0, plan0 = self.last
+        if layout != layout0 or hints != hints0:
+            return None
+        isolated = {j.key.id for j in plan0.jobs if j.key.part is Part.VOLUME_DATA and j.isolate}
+        if any(mounted(v.data) != (v.name in isolated) for v in layout.volumes):
+            return None
+        known = dict(plan0.known)
+        for name, path in plan0.top_files:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                known[Key(Part.ENTRY, name)] = one_inode(path)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                return None  # a dir now: walked, which only a new plan says
+            known[Key(Part.ENTRY, name)] = inode_usage(st)
+        _stat_inodes(known, layout)
+        known.update(layout.measured)
+        plan = replace(plan0, known=known, sweeps=[], again=True)
+        self.last = (layout, hints, plan)
+        return plan
 
 
 def _settled(d: AreaDir) -> bool:

@@ -16,6 +16,7 @@ from exporter.scan.attribute import Attribution
 from exporter.scan.cache import UsageCache
 from exporter.scan.plan import BYTES_PER_FILE, PlanMemo, make_plan
 from exporter.scan.results import Results
+from exporter.sources.du import one_inode
 from exporter.stores import READERS, reader_for, register
 from exporter.stores.containerd import ContainerdReader
 from exporter.stores.inventory import (
@@ -186,7 +187,54 @@ def test_plan_walks_what_it_must_and_reuses_what_it_may(tmp_path: Path) -> None:
         plan.reusable, U
     )  # kept all along, untouched: the cache's sweep left the part whole
     relisted = layout_over(tmp_path, layers=tuple(layout.layers))  # equal, not the same
+    # An equal layout: the whole last plan (PlanMemo.again); without it, the area's part is
+    # told unchanged by identity alone, and made anew.
+    assert make_plan(relisted, cache, {}, memo=memo).settled is third.settled
+    memo.last = None
     assert make_plan(relisted, cache, {}, memo=memo).settled is not again.settled
+
+
+def test_an_equal_layout_gets_the_last_plan_its_single_inodes_stated_anew(tmp_path: Path) -> None:
+    """A rescan whose reader hands back an equal layout, the cache and hints as the last plan
+    left them, gets that plan (PlanMemo.again): its jobs, its settled part, the cache untouched,
+    its single inodes (loose files, logs) stat'ed now. Whatever else a plan depends on makes a
+    new one."""
+    (tmp_path / "stray").write_bytes(b"s" * 100)
+    layout = layout_over(tmp_path)
+    cache, memo = UsageCache(), PlanMemo()
+    first = make_plan(layout, cache, {}, memo=memo)
+    first.keep(cache, dict.fromkeys(first.reusable, U), ok=True)
+    second = make_plan(layout, cache, {}, memo=memo)  # every settled dir a hit now: closed
+    assert first.reusable and not first.again and not second.reusable and not second.again
+    second.keep(cache, {}, ok=True)
+    equal = layout_over(tmp_path)  # equal, not the same
+    log, stray = tmp_path / "c1" / "c1-json.log", tmp_path / "stray"
+    log.write_bytes(b"x" * 50_000)
+    stray.write_bytes(b"s" * 20_000)
+    third = make_plan(equal, cache, {}, memo=memo)
+    assert third.again and third.jobs is second.jobs and third.settled is second.settled
+    logs, entry = Key(Part.LOGS, "c1"), Key(Part.ENTRY, "stray")
+    assert third.known[logs] == one_inode(str(log)) != second.known[logs]
+    assert third.known[entry] == one_inode(str(stray)) != second.known[entry]
+    assert {k: v for k, v in third.known.items() if k not in (logs, entry)} == {
+        k: v for k, v in second.known.items() if k not in (logs, entry)
+    }
+    third.keep(cache, {}, ok=True)  # nothing read, nothing kept: the cache as it was
+    assert make_plan(layout, cache, {}, memo=memo).again
+
+    def primed() -> PlanMemo:
+        fresh = PlanMemo()
+        assert not make_plan(layout, cache, {}, memo=fresh).again
+        return fresh
+
+    assert not make_plan(layout, cache, {Key(Part.CONTAINER, "c1"): 7}, memo=primed()).again
+    assert not make_plan(layout_over(tmp_path, entries=("area",)), cache, {}, memo=primed()).again
+    assert not make_plan(layout, cache, {}, memo=primed(), mounted=lambda path: False).again
+    memo = primed()
+    stray.unlink()
+    stray.mkdir()  # a top-level file turned dir: walked now
+    turned = make_plan(layout, cache, {}, memo=memo)
+    assert not turned.again and Key(Part.META, "stray") in {j.key for j in turned.jobs}
 
 
 def test_plan_rewalks_a_settled_dir_whose_stamp_moved(tmp_path: Path) -> None:
