@@ -379,6 +379,7 @@ class Walker:
         self.live = LiveTrees()  # the listings of the small dirs this process walks (_walk_here)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # one run at a time; close() may come from another thread
+        self._stopping = False  # shutdown() called: what the workers had is not walked here
 
     def _get_pool(self) -> ProcessPoolExecutor | None:
         if self._pool is None:
@@ -501,11 +502,12 @@ class Walker:
                 for job, usage in zip(batch, fut.result(), strict=True):
                     add(job.key, usage)
             elif isinstance(exc, BrokenProcessPool):
-                # A worker died under this batch (killed, or shutdown()). An isolated job in
-                # it may be what hangs: unfinished, retried by a fresh pool next run.
-                redo += [job for job in batch if not job.isolate]
+                # A worker died under this batch (killed, or shutdown(): the exporter stops, so
+                # unfinished). An isolated job in it may be what hangs: unfinished, retried by
+                # a fresh pool next run.
+                redo += [job for job in batch if not (job.isolate or self._stopping)]
                 for job in batch:
-                    if job.isolate:
+                    if job.isolate or self._stopping:
                         add(job.key, _UNFINISHED)
             else:  # e.g. a job that would not pickle: that batch's problem only
                 for job in batch:
@@ -567,6 +569,7 @@ class Walker:
     def shutdown(self) -> None:
         """Stop now, from another thread, even mid-scan: kill the workers without waiting for
         the scan that holds the lock (its unfinished jobs come back partial)."""
+        self._stopping = True
         self._drop_pool(kill=True)
 
     def __enter__(self) -> Walker:
