@@ -161,6 +161,10 @@ class ReadCache:
         self.layer_set: _LayerSet | None = None
         self.image_set: _ImageSet | None = None
         self.listings: dict[str, _Listed] = {}  # a few fixed dirs and the containers': see listing
+        # read_containers' last answer: each container's record by the listings it came from,
+        # and the whole tuple by the containers/ listing (the same objects while they hold).
+        self.containers: dict[str, tuple[Listing, Listing, ContainerDir]] = {}
+        self.container_set: tuple[Listing, tuple[ContainerDir, ...]] | None = None
         self.driver_split: Derived[tuple[tuple[str, ...], tuple[str, ...]]] = Derived()
 
     def retain(self, layers: set[str], images: set[str], mounts: set[str]) -> None:
@@ -345,29 +349,49 @@ def _names_in_bytes(path: str, candidates: list[str], chunk: int = 2**20) -> fro
     return frozenset(found)
 
 
-def read_containers(root: str, cache: ReadCache | None = None) -> list[ContainerDir]:
+def read_containers(root: str, cache: ReadCache | None = None) -> tuple[ContainerDir, ...]:
     """Each container's dir and its log files. With a `cache`, each dir's listing is reused
     while its settled stamp holds (a log rotated, a file written by rename, moves it): one
-    stat a container a rescan, not a listing."""
+    stat a container a rescan, not a listing; and the records made from listings that held,
+    the same objects as last time."""
     out = []
     base = os.path.join(root, "containers")
     listed = {base}
-    for cid, _ in listing(base, cache):
+    top = listing(base, cache)
+    kept = cache.containers if cache is not None else {}
+    made: dict[str, tuple[Listing, Listing, ContainerDir]] = {}
+    same = True
+    for cid, _ in top:
         d = f"{base}/{cid}"  # names from a listing: no separator, never absolute
         listed.add(d)
         names = listing(d, cache)
-        json_log = f"{cid}-json.log"
-        logs = [f"{d}/{n}" for n, _ in names if n.startswith(json_log)]
+        local: Listing = ()
         if ("local-logs", True) in names:
-            local = f"{d}/local-logs"
-            listed.add(local)
-            logs += [f"{local}/{n}" for n, _ in listing(local, cache) if n.startswith("container.log")]
-        out.append(ContainerDir(cid, d, tuple(logs)))
-    if cache is not None:  # forget the listings of containers gone
-        gone = [p for p in cache.listings if p.startswith(f"{base}/") and p not in listed]
-        for path in gone:
-            del cache.listings[path]
-    return out
+            listed.add(f"{d}/local-logs")
+            local = listing(f"{d}/local-logs", cache)
+        hit = kept.get(cid)
+        if hit is not None and hit[0] is names and hit[1] is local:
+            record = hit[2]
+        else:
+            same = False
+            json_log = f"{cid}-json.log"
+            logs = [f"{d}/{n}" for n, _ in names if n.startswith(json_log)]
+            logs += [f"{d}/local-logs/{n}" for n, _ in local if n.startswith("container.log")]
+            record = ContainerDir(cid, d, tuple(logs))
+        made[cid] = (names, local, record)
+        out.append(record)
+    if cache is None:
+        return tuple(out)
+    last = cache.container_set
+    if same and last is not None and last[0] is top:
+        return last[1]
+    cache.containers = made
+    cache.container_set = (top, tuple(out))
+    # forget the listings of containers gone
+    gone = [p for p in cache.listings if p.startswith(f"{base}/") and p not in listed]
+    for path in gone:
+        del cache.listings[path]
+    return cache.container_set[1]
 
 
 _ImageStore: TypeAlias = tuple[
@@ -441,7 +465,7 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         driver_files=driver_files,
         chain_stamps=stamps,
         chains_stamp=chains_stamp,
-        containers=tuple(read_containers(root, cache)),
+        containers=read_containers(root, cache),
         volumes=volumes,
         top_dirs=tuple(name for name, _ in top),
         skipped=problems.count,

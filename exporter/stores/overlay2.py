@@ -63,6 +63,7 @@ class Overlay2Reader:
         self._layers: Derived[tuple[LayerDir, ...]] = Derived()
         self._present: Derived[frozenset[str]] = Derived()
         self._chains: Derived[tuple[MetaDir, ...]] = Derived()
+        self._containers: Derived[tuple[ContainerDir, ...]] = Derived()
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
@@ -100,7 +101,10 @@ class Overlay2Reader:
             image_layers=layout.image_layers,
             area_dirs=self._area_dirs(layout, present, attribution),
             writable={m.container_id: m.mount_id for m in layout.mounts} if attribution else {},
-            containers=tuple(ContainerDir(c.id, c.path, c.logs, NOT_MOUNTS) for c in layout.containers),
+            containers=self._containers.get(
+                lambda: tuple(ContainerDir(c.id, c.path, c.logs, NOT_MOUNTS) for c in layout.containers),
+                layout.containers,
+            ),
             volumes=tuple(
                 VolumeDir(name, p, os.path.join(p, "_data"), NOT_DATA)
                 for name in layout.volumes

@@ -810,8 +810,10 @@ def test_container_dirs_are_listed_again_only_when_their_stamp_moves(std: Docker
     assert str(cdir) in listed
     # The same listing object while the stamp holds, not a listing read again.
     again = cache.listings[str(cdir)]
-    read_layout(str(std.root), "overlay2", cache)
+    records = read_layout(str(std.root), "overlay2", cache).containers
     assert cache.listings[str(cdir)] is again
+    # And the records made from them: the same objects (a rescan tells "unchanged" by identity).
+    assert read_layout(str(std.root), "overlay2", cache).containers is records
 
     rotated = cdir / f"{cid}-json.log.7"
     (cdir / "tmp-rotate").write_bytes(b"x" * 100)
@@ -819,8 +821,12 @@ def test_container_dirs_are_listed_again_only_when_their_stamp_moves(std: Docker
     (cdir / "local-logs").mkdir(exist_ok=True)
     (cdir / "local-logs" / "container.log.9").write_bytes(b"y")
     age(std.root)  # settled again, under a new stamp
-    after = {c.id: c.logs for c in read_layout(str(std.root), "overlay2", cache).containers}
+    moved = read_layout(str(std.root), "overlay2", cache).containers
+    after = {c.id: c.logs for c in moved}
     assert set(after[cid]) == {*logs, str(rotated), str(cdir / "local-logs" / "container.log.9")}
+    assert moved is not records and {c.id: c for c in moved if c.id != cid} == {
+        c.id: c for c in records if c.id != cid
+    }  # the others' records as they were
 
     shutil.rmtree(cdir)
     age(std.root)
