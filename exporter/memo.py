@@ -6,6 +6,7 @@ Readers return the same objects for an unchanged listing (exporter.sources.layou
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +29,7 @@ class Derived(Generic[T]):
             and key is not None
             and key == self._key
             and len(inputs) == len(self._inputs)
-            and all(a is b for a, b in zip(inputs, self._inputs, strict=True))
+            and all(map(operator.is_, inputs, self._inputs))
         )
         if not same:
             self._value, self._inputs, self._key = compute(), inputs, key

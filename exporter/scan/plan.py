@@ -209,7 +209,7 @@ def _stat_inodes(known: dict[Key, Usage], layout: StoreLayout) -> None:
     for rel in layout.entries:
         known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
     for c in layout.containers:
-        known[Key(Part.LOGS, c.id)] = total(one_inode(p) for p in c.logs)
+        known[Key(Part.LOGS, c.id)] = total(list(map(one_inode, c.logs)))
 
 
 def _closed(plan: Plan) -> bool:

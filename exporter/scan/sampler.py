@@ -29,7 +29,7 @@ from exporter.sources.fs import host_to_local
 from exporter.sources.mounts import MountTable
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
-from exporter.stores.inventory import Key, Part, StoreOptions, StoreReader
+from exporter.stores.inventory import KIND_OF, Key, Part, StoreOptions, StoreReader
 
 log = structlog.get_logger("exporter.scan")
 
@@ -130,16 +130,18 @@ class ScanSampler(Sampler):
         )
         walked.update(walked_before)
         walked.update(trees)
-        self._keep(plan, walked, ok=not any(u.partial for u in walked.values()))
-        listed = sum(tree.listed for key, tree in self._trees.items() if key in trees)
-        self.last_pass = ScanPass(listed)
         partial = [k for k, u in walked.items() if u.partial]
+        self._keep(plan, walked, ok=not partial)
+        listed = sum([tree.listed for key, tree in self._trees.items() if key in trees])
+        self.last_pass = ScanPass(listed)
         if partial or time.monotonic() > deadline:
             raise TimeoutError(
                 f"scan exceeded its {self.budget:.0f}s budget ({len(plan.jobs) - len(partial)} of "
                 f"{len(plan.jobs)} dirs done; finished layers are cached for the next scan)"
             )
-        walks = Counter(job.key.part.kind for job in plan.jobs) + plan.walked_ahead
+        walks = Counter([KIND_OF[job.key.part] for job in plan.jobs])
+        if plan.walked_ahead:
+            walks += plan.walked_ahead
         return self._attribution.snapshot(
             layout,
             info.root_dir,
@@ -175,5 +177,5 @@ class ScanSampler(Sampler):
             "cached_layers": snapshot.cached_layers,
             "errors": snapshot.errors,
             "skipped": snapshot.skipped,
-            "root_disk_bytes": sum(u.disk_bytes for u in snapshot.root_dirs.values()),
+            "root_disk_bytes": sum([u.disk_bytes for u in snapshot.root_dirs.values()]),
         }

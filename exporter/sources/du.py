@@ -242,7 +242,7 @@ def _safe_walk(job: WalkJob, deadline: float | None, python: bool = False) -> Us
 
 def _live_usages(trees: LiveTrees, jobs: list[WalkJob], deadline: float | None) -> list[Usage]:
     """Small jobs measured by their settled listings, in this process (Walker._walk_here)."""
-    return trees.measure(((job.path, job.exclude) for job in jobs), deadline)
+    return trees.measure([(job.path, job.exclude) for job in jobs], deadline)
 
 
 def _walk_batch(jobs: list[WalkJob], deadline: float | None, python: bool = False) -> list[Usage]:
@@ -444,8 +444,9 @@ class Walker:
         def add(key: Hashable, usage: Usage) -> None:
             results[key] = results[key] + usage if key in results else usage
 
-        hinted = sum(j.hint for j in jobs)
-        small = local_below > 0 and all(j.hint > 0 for j in jobs) and hinted < local_below
+        hints = [j.hint for j in jobs]  # a comprehension, not generators: a rescan's dozens of jobs
+        hinted = sum(hints)
+        small = local_below > 0 and (not hints or min(hints) > 0) and hinted < local_below
         isolated = [j for j in jobs if j.isolate]
         alone = small and hinted + _PER_WALK * len(jobs) < _SHARE_ABOVE
         pool = None

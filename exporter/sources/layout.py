@@ -21,6 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple, TypeAlias
 
 from exporter.memo import Derived
@@ -467,7 +468,7 @@ def read_layout(root: str, driver: str, cache: ReadCache | None = None) -> Layou
         chains_stamp=chains_stamp,
         containers=read_containers(root, cache),
         volumes=volumes,
-        top_dirs=tuple(name for name, _ in top),
+        top_dirs=tuple(map(itemgetter(0), top)),
         skipped=problems.count,
         problems=tuple(problems.first),
     )

@@ -14,6 +14,7 @@ the tree is listed again now, with the same figures as du.walk.
 
 from __future__ import annotations
 
+import operator
 import os
 import stat
 import struct
@@ -21,7 +22,7 @@ import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from exporter.model import EMPTY, Usage
+from exporter.model import EMPTY, Usage, make_usage
 from exporter.sources import du
 from exporter.sources.stamps import SETTLE_NS
 
@@ -105,7 +106,7 @@ class LiveTrees:
         again that is still being read at `deadline` (it grew since) comes back partial."""
         trees = list(trees)
         known = [self._listings.get(t) for t in trees]
-        kept = tuple(lst for lst in known if lst is not None)
+        kept = tuple(filter(None, known))  # the trees listed before (a _Listing is never falsy)
         held: list[tuple[int, int, int, int]] = []
         if kept:
             paths, base, entries, counts = self._batch_of(trees, known, kept)
@@ -122,7 +123,7 @@ class LiveTrees:
                     ok, blocks, apparent, files = held[at]
                     at += 1
                     if ok:
-                        usage = Usage(blocks * 512, apparent, files, 0, False)
+                        usage = make_usage((blocks * 512, apparent, files, 0, False))
                 if usage is None:
                     usage = self._list(*tree, deadline)
                 else:
@@ -141,11 +142,7 @@ class LiveTrees:
     ) -> tuple[tuple[bytes, ...], bytes, bytes, bytes]:
         """restat_trees' arguments for the `kept` listings: last run's while they are the same."""
         last = self._batch
-        if (
-            last is not None
-            and len(last[0]) == len(kept)
-            and all(a is b for a, b in zip(last[0], kept, strict=True))
-        ):
+        if last is not None and len(last[0]) == len(kept) and all(map(operator.is_, last[0], kept)):
             return last[2], last[1], last[3], last[4]
         roots = [lst.paths[0] for lst in kept]  # absolute and normal, as kept
         if roots != self._base[0]:  # the same trees as last time, mostly
