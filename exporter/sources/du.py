@@ -444,6 +444,11 @@ class Walker:
         def add(key: Hashable, usage: Usage) -> None:
             results[key] = results[key] + usage if key in results else usage
 
+        if self._stopping:  # shutdown() came first: the exporter stops, nothing is walked
+            for job in jobs:
+                add(job.key, _UNFINISHED)
+            return results
+
         hints = [j.hint for j in jobs]  # a comprehension, not generators: a rescan's dozens of jobs
         hinted = sum(hints)
         small = local_below > 0 and (not hints or min(hints) > 0) and hinted < local_below
@@ -478,9 +483,14 @@ class Walker:
             except (BrokenProcessPool, RuntimeError, OSError):
                 # OSError: the pool could not start (e.g. no writable temp dir for the
                 # forkserver's socket on a read-only root): walk here, try again next run.
-                redo = [job for b in batches[i:] for job in b]
-                dropped_here = True
-                self._drop_pool(kill=True)
+                # RuntimeError after shutdown(): unfinished.
+                rest = [job for b in batches[i:] for job in b]
+                if self._stopping:
+                    for job in rest:
+                        add(job.key, _UNFINISHED)
+                else:
+                    redo, dropped_here = rest, True
+                    self._drop_pool(kill=True)
                 break
         if alongside is not None:
             alongside()
@@ -491,7 +501,7 @@ class Walker:
         for fut in done:
             batch = futures[fut]
             if fut.cancelled():  # queued when the pool was dropped
-                if dropped_here:  # by this run, the pool broken: walked here
+                if dropped_here and not self._stopping:  # by this run, the pool broken: walked here
                     redo += batch
                 else:  # by shutdown(): unfinished
                     for job in batch:
@@ -527,7 +537,7 @@ class Walker:
         a pool (`workers` > 1) that can run, else nothing is started. What a worker does not
         finish is simply absent from `Started.children`: the caller walks it as it would have."""
         walks = [w for w in walks if w.names]
-        if self.workers < 2 or not walks:
+        if self.workers < 2 or not walks or self._stopping:
             return Started({}, deadline=deadline)
         with self._lock:
             pool = self._get_pool()

@@ -150,13 +150,21 @@ class ContainerdReader:
         image_content = self._image_content.get(lambda: self.content.image_content(c.image_blobs), blobs, c)
         entries, meta = list(base.entries), list(base.meta)
         itemised = set(base.itemised)
+        area_top = blob_top = None
         if top is not None:  # Docker's own containerd: under its root, walked but for its stores
-            first = top.split("/", 1)[0]
-            itemised.add(first)
             apart = (_rel(root, area_path), _rel(root, croot, CONTENT))  # the snapshots, the content
             entries.append(apart[0])  # the snapshots dir's own inode (the content store counts its own)
-            meta.append(MetaDir(first, exclude=frozenset(rel[len(first) + 1 :] for rel in apart)))
-        area_top = top.split("/", 1)[0] if top is not None else None
+            # Each top-level dir holding one of them walked without them (one walk: containerd/
+            # for Docker's own; each of them apart if containerd's root is the Docker root).
+            heads: dict[str, set[str]] = {}
+            for rel in apart:
+                head, _, below = rel.partition("/")
+                heads.setdefault(head, set()).add(below)
+            for head, below in heads.items():
+                itemised.add(head)
+                if "" not in below:  # not a store itself
+                    meta.append(MetaDir(head, exclude=frozenset(below)))
+            area_top, blob_top = (rel.partition("/")[0] for rel in apart)
         area_parts = (Part.LAYER, Part.LAYER_REST, Part.AREA_DIR, Part.AREA_CONTENT, Part.AREA_REST)
         return replace(
             base,
@@ -184,7 +192,7 @@ class ContainerdReader:
                 **dict.fromkeys(area_parts, area_top),
                 Part.WRITABLE: area_top,
                 Part.WRITABLE_REST: area_top,
-                Part.BLOB: area_top,
+                Part.BLOB: blob_top,
             },
             owners=OWNERS,
             rw_allocated=True,  # SizeRw here is containerd's Usage: continuity's du, st_blocks

@@ -269,12 +269,14 @@ def test_the_blobs_stats_come_from_the_workers_on_a_first_scan(
     assert len([c for c in calls if "/blobs/sha256/" in c]) == 40
 
 
+@pytest.mark.parametrize("where", ["containerd/daemon", "."], ids=["docker-s-own", "the-docker-root"])
 def test_docker_s_own_containerd_dir_is_one_walk_but_for_its_two_stores(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """Docker's own containerd root (<root>/containerd/daemon): the snapshots and the content
-    store are measured apart, the rest of containerd/ is one walk that leaves them out; the
-    dir's figure is du's of it, and stays so as a dir is made beside the stores."""
+    store are measured apart, the rest of containerd/ is one walk that leaves them out; every
+    root dir's figure is du's of it, and stays so as a dir is made beside the stores. The
+    same with --containerd.root naming the Docker root itself (each store's top dir apart)."""
     from exporter.model import EngineSnapshot, SamplerStatus, ScanSnapshot
     from exporter.samplers import Store
     from exporter.scan import ScanSampler
@@ -282,7 +284,7 @@ def test_docker_s_own_containerd_dir_is_one_walk_but_for_its_two_stores(
     from tests.harness.truth import du
 
     root = tmp_path / "docker"
-    daemon = root / "containerd" / "daemon"
+    daemon = root / where
     state = State(daemon)
     state.snapshot(1, "moby", "sha256:" + "1" * 64, COMMITTED)
     fs = state.area / "1" / "fs"
@@ -306,17 +308,21 @@ def test_docker_s_own_containerd_dir_is_one_walk_but_for_its_two_stores(
     store = Store()
     store.publish(SamplerStatus(name="engine", success=True), EngineSnapshot(info, (), (), (), None))
     with Walker(workers=1) as walker:
-        sampler = ScanSampler(store, walker)
+        options = StoreOptions(containerd_root=str(root) if where == "." else "")
+        sampler = ScanSampler(store, walker, options=options)
         for change in (None, "plugin", None):
             if change:
                 (daemon / "io.containerd.snapshotter.v1.native" / "snapshots").mkdir(parents=True)
             assert sampler.run(), store.status("scan")
             snap = store.snapshot("scan")
             assert isinstance(snap, ScanSnapshot) and snap.attribution
-            got = snap.root_dirs["containerd"]
-            assert (got.disk_bytes, got.files) == du(root / "containerd"), change
+            assert set(snap.root_dirs) == set(os.listdir(root))
+            for name, got in snap.root_dirs.items():
+                assert (got.disk_bytes, got.files) == du(root / name), (change, name)
             own = os.lstat(state.area).st_blocks * 512  # the snapshots dir's own inode
             assert sum(u.disk_bytes for u in snap.owners.values()) + own == du(state.area)[0]
+    if where == ".":
+        return
     layout = ContainerdReader().read(str(root), info)
     assert [m for m in layout.meta if m.rel.startswith("containerd")] == [
         MetaDir(

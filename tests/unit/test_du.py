@@ -928,6 +928,20 @@ def test_walker_shutdown_mid_run_returns_the_unfinished_as_partial(dirs: dict[st
     assert all(u.partial or u == walk(dirs[k]) for k, u in got.items())
 
 
+def test_walker_after_shutdown_walks_nothing_and_starts_no_pool(dirs: dict[str, Path]) -> None:
+    """A run or a prefetch that comes after shutdown() (a sampler's, as the exporter stops)
+    starts no pool and walks nothing: every job unfinished."""
+    jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
+    walker = Walker(workers=2)
+    walker.run(jobs[:2])  # the pool is up
+    walker.shutdown()
+    got = walker.run(jobs)
+    assert set(got) == set(dirs) and all(u.partial and u.files == 0 for u in got.values())
+    assert walker._pool is None
+    assert not walker.start([du.ChildWalks(str(next(iter(dirs.values())).parent), ("a",))]).jobs
+    assert walker._pool is None
+
+
 def test_walker_past_deadline_reports_partial(dirs: dict[str, Path]) -> None:
     jobs = [WalkJob(key, str(path)) for key, path in dirs.items()]
     with Walker(workers=2) as walker:
