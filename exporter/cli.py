@@ -82,8 +82,10 @@ def wait_for_signal(log: structlog.stdlib.BoundLogger) -> None:
     signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    woken = select.poll()
+    woken.register(r, select.POLLIN)
     while not stop:
-        select.select([r], [], [])  # the handler runs in this thread as this call returns
+        woken.poll()  # the handler runs in this thread as this call returns
         try:
             os.read(r, 512)
         except BlockingIOError:

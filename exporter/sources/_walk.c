@@ -566,10 +566,16 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
  * dirs by their settled listings costs one system call an inode, and no Python object. */
 #define SEEN_AT_MOST 1024
 static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *paths, *base_obj;
-    Py_buffer ent, tr;
-    if (!PyArg_ParseTuple(args, "O!O&y*y*", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj, &ent, &tr))
+    PyObject *paths, *base_obj, *ent_obj, *tr_obj;
+    /* bytes only (immutable, aligned): read again below with the GIL released */
+    if (!PyArg_ParseTuple(args, "O!O&O!O!", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj, &PyBytes_Type,
+                          &ent_obj, &PyBytes_Type, &tr_obj))
         return NULL;
+    struct {
+        const char *buf;
+        Py_ssize_t len;
+    } ent = {PyBytes_AS_STRING(ent_obj), PyBytes_GET_SIZE(ent_obj)},
+      tr = {PyBytes_AS_STRING(tr_obj), PyBytes_GET_SIZE(tr_obj)};
     Py_ssize_t n = PyTuple_GET_SIZE(paths), ntrees = tr.len / (Py_ssize_t)(2 * sizeof(int64_t));
     const char *bad = NULL;
     if (ent.len != n * (Py_ssize_t)(3 * sizeof(int64_t)) || tr.len % (Py_ssize_t)(2 * sizeof(int64_t)))
@@ -577,7 +583,7 @@ static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t sum = 0;
     for (Py_ssize_t t = 0; !bad && t < ntrees; t++) {
         int64_t c;
-        memcpy(&c, (const char *)tr.buf + t * 2 * sizeof(int64_t), sizeof c);
+        memcpy(&c, tr.buf + t * 2 * sizeof(int64_t), sizeof c);
         if (c < 1 || c > n - sum) bad = "tree counts must be positive and sum to the paths";
         else sum += c;
     }
@@ -594,8 +600,6 @@ static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
     else out = PyBytes_FromStringAndSize(NULL, ntrees * 4 * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL) {
         PyMem_Free(seen);
-        PyBuffer_Release(&ent);
-        PyBuffer_Release(&tr);
         Py_DECREF(base_obj);
         return NULL;
     }
@@ -649,8 +653,6 @@ static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
     if (dfd >= 0) close(dfd);
     Py_END_ALLOW_THREADS
     PyMem_Free(seen);
-    PyBuffer_Release(&ent);
-    PyBuffer_Release(&tr);
     Py_DECREF(base_obj);
     return out;
 }

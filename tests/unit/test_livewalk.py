@@ -272,6 +272,8 @@ def test_restat_trees_refuses_a_batch_that_does_not_add_up(tmp_path: Path) -> No
     ]:
         with pytest.raises(ValueError):
             restat(paths, base, entries, counts)
+    with pytest.raises(TypeError):  # bytes only: a buffer another thread could change is refused
+        restat((b".",), base, bytearray(entry), livewalk._TREE.pack(1, 0))
     # A base that cannot be opened: every tree not held (listed again by the caller).
     held = restat((b".",), base + b"/gone", entry, livewalk._TREE.pack(1, 0))
     assert list(livewalk._HELD.iter_unpack(held)) == [(0, 0, 0, 0)]
