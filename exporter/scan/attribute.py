@@ -85,16 +85,11 @@ class Attribution:
         tops = self._settled_tops(layout, r)
         parts: dict[str, list[Usage]] = defaultdict(list)
         errors = sum(t.errors for t in tops)
-        areas, logs = layout.areas, Part.LOGS
-        for key, usage in r.live.items():  # layout.top_of(key), inline: every result of the scan
-            part = key[0]
-            if part in areas:
-                top = areas[part]
-                if top is not None:
-                    parts[top].append(usage)
-            elif part is not logs:
-                parts[key[1].split("/", 1)[0]].append(usage)
-            errors += usage[3]
+        for key, usage in r.live.items():
+            top = layout.top_of(key)
+            if top is not None:
+                parts[top].append(usage)
+            errors += usage.errors
         for t in tops:
             for top, usage in t.usage.items():
                 parts[top].append(usage)
@@ -350,14 +345,7 @@ _NOWHERE = object()  # a part no layout area names (its results' top dir is in t
 
 
 def _area_dir(r: Results, d: AreaDir) -> Usage:
-    """A dir measured this scan (a writable layer, an unpacking): its one or two results."""
-    parts = d.parts
-    if parts is None:
-        return r.get((Part.AREA_DIR, d.name), EMPTY)  # type: ignore[call-overload]
-    # Plain tuples look the Keys up (equal and hashed alike), the two added inline.
-    a = r.get((parts[0], d.name), EMPTY)  # type: ignore[call-overload]
-    b = r.get((parts[1], d.name), EMPTY)  # type: ignore[call-overload]
-    return make_usage((a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] or b[4]))
+    return total(r.get(k, EMPTY) for k in _area_keys(d))
 
 
 def _biggest_container(c: ContainerScan) -> tuple[int, str]:

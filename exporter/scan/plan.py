@@ -165,16 +165,11 @@ def make_plan(
         if name in layout.itemised:
             continue
         path = os.path.join(root, name)
-        try:
-            st = os.lstat(path)
-        except OSError:
-            plan.known[Key(Part.ENTRY, name)] = one_inode(path)  # gone or unreadable, as it tells
-            plan.top_files.append((name, path))
-            continue
-        if stat.S_ISDIR(st.st_mode):
+        usage = _top_file(path)
+        if usage is None:
             walk(Key(Part.META, name), path)
         else:
-            plan.known[Key(Part.ENTRY, name)] = inode_usage(st)
+            plan.known[Key(Part.ENTRY, name)] = usage
             plan.top_files.append((name, path))
     _stat_inodes(plan.known, layout)
     plan.known.update(layout.measured)
@@ -200,6 +195,15 @@ def make_plan(
     if memo is not None:
         memo.last = (layout, hints, plan) if _closed(plan) else None
     return plan
+
+
+def _top_file(path: str) -> Usage | None:
+    """A top-level entry of the root as one inode, or None for a dir (walked)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return one_inode(path)  # gone or unreadable, as it tells
+    return None if stat.S_ISDIR(st.st_mode) else inode_usage(st)
 
 
 def _stat_inodes(known: dict[Key, Usage], layout: StoreLayout) -> None:
@@ -251,18 +255,13 @@ class PlanMemo:
         isolated = {j.key.id for j in plan0.jobs if j.key.part is Part.VOLUME_DATA and j.isolate}
         if any(mounted(v.data) != (v.name in isolated) for v in layout.volumes):
             return None
-        known = dict(plan0.known)
+        known = dict(plan0.known)  # its cache hits and the reader's figures (an equal layout's)
         for name, path in plan0.top_files:
-            try:
-                st = os.lstat(path)
-            except OSError:
-                known[Key(Part.ENTRY, name)] = one_inode(path)
-                continue
-            if stat.S_ISDIR(st.st_mode):
+            usage = _top_file(path)
+            if usage is None:
                 return None  # a dir now: walked, which only a new plan says
-            known[Key(Part.ENTRY, name)] = inode_usage(st)
+            known[Key(Part.ENTRY, name)] = usage
         _stat_inodes(known, layout)
-        known.update(layout.measured)
         plan = replace(plan0, known=known, sweeps=[], again=True)
         self.last = (layout, hints, plan)
         return plan

@@ -29,7 +29,7 @@ from exporter.sources.fs import host_to_local
 from exporter.sources.mounts import MountTable
 from exporter.sources.stamps import AtomicTree
 from exporter.stores import reader_for
-from exporter.stores.inventory import KIND_OF, Key, Part, StoreOptions, StoreReader
+from exporter.stores.inventory import Key, Part, StoreOptions, StoreReader
 
 log = structlog.get_logger("exporter.scan")
 
@@ -139,7 +139,7 @@ class ScanSampler(Sampler):
                 f"scan exceeded its {self.budget:.0f}s budget ({len(plan.jobs) - len(partial)} of "
                 f"{len(plan.jobs)} dirs done; finished layers are cached for the next scan)"
             )
-        walks = Counter([KIND_OF[job.key.part] for job in plan.jobs])
+        walks = Counter([job.key.part.kind for job in plan.jobs])
         if plan.walked_ahead:
             walks += plan.walked_ahead
         return self._attribution.snapshot(

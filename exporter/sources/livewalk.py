@@ -92,7 +92,6 @@ class LiveTrees:
     def __init__(self, settle_ns: int = SETTLE_NS) -> None:
         self.settle_ns = settle_ns
         self._listings: dict[Hashable, _Listing] = {}
-        self._base: tuple[list[bytes], bytes] = ([], b"/")  # the trees' common dir, for their roots
         self._rels: dict[Hashable, tuple[_Listing, bytes, tuple[bytes, ...]]] = {}  # paths from it
         # The last batch, as restat_trees takes it: made again only when its listings change.
         self._batch: tuple[tuple[_Listing, ...], bytes, tuple[bytes, ...], bytes, bytes] | None = None
@@ -144,12 +143,9 @@ class LiveTrees:
         last = self._batch
         if last is not None and len(last[0]) == len(kept) and all(map(operator.is_, last[0], kept)):
             return last[2], last[1], last[3], last[4]
-        roots = [lst.paths[0] for lst in kept]  # absolute and normal, as kept
-        if roots != self._base[0]:  # the same trees as last time, mostly
-            self._base = (roots, os.path.commonpath(roots))
-        base = self._base[1]
-        pairs = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
-        paths = tuple(p for t, lst in pairs for p in self._from(t, lst, base))
+        base = os.path.commonpath([lst.paths[0] for lst in kept])  # the roots: absolute, normal
+        listed = [(t, lst) for t, lst in zip(trees, known, strict=True) if lst is not None]
+        paths = tuple(p for t, lst in listed for p in self._from(t, lst, base))
         entries = b"".join(lst.entries for lst in kept)
         counts = b"".join(_TREE.pack(len(lst.paths), lst.dev) for lst in kept)
         self._batch = (kept, base, paths, entries, counts)

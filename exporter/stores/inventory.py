@@ -68,7 +68,6 @@ _KINDS = {
     Part.VOLUME_DATA: "volume",
     Part.VOLUME_REST: "volume",
 }
-KIND_OF: Mapping[Part, str] = MappingProxyType({p: p.kind for p in Part})  # Part.kind, as one lookup
 
 
 class Key(NamedTuple):
