@@ -7,6 +7,7 @@ the layer area, with exactly one owner.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -71,6 +72,7 @@ class Attribution:
         self._area: Derived[_AreaPart] = Derived()
         self._content: Derived[tuple[dict[str, Usage], tuple[tuple[Key, str], ...]]] = Derived()
         self._images: Derived[tuple[tuple[ImageScan, ...], bool]] = Derived()
+        self._last: tuple[_Inputs, ScanSnapshot] | None = None  # the last snapshot, from what
 
     def snapshot(
         self,
@@ -82,6 +84,21 @@ class Attribution:
         cached_layers: int,
     ) -> ScanSnapshot:
         r = results if isinstance(results, Results) else Results(results)
+        inputs = _Inputs(layout, root_host, engine, r.live, r.settled, walks, cached_layers)
+        if self._last is not None and self._last[0].same(inputs):
+            return self._last[1]  # a rescan that found everything as it was: last scan's snapshot
+        snap = self._snapshot(inputs, r)
+        self._last = (inputs, snap)
+        return snap
+
+    def _snapshot(self, inputs: _Inputs, r: Results) -> ScanSnapshot:
+        layout, root_host, engine, walks, cached_layers = (
+            inputs.layout,
+            inputs.root_host,
+            inputs.engine,
+            inputs.walks,
+            inputs.cached_layers,
+        )
         tops = self._settled_tops(layout, r)
         parts: dict[str, list[Usage]] = defaultdict(list)
         errors = sum(t.errors for t in tops)
@@ -221,6 +238,35 @@ class Attribution:
             memo.get(lambda c=chunk: _tops(layout, c), chunk, key=areas)  # type: ignore[misc]
             for memo, chunk in zip(self._tops, r.settled, strict=False)
         ]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Inputs:
+    """What a snapshot is made from: the same inputs, the same snapshot."""
+
+    layout: StoreLayout
+    root_host: str
+    engine: EngineSnapshot
+    live: Mapping[Key, Usage]
+    settled: tuple[Mapping[Key, Usage], ...]
+    walks: Mapping[str, int]
+    cached_layers: int
+
+    def same(self, new: _Inputs) -> bool:
+        """Whether `new` would make the snapshot these made: each input the same object or equal
+        (the settled chunks by identity, as Results keeps them; of the engine's snapshot, only
+        the containers and volumes a snapshot reads)."""
+        old, e0, e1 = self, self.engine, new.engine
+        return (
+            old.cached_layers == new.cached_layers
+            and old.root_host == new.root_host
+            and len(old.settled) == len(new.settled)
+            and all(map(operator.is_, old.settled, new.settled))
+            and old.walks == new.walks
+            and (e0 is e1 or (e0.containers == e1.containers and e0.volumes == e1.volumes))
+            and old.live == new.live
+            and (old.layout is new.layout or old.layout == new.layout)
+        )
 
 
 def _tops(layout: StoreLayout, chunk: Mapping[Key, Usage]) -> _Tops:

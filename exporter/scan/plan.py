@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from exporter.model import Usage, total
 from exporter.scan.cache import UsageCache
 from exporter.scan.results import Results
-from exporter.sources.du import NOTHING_STARTED, Prefetched, WalkJob, inode_usage, one_inode
+from exporter.sources.du import NOTHING_STARTED, Prefetched, WalkJob, inode_usages, one_inode, stat_inodes
 from exporter.sources.stamps import Stamp
 from exporter.stores.inventory import (
     NO_RESULTS,
@@ -53,6 +53,46 @@ class GroupWalk:
     parts: tuple[Key, ...]  # its own inode and its members
 
 
+@dataclass(frozen=True, slots=True)
+class Inodes:
+    """The single inodes a plan stats every scan, in one call (du.stat_inodes): the root's
+    top-level files first (`tops` of them), the itemised dirs' own inodes and loose files,
+    each container's logs (several files, one result)."""
+
+    keys: tuple[Key, ...]
+    counts: tuple[int, ...]  # paths of each key, in order
+    paths: tuple[bytes, ...]  # relative to the root, or absolute
+    tops: int = 0
+
+    def usages(self, stats: bytes, new: bool = False) -> dict[Key, Usage] | None:
+        """Each key's figure from stat_inodes' answer; None when a top-level file is a dir now
+        (walked, which only a new plan says; a `new` plan's counts its own inode)."""
+        got = inode_usages(stats)
+        out: dict[Key, Usage] = {}
+        at = 0
+        for i, (key, n) in enumerate(zip(self.keys, self.counts, strict=True)):
+            if i < self.tops and got[at][1] and not new:
+                return None
+            out[key] = got[at][0] if n == 1 else total([u for u, _ in got[at : at + n]])
+            at += n
+        return out
+
+
+def _inodes(layout: StoreLayout, top_files: list[str]) -> Inodes:
+    keys: list[Key] = []
+    counts: list[int] = []
+    paths: list[str] = []
+    for rel in (*top_files, *layout.entries):
+        keys.append(Key(Part.ENTRY, rel))
+        counts.append(1)
+        paths.append(rel)
+    for c in layout.containers:
+        keys.append(Key(Part.LOGS, c.id))
+        counts.append(len(c.logs))
+        paths.extend(c.logs)
+    return Inodes(tuple(keys), tuple(counts), tuple(map(os.fsencode, paths)), len(top_files))
+
+
 @dataclass
 class Plan:
     jobs: list[WalkJob] = field(default_factory=list)
@@ -67,7 +107,8 @@ class Plan:
     measured_settled: Mapping[Key, Usage] = field(default_factory=lambda: NO_RESULTS)
     sweeps: list[UsageCache] = field(default_factory=list)  # sub-caches this plan read whole
     walked_ahead: Counter[str] = field(default_factory=Counter)  # taken from the prefetch, by kind
-    top_files: list[tuple[str, str]] = field(default_factory=list)  # (name, path): root's non-dirs
+    inodes: Inodes = field(default_factory=lambda: Inodes((), (), ()))
+    inode_stats: bytes = b""  # what stat_inodes answered for them
     again: bool = False  # last plan's, its inodes stat'ed anew (PlanMemo.again): the cache as it was
 
     def results(self, walked: Mapping[Key, Usage]) -> Results:
@@ -161,17 +202,18 @@ def make_plan(
     planner = _Planner(cache, hints, root=layout.root)
     plan, walk, root = planner.plan, planner.walk, layout.root
 
+    top_files = []
     for name in layout.top_dirs:
         if name in layout.itemised:
             continue
         path = os.path.join(root, name)
-        usage = _top_file(path)
-        if usage is None:
+        if _is_dir(path):
             walk(Key(Part.META, name), path)
         else:
-            plan.known[Key(Part.ENTRY, name)] = usage
-            plan.top_files.append((name, path))
-    _stat_inodes(plan.known, layout)
+            top_files.append(name)
+    plan.inodes = _inodes(layout, top_files)
+    plan.inode_stats = stat_inodes(plan.inodes.paths, os.fsencode(root))
+    plan.known.update(plan.inodes.usages(plan.inode_stats, new=True) or {})
     plan.known.update(layout.measured)
     plan.measured_settled = layout.measured_settled
     for meta in layout.meta:
@@ -192,28 +234,18 @@ def make_plan(
         # which can be killed if it hangs (du.WalkJob.isolate); a plain dir, here.
         walk(Key(Part.VOLUME_DATA, v.name), v.data, isolate=mounted(v.data))
         walk(Key(Part.VOLUME_REST, v.name), v.path, v.exclude)
-    if memo is not None:
-        memo.last = (layout, hints, plan) if _closed(plan) else None
+    if memo is not None:  # the next scan's, if the same: this plan as again() hands it back
+        memo.last = (layout, hints, replace(plan, sweeps=[], again=True)) if _closed(plan) else None
     return plan
 
 
-def _top_file(path: str) -> Usage | None:
-    """A top-level entry of the root as one inode, or None for a dir (walked)."""
+def _is_dir(path: str) -> bool:
+    """Whether a top-level entry of the root is a dir (walked); else one inode (stat_inodes:
+    a file, or gone or unreadable, as it tells)."""
     try:
-        st = os.lstat(path)
+        return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
-        return one_inode(path)  # gone or unreadable, as it tells
-    return None if stat.S_ISDIR(st.st_mode) else inode_usage(st)
-
-
-def _stat_inodes(known: dict[Key, Usage], layout: StoreLayout) -> None:
-    """The single inodes a plan stats every scan: the itemised dirs' own and loose files
-    (`entries`), each container's logs."""
-    root = layout.root
-    for rel in layout.entries:
-        known[Key(Part.ENTRY, rel)] = one_inode(f"{root}/{rel}")
-    for c in layout.containers:
-        known[Key(Part.LOGS, c.id)] = total(list(map(one_inode, c.logs)))
+        return False
 
 
 def _closed(plan: Plan) -> bool:
@@ -250,19 +282,20 @@ class PlanMemo:
         if self.last is None:
             return None
         layout0, hints0, plan0 = self.last
-        if layout != layout0 or hints != hints0:
+        if (layout is not layout0 and layout != layout0) or hints != hints0:
             return None
         isolated = {j.key.id for j in plan0.jobs if j.key.part is Part.VOLUME_DATA and j.isolate}
         if any(mounted(v.data) != (v.name in isolated) for v in layout.volumes):
             return None
-        known = dict(plan0.known)  # its cache hits and the reader's figures (an equal layout's)
-        for name, path in plan0.top_files:
-            usage = _top_file(path)
-            if usage is None:
-                return None  # a dir now: walked, which only a new plan says
-            known[Key(Part.ENTRY, name)] = usage
-        _stat_inodes(known, layout)
-        plan = replace(plan0, known=known, sweeps=[], again=True)
+        stats = stat_inodes(plan0.inodes.paths, os.fsencode(layout.root))
+        if stats == plan0.inode_stats:  # none of them changed: that plan itself
+            self.last = (layout, hints, plan0)
+            return plan0
+        usages = plan0.inodes.usages(stats)
+        if usages is None:
+            return None
+        known = {**plan0.known, **usages}  # its cache hits and the reader's figures (an equal layout's)
+        plan = replace(plan0, known=known, sweeps=[], again=True, inode_stats=stats)
         self.last = (layout, hints, plan)
         return plan
 

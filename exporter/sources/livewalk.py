@@ -95,6 +95,8 @@ class LiveTrees:
         self._rels: dict[Hashable, tuple[_Listing, bytes, tuple[bytes, ...]]] = {}  # paths from it
         # The last batch, as restat_trees takes it: made again only when its listings change.
         self._batch: tuple[tuple[_Listing, ...], bytes, tuple[bytes, ...], bytes, bytes] | None = None
+        # The last run's figures when every tree held: (its batch, restat_trees' answer, Usages).
+        self._last: tuple[object, bytes, tuple[Usage, ...]] | None = None
         self.reused = 0  # trees measured by their listing, since made
         self.listed = 0  # trees listed (first time, unsettled, or changed), since made
 
@@ -107,14 +109,20 @@ class LiveTrees:
         known = [self._listings.get(t) for t in trees]
         kept = tuple(filter(None, known))  # the trees listed before (a _Listing is never falsy)
         held: list[tuple[int, int, int, int]] = []
+        raw = b""
         if kept:
             paths, base, entries, counts = self._batch_of(trees, known, kept)
             try:
-                held = list(_HELD.iter_unpack(restat_trees(paths, base, entries, counts)))
+                raw = restat_trees(paths, base, entries, counts)
             except (OSError, ValueError, struct.error):  # none restated: each listed again
-                held = [(0, 0, 0, 0)] * len(kept)
+                raw = _HELD.pack(0, 0, 0, 0) * len(kept)
+            last = self._last
+            if len(kept) == len(trees) and last is not None and last[0] is self._batch and last[1] == raw:
+                self.reused += len(trees)  # every tree held, with the same figures: the same objects
+                return list(last[2])
+            held = list(_HELD.iter_unpack(raw))
         out: list[Usage] = []
-        at = 0
+        at, relisted = 0, False
         for tree, lst in zip(trees, known, strict=True):
             try:
                 usage = None
@@ -124,6 +132,7 @@ class LiveTrees:
                     if ok:
                         usage = make_usage((blocks * 512, apparent, files, 0, False))
                 if usage is None:
+                    relisted = True
                     usage = self._list(*tree, deadline)
                 else:
                     self.reused += 1
@@ -131,6 +140,15 @@ class LiveTrees:
                 self._listings.pop(tree, None)
                 usage = du.UNREADABLE
             out.append(usage)
+        self._last = None
+        if relisted:  # the next run's batch made now, once, if every tree has its listing
+            now = [self._listings.get(t) for t in trees]
+            if all(now):
+                self._batch_of(trees, now, tuple(now))  # type: ignore[arg-type]
+        elif kept:
+            # Every tree held: a next run finding the same figures hands back these objects
+            # (what is derived from them downstream is kept by identity).
+            self._last = (self._batch, raw, tuple(out))
         return out
 
     def _batch_of(
