@@ -93,6 +93,37 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+# --- stat_inodes: single inodes in one call ----------------------------------------------
+
+
+def test_stat_inodes_counts_each_path_as_one_inode_does(impl: str, tmp_path: Path) -> None:
+    """One call for the single inodes a rescan stats (exporter.scan.plan.Inodes): each path's
+    figure is one_inode's, a dir told apart; the same bytes while nothing changed."""
+    (tmp_path / "f").write_bytes(b"x" * 5000)
+    (tmp_path / "d").mkdir()
+    os.symlink("f", tmp_path / "ln")
+    long = "n" * 300  # ENAMETOOLONG: unreadable, not gone
+    rel = (b"f", b"d", b"ln", b"gone", b"f/under-a-file", long.encode())
+    paths = (*rel, os.fsencode(tmp_path / "f"))  # and absolute
+    raw = du.stat_inodes(paths, os.fsencode(tmp_path))
+    got = du.inode_usages(raw)
+    want = [du.one_inode(os.path.join(tmp_path, os.fsdecode(p))) for p in paths]
+    assert [g for g, _ in got] == want
+    assert [is_dir for _, is_dir in got] == [False, True, False, False, False, False, False]
+    assert want[3] == want[4] == EMPTY and want[5] == du.UNREADABLE and want[2].apparent_bytes == len("f")
+    assert du.stat_inodes(paths, os.fsencode(tmp_path)) == raw
+    (tmp_path / "f").write_bytes(b"x" * 9000)
+    changed = du.inode_usages(du.stat_inodes(paths, os.fsencode(tmp_path)))
+    assert changed[0][0].apparent_bytes == changed[6][0].apparent_bytes == 9000
+    # A base that cannot be opened: its relative paths as lstat says of them, absolute ones stat'ed.
+    gone = du.inode_usages(du.stat_inodes((b"f", os.fsencode(tmp_path / "f")), os.fsencode(tmp_path / "no")))
+    assert [g for g, _ in gone] == [EMPTY, du.one_inode(str(tmp_path / "f"))]
+    if impl == "c":
+        for bad in ((b"a\0b",), ("str",)):
+            with pytest.raises(ValueError):
+                du._native.stat_inodes(bad, os.fsencode(tmp_path))
+
+
 # --- walk: figures against du -------------------------------------------------------------
 # Every walk test runs twice: on the C walk (_walk.c) and on the Python one (walk_python).
 

@@ -3,6 +3,7 @@ the listing trusted only while every dir's (inode, ctime) holds."""
 
 from __future__ import annotations
 
+import operator
 import os
 import subprocess
 import time
@@ -277,3 +278,32 @@ def test_restat_trees_refuses_a_batch_that_does_not_add_up(tmp_path: Path) -> No
     # A base that cannot be opened: every tree not held (listed again by the caller).
     held = restat((b".",), base + b"/gone", entry, livewalk._TREE.pack(1, 0))
     assert list(livewalk._HELD.iter_unpack(held)) == [(0, 0, 0, 0)]
+
+
+def test_the_batch_is_made_with_the_listings_and_figures_as_they_were_are_the_same_objects(
+    trees: LiveTrees, tmp_path: Path
+) -> None:
+    """The run that lists the trees makes the next run's batch; a run whose every tree holds
+    with last run's figures hands back last run's Usages (what is derived from them downstream
+    is kept by identity); a file grown in place is the next run's new figure."""
+    roots = [tree(tmp_path / n) for n in ("a", "b")]
+    jobs = [(str(r), frozenset({"skip"})) for r in roots]
+    settle()
+    trees.measure(jobs)  # listed (the pool walked them before, say)
+    batch = trees._batch
+    assert batch is not None and batch[0] == tuple(trees._listings[j] for j in jobs)
+    want = [walk(p, exclude=e) for p, e in jobs]
+    first = trees.measure(jobs)
+    assert first == want and trees._batch is batch
+    second = trees.measure(jobs)
+    assert second == want and all(map(operator.is_, second, first))
+    with open(roots[1] / "fs" / "tmp" / "state", "ab") as f:  # in place: no dir's stamp moves
+        f.write(b"g" * 50_000)
+    reused, listed = trees.reused, trees.listed
+    third = trees.measure(jobs)
+    assert third == [walk(p, exclude=e) for p, e in jobs] and third[1] != second[1]
+    assert (trees.reused - reused, trees.listed - listed) == (2, 0) and trees._batch is batch
+    assert all(map(operator.is_, trees.measure(jobs), third))
+    (roots[0] / "fs" / "new").write_bytes(b"n")  # a name made: listed again, nothing handed back
+    fourth = trees.measure(jobs)
+    assert fourth == [walk(p, exclude=e) for p, e in jobs] and fourth[0] is not third[0]

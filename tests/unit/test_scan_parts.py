@@ -220,7 +220,14 @@ def test_an_equal_layout_gets_the_last_plan_its_single_inodes_stated_anew(tmp_pa
         k: v for k, v in second.known.items() if k not in (logs, entry)
     }
     third.keep(cache, {}, ok=True)  # nothing read, nothing kept: the cache as it was
-    assert make_plan(layout, cache, {}, memo=memo).again
+    fourth = make_plan(layout, cache, {}, memo=memo)
+    assert fourth is third  # its single inodes as they were (one stat_inodes call): that very plan
+    log.write_bytes(b"x" * 90_000)  # in place: the next one's figure is the new size
+    fifth = make_plan(layout, cache, {}, memo=memo)
+    assert (
+        fifth.again and fifth is not third and fifth.known[logs] == one_inode(str(log)) != third.known[logs]
+    )
+    assert make_plan(layout, cache, {}, memo=memo) is fifth
 
     def primed() -> PlanMemo:
         fresh = PlanMemo()
@@ -376,6 +383,44 @@ def test_attribution_reuses_the_image_part_only_while_nothing_changed(tmp_path: 
     relisted = layout_over(tmp_path, layers=tuple(list(layout.layers)))  # equal, not the same
     # (The memo holds `fresh`'s layers: only a recomputation from `r` gives `first`'s.)
     assert attr.snapshot(relisted, "/h", engine_with(), r, {}, 0).layers == first.layers != fresh.layers
+
+
+def test_attribution_hands_back_its_last_snapshot_only_while_every_input_is_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A rescan that measured everything as it was gets last scan's snapshot, that very object
+    (inputs equal, none the same object); each input changed alone makes a new one that says so."""
+    layout = layout_over(tmp_path)
+    r = results_for(layout)
+    ct = Container("c1", "web", "sha256:i1", "web:1", "exited", ())
+    attr = Attribution()
+
+    def snap(**over: Any) -> ScanSnapshot:
+        args: dict[str, Any] = dict(
+            layout=layout,
+            root_host="/h",
+            engine=engine_with((ct,)),
+            results=r,
+            walks={"layer": 4},
+            cached_layers=4,
+        )
+        return attr.snapshot(**{**args, **over})
+
+    first = snap()
+    assert snap(layout=layout_over(tmp_path), results=dict(r), walks={"layer": 4}) is first
+    grown = {**r, Key(Part.CONTAINER, "c1"): u(77)}
+    assert snap(results=grown).root_dirs["c1"] == u(77) != first.root_dirs["c1"]
+    assert snap().root_dirs["c1"] == first.root_dirs["c1"]
+    renamed = Container("c1", "api", "sha256:i1", "web:1", "running", ())
+    assert (snap(engine=engine_with((renamed,))).containers[0].name, snap().containers[0].name) == (
+        "api",
+        "web",
+    )
+    assert snap(root_host="/elsewhere").orphans[0].path == "/elsewhere/area/O"
+    assert snap(walks={"layer": 1}).walks == {"layer": 1} and snap(cached_layers=9).cached_layers == 9
+    fewer = layout_over(tmp_path, volumes=())
+    assert snap(layout=fewer).volumes == () and snap().volumes == first.volumes
+    assert snap() is not first and snap() == first  # made anew after the others, equal
 
 
 def test_attribution_over_settled_chunks_sums_them_once_and_live_results_every_scan(
