@@ -387,3 +387,99 @@ def test_a_first_scan_prefetches_snapshot_dirs_and_a_rescan_takes_the_settled_pa
         for w in walkers.values():
             w.close()
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_a_steady_read_stands_in_for_the_next_until_anything_it_went_by_changes(
+    trixie_cstore: SeededTrixie, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a copy of the engine's Docker root (its containerd root inside), which no engine
+    writes: once a read went by settled stamps alone, the reader hands back that layout, the
+    same object (exporter.sources.witness); after each change a store goes through, the very
+    next read is what a fresh reader reads, never the stand-in."""
+    from exporter.sources import stamps
+    from exporter.stores.containerd import ContainerdReader
+    from exporter.stores.inventory import StoreOptions
+
+    settle = 0.05
+    monkeypatch.setattr(stamps, "SETTLE_NS", int(settle * 1e9))
+    from exporter.samplers import EngineSampler, Store
+
+    store = Store()
+    assert EngineSampler(store, EngineClient(trixie_cstore.docker_host)).run()
+    engine = store.latest(EngineSnapshot)
+    assert engine is not None
+    info = engine.info
+    copy = trixie_cstore.rootfs / "tmp" / f"dse-ctd-witness-{os.getpid()}"
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(trixie_cstore.data_root), str(copy)], check=True)
+    croot = copy / "containerd" / "daemon"
+    opts = StoreOptions(str(trixie_cstore.rootfs))
+    reader = ContainerdReader(opts)
+    tag = f"dse-witness:{os.getpid()}"
+
+    def steady() -> object:
+        for _ in range(4):
+            a, b = reader.read(str(copy), info), reader.read(str(copy), info)
+            if a is b:
+                return b
+        raise AssertionError("no read stood in for the next")
+
+    def truth() -> object:
+        return ContainerdReader(opts).read(str(copy), info)
+
+    def tiny_tar() -> bytes:
+        import io
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            data = f"{tag}\n".encode()
+            member = tarfile.TarInfo("witness")
+            member.size = len(data)
+            t.addfile(member, io.BytesIO(data))
+        return buf.getvalue()
+
+    def meta_db(root: Path | None) -> Path:
+        assert root is not None
+        return root / "io.containerd.metadata.v1.bolt" / "meta.db"
+
+    ingest = croot / CONTENT / "ingest" / "dse-witness-ref"
+    cdir, snapshots, blobs = (
+        copy / "containers" / ("e" * 64),
+        croot / SNAPSHOTTER / "snapshots",
+        croot / CONTENT,
+    )
+    changes = {
+        "a container made": lambda: cdir.mkdir(),
+        "a log rotated": lambda: (cdir / f"{cdir.name}-json.log.1").write_bytes(b"l" * 9),
+        "a volume made": lambda: (copy / "volumes" / "dse-witness" / "_data").mkdir(parents=True),
+        "a leaked snapshot dir": lambda: (snapshots / "987654" / "fs").mkdir(parents=True),
+        "a blob written": lambda: (blobs / "blobs" / "sha256" / ("f" * 64)).write_bytes(b"b" * 5000),
+        "a download started": lambda: (ingest.mkdir(), (ingest / "data").write_bytes(b"d" * 3000)),
+        "the download grown in place": lambda: (ingest / "data").write_bytes(b"d" * 90_000),
+        "the download done": lambda: shutil.rmtree(ingest),
+        "a file at the top": lambda: (copy / "dse-witness-file").write_bytes(b"t"),
+        "meta.db committed (an image imported)": lambda: (
+            trixie_cstore.docker("import", "-", tag, input=tiny_tar()),
+            shutil.copyfile(meta_db(trixie_cstore.containerd_root), meta_db(croot)),
+        ),
+    }
+    downloading = ("a download started", "the download grown in place")  # read every time
+    try:
+        before = steady()
+        assert before == truth() and reader.read(str(copy), info) is before
+        for what, change in changes.items():
+            change()
+            time.sleep(2 * settle)
+            got = reader.read(str(copy), info)
+            assert got is not before and got == truth() and got != before, what
+            if what in downloading:  # its figure is this read's: no read stands in for the next
+                again = [reader.read(str(copy), info) for _ in range(3)]
+                assert all(a == got and a is not got for a in again) and again[1] is not again[2], what
+                before = got
+            else:
+                before = steady()
+        assert reader.read(str(copy), info) == truth()
+    finally:
+        trixie_cstore.docker("rmi", tag, check=False)
+        shutil.rmtree(copy, ignore_errors=True)

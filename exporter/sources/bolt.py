@@ -55,6 +55,7 @@ from exporter.sources.bolt_format import (
     varint,
 )
 from exporter.sources.bolt_walk import _PyWalk
+from exporter.sources.witness import unwitnessed
 
 MAX_BYTES = 256 << 20  # the files are tens of MB at most (moby/buildkit#6977: 24 MB)
 TRIES = 3
@@ -202,6 +203,7 @@ def _to_bucket(raw: tuple[int, int, dict[bytes, bytes], dict[bytes, Any]]) -> Bu
 
 
 def _read(path: str | os.PathLike[str], pread: Pread, max_bytes: int, node: _Node) -> tuple[int, int, Any]:
+    unwitnessed()  # a file's pages, not a stamp: a store read that needs them is no stand-in
     fd = _open(path)
     try:
         with cyclic_gc_paused():

@@ -102,6 +102,24 @@ def stat_inodes(paths: tuple[bytes, ...], base: bytes) -> bytes:
     return bytes(out)
 
 
+def stat_stamps(paths: tuple[bytes, ...]) -> bytes:
+    """A stat of each path, through links (os.stat), INODE_STAT-sized each: errno (0: stat'ed),
+    a dir, inode, mtime in ns. The same bytes while no dir among them changed."""
+    if _native is not None:
+        return _native.stat_stamps(paths)
+    out = bytearray()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            out += INODE_STAT.pack(e.errno or errno.EIO, 0, 0, 0)
+            continue
+        # the inode as C packs an unsigned 64 bits into a signed int64
+        ino = st.st_ino - (1 << 64) if st.st_ino >= 1 << 63 else st.st_ino
+        out += INODE_STAT.pack(0, stat.S_ISDIR(st.st_mode), ino, st.st_mtime_ns)
+    return bytes(out)
+
+
 def inode_usages(stats: bytes) -> list[tuple[Usage, bool]]:
     """Each path of stat_inodes' answer as one_inode() counts it, and whether it is a dir."""
     out = []

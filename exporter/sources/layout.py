@@ -37,6 +37,7 @@ from exporter.sources.rawfs import (
     scandir_sorted,
 )
 from exporter.sources.stamps import Stamp, settled_stamp
+from exporter.sources.witness import unwitnessed
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -403,6 +404,7 @@ _ImageStore: TypeAlias = tuple[
 def _read_image_store(root: str, driver: str, problems: _Problems, cache: ReadCache | None) -> _ImageStore:
     """`image/<driver>/`: the layers (layerdb), the containers' mounts and the images, each set
     reused while its dir's settled stamp holds."""
+    unwitnessed()  # it also stats and opens entries itself (exporter.sources.witness)
     image_dir = os.path.join(root, "image", driver)
     layerdb = os.path.join(image_dir, "layerdb")
     chains_stamp = settled_stamp(os.path.join(layerdb, "sha256"))

@@ -11,6 +11,8 @@ import os
 import stat
 from typing import BinaryIO
 
+from exporter.sources.witness import unwitnessed
+
 FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 DIR_FLAGS = FILE_FLAGS | os.O_DIRECTORY
 
@@ -18,6 +20,7 @@ DIR_FLAGS = FILE_FLAGS | os.O_DIRECTORY
 def read_short(path: str, limit: int = 4096, dir_fd: int | None = None) -> str | None:
     """One short file, as ASCII text; None if it is missing, unreadable, huge or not text.
     Raw os calls, relative to `dir_fd` if given: a host has tens of thousands of these."""
+    unwitnessed()  # each function here reads what no stamp stands for (exporter.sources.witness)
     try:
         fd = os.open(path, FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -38,6 +41,7 @@ def read_short(path: str, limit: int = 4096, dir_fd: int | None = None) -> str |
 
 def open_regular(path: str) -> BinaryIO:
     """A regular file opened without following a link or waiting on a fifo (see FILE_FLAGS)."""
+    unwitnessed()
     fd = os.open(path, FILE_FLAGS)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -53,6 +57,7 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
     caller). Its size is asked first, so a 3 KB file costs a 3 KB buffer: a buffered
     read(limit) allocates all of `limit` for each file, which for a thousand manifests was
     most of their reading."""
+    unwitnessed()
     fd = os.open(path, FILE_FLAGS, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
@@ -79,6 +84,7 @@ def names_in(path: str) -> list[str]:
 
 def names_or_none(path: str) -> list[str] | None:
     """names_in(), but None if the dir could not be read (a listing to keep must be whole)."""
+    unwitnessed()
     try:
         return sorted(os.listdir(path))
     except OSError:
@@ -92,6 +98,7 @@ def scandir_sorted(path: str) -> list[os.DirEntry[str]]:
 def scandir_or_none(path: str) -> list[os.DirEntry[str]] | None:
     """A dir's entries, sorted; None if it could not be read (gone, unreadable, EMFILE): a
     listing to keep by its stamp must have been read whole."""
+    unwitnessed()
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from exporter.model import EMPTY, Usage, total
 from exporter.sources.du import UNREADABLE, VANISHED
 from exporter.sources.rawfs import names_or_none
+from exporter.sources.witness import note_stamp
 
 SETTLE_NS = 2_000_000_000
 
@@ -37,8 +38,11 @@ def settled_stamp(path: str) -> Stamp | None:
     try:
         st = os.stat(path)
     except OSError:
-        return None
-    return settled(st) if stat.S_ISDIR(st.st_mode) else None
+        stamp = None
+    else:
+        stamp = settled(st) if stat.S_ISDIR(st.st_mode) else None
+    note_stamp(path, stamp)  # what a read went by (exporter.sources.witness)
+    return stamp
 
 
 class DirNames:

@@ -37,6 +37,7 @@ from exporter.sources.containerd_meta import COMMITTED, Metadata, Snapshots
 from exporter.sources.du import NOTHING_STARTED, Prefetched
 from exporter.sources.fs import host_to_local, local_to_host
 from exporter.sources.stamps import DirNames
+from exporter.sources.witness import Witness, unwitnessed, witnessing
 from exporter.stores import register
 from exporter.stores.content import CONTENT, ContentStore, unreached, within
 from exporter.stores.inventory import (
@@ -75,6 +76,18 @@ GC_FLAT = "containerd.io/gc.flat"  # BuildKit's leases (moby/buildkit cache/mana
 
 
 @dataclass(frozen=True)
+class _Steady:
+    """A read that went by settled stamps alone, and what else it depended on."""
+
+    root: str
+    info: EngineInfo
+    croot: str | None
+    parsed: _Parsed
+    witness: Witness
+    layout: StoreLayout
+
+
+@dataclass(frozen=True)
 class _Parsed:
     """What the two bolt files say, by their txids: re-read only when one moves."""
 
@@ -97,6 +110,8 @@ class ContainerdReader:
         self._image_content: Derived[dict[str, tuple[Key, ...]]] = Derived()
         self._snapshot_dirs = DirNames()  # snapshots/: the same object while the same names
         self._new_in: tuple[tuple[str, ...], bool] | None = None
+        self._last: StoreLayout | None = None  # the last read's
+        self._steady: _Steady | None = None  # what a read may hand back instead (read)
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
@@ -117,6 +132,37 @@ class ContainerdReader:
         )
 
     def read(self, root: str, info: EngineInfo, prefetched: Prefetched = NOTHING_STARTED) -> StoreLayout:
+        """As _read reads it; while what the last steady read went by holds (its settled dir
+        stamps, its single inodes, both bolt files' txids, containerd's root), that layout,
+        the same object: a rescan of an unchanged store is a stat of each, in C."""
+        steady = self._steady
+        if (
+            steady is not None
+            and prefetched is NOTHING_STARTED
+            and steady.root == root
+            and steady.info == info
+        ):
+            errors = sum(self._errors.values())
+            croot = self._root(root, info)
+            if (
+                croot == steady.croot
+                and croot is not None
+                and self._read_bolt(croot) is steady.parsed
+                and sum(self._errors.values()) == errors
+                and steady.witness.holds()
+            ):
+                return steady.layout
+        with witnessing() as witness:
+            layout = self._read(root, info, prefetched)
+        # Taken as the next reads' stand-in once a read that went by stamps alone gave what
+        # the read before gave (every cache as full as it gets).
+        last, self._last = self._last, layout
+        self._steady = None
+        if not witness.void and layout == last and self._parsed is not None:
+            self._steady = _Steady(root, info, self._root(root, info), self._parsed, witness, layout)
+        return layout
+
+    def _read(self, root: str, info: EngineInfo, prefetched: Prefetched) -> StoreLayout:
         base = self.docker.read(root, info)  # unattributed: this store keeps no layers there
         croot = self._root(root, info)
         if croot is None:
@@ -209,6 +255,8 @@ class ContainerdReader:
         if self._new_in is None or self._new_in[0] is not listing:
             i = bisect_left(listing, "new-")  # the listing is sorted: where they would be
             self._new_in = (listing, i < len(listing) and listing[i].startswith("new-"))
+        if self._new_in[1]:
+            unwitnessed()  # its class goes with the clock: no read stands in for the next
         return self._new_in[1]
 
     # -- where containerd keeps its files ---------------------------------------------------
@@ -293,6 +341,7 @@ class ContainerdReader:
     def _classify(
         self, parsed: _Parsed, ns_name: str, croot: str, listing: tuple[str, ...], cids: set[str]
     ) -> _Classified:
+        unwitnessed()  # made anew: it stats and reads what no stamp covers
         meta, snaps = parsed.meta, parsed.snaps
         ns = meta.namespaces.get(ns_name)
         records = (n.snapshots.values() for n in meta.namespaces.values())

@@ -19,6 +19,7 @@ from exporter.sources.du import NOTHING_STARTED, Prefetched, one_inode, walk
 from exporter.sources.layout import DIGEST, chain_ids
 from exporter.sources.rawfs import DIR_FLAGS, read_regular
 from exporter.sources.stamps import DirNames
+from exporter.sources.witness import unwitnessed, witnessed_inode
 from exporter.stores.inventory import Key, Part, Prefetch, make_key
 
 CONTENT = "io.containerd.content.v1.content"
@@ -194,6 +195,7 @@ class ContentStore:
     ) -> tuple[dict[Key, str], dict[Key, Usage], dict[str, Key]]:
         """Each blob's stat (kept by name: a blob's bytes never change; the workers' if they
         made it), its kind, and its key by its digest."""
+        unwitnessed()  # blobs stat'ed (exporter.sources.witness)
         recorded = frozenset().union(*(ns.blobs for ns in meta.namespaces.values()))
         kinds: dict[Key, str] = {}
         measured: dict[Key, Usage] = {}
@@ -239,7 +241,7 @@ class ContentStore:
         measured: dict[Key, Usage] = {}
         for d in (rel, f"{rel}/blobs", f"{rel}/blobs/sha256", f"{rel}/ingest"):
             key = Key(Part.BLOB, d)
-            measured[key] = one_inode(os.path.join(root, d) if not os.path.isabs(d) else d)
+            measured[key] = witnessed_inode(os.path.join(root, d) if not os.path.isabs(d) else d)
             extra[key] = "other"
         for name in self._ingest_names.get(os.path.join(base, "ingest")):
             key = Key(Part.BLOB, f"{rel}/ingest/{name}")
@@ -288,6 +290,7 @@ def _blob_kind(
 
 def _walk_small(path: str) -> Usage:
     """A download in progress or a small dir of the store: walked here, every scan."""
+    unwitnessed()  # its figure is this walk's: a read holding one is no stand-in for the next
     return walk(path)
 
 

@@ -7,11 +7,18 @@ mtimes an hour back, as on a host whose image store nobody touched lately.
 from __future__ import annotations
 
 import os
+import stat
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from exporter.sources import du
 from exporter.sources.du import walk
+from exporter.sources.rawfs import names_in, read_short, scandir_sorted
 from exporter.sources.stamps import SETTLE_NS, AtomicTree, settled_stamp
+from exporter.sources.witness import witnessed_inode, witnessing
 from tests.unit.test_du import assert_matches_du, make_tree, write
 from tests.unit.test_layout import age
 
@@ -122,3 +129,71 @@ def test_dir_names_are_the_same_object_while_the_same_names(tmp_path: Path) -> N
     assert names.get(str(tmp_path)) is second
     os.utime(tmp_path, (old + 1, old + 1))
     assert names.get(str(tmp_path)) == ("a", "b", "c")
+
+
+# --- the witness of a read ------------------------------------------------------------------
+
+
+@pytest.fixture(params=["c", "python"])
+def stamps_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "python":
+        monkeypatch.setattr(du, "_native", None)
+    elif du._native is None:
+        pytest.fail("the C walk is not built (setup.py build_ext)")
+    return str(request.param)
+
+
+def test_stat_stamps_is_os_stat_s_inode_and_mtime_through_links(stamps_impl: str, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_bytes(b"x")
+    os.symlink("d", tmp_path / "to-d")
+    paths = [tmp_path / n for n in ("d", "f", "to-d", "gone")]
+    got = list(du.INODE_STAT.iter_unpack(du.stat_stamps(tuple(map(os.fsencode, paths)))))
+    want = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            want.append((e.errno, 0, 0, 0))
+        else:
+            want.append((0, int(stat.S_ISDIR(st.st_mode)), st.st_ino, st.st_mtime_ns))
+    assert got == want and got[0] == got[2]  # the link: its dir's
+
+
+def test_a_witness_holds_while_every_stamp_and_inode_it_took_holds(stamps_impl: str, tmp_path: Path) -> None:
+    """A read that went by settled stamps (and single inodes) alone is witnessed; any of them
+    moved, or the read having listed or opened anything, and the witness does not hold."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (b / "f").write_bytes(b"x" * 100)
+    age(tmp_path)
+    with witnessing() as w:
+        assert settled_stamp(str(a)) and settled_stamp(str(b))
+        assert witnessed_inode(str(b / "f")) == du.one_inode(str(b / "f"))
+    assert not w.void and w.holds()
+    assert settled_stamp(str(a))  # outside: nothing noted, nothing voided
+    assert w.holds()
+    (b / "f").write_bytes(b"x" * 9000)  # in place: no stamp moves, the inode does
+    assert not w.holds()
+    with witnessing() as w:
+        settled_stamp(str(a))
+        witnessed_inode(str(b / "f"))
+    assert w.holds()
+    (a / "new").mkdir()  # a name made: the stamp moves
+    assert not w.holds()
+    for looks in (lambda: names_in(str(a)), lambda: scandir_sorted(str(a)), lambda: read_short(str(b / "f"))):
+        with witnessing() as w:
+            settled_stamp(str(b))
+            looks()
+        assert w.void and not w.holds()
+    with witnessing() as w:
+        settled_stamp(str(a))  # modified just now: not settled, so nothing to go by
+    assert w.void
+    age(tmp_path)
+    with witnessing() as w:
+        settled_stamp(str(a))
+        done = threading.Event()
+        threading.Thread(target=lambda: (names_in(str(a)), done.set())).start()  # another thread's read
+        assert done.wait(10)
+    assert not w.void and w.holds()
