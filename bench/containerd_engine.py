@@ -324,9 +324,11 @@ def state_lines(s: StateRun, workers: int, rootfs: Path) -> list[str]:
         + (
             f" That is not what binds here: the {sum(steady.walks.values())} small live dirs are measured"
             " by their settled listings, one lstat an inode in one batch (exporter.sources.livewalk);"
-            " what is left is the rescan's own Python (the layout read again by its stamps and both"
-            " bolt files' meta pages, the plan, the attribution), about the same on any root with as"
-            " many containers, volumes and small dirs, and it runs with the CPU's caches cold:"
+            " what is left is the rescan's own Python (the last read's stamps checked in one call and"
+            " both bolt files' meta pages read, exporter.sources.witness; the plan's single inodes in"
+            " one call; the attribution's check that nothing it sums changed), about the same on any"
+            " root with as many containers, volumes and small dirs, and it runs with the CPU's caches"
+            " cold:"
             f" {med['steady_warm'] * 1000:.2f} ms back to back against {med['steady'] * 1000:.2f} ms"
             " timed between du and a full scan, as a daemon's rescan minutes after the last finds them."
             if bound >= 50

@@ -778,7 +778,8 @@ def main() -> int:
         " metadata.db (continuity's du at commit), each snapshot dir beside its `fs/` is walked once"
         " and kept, each blob stat'ed once; a rescan walks the writable layers, the containers' dirs,"
         " the volumes and the small dirs, and re-reads a bolt file only when its txid moved (here"
-        " never: containerd is stopped).",
+        " never: containerd is stopped); while the last read's settled dir stamps and both txids"
+        " hold, that read's layout stands in for the next (exporter.sources.witness).",
         *pool_notes(args.workers, ceiling, cold_full),
         *profile_lines(profiles),
         SWING_NOTE,
