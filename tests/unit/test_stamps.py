@@ -19,7 +19,7 @@ from exporter.sources.du import walk
 from exporter.sources.rawfs import names_in, read_short, scandir_sorted
 from exporter.sources.stamps import SETTLE_NS, AtomicTree, settled_stamp
 from exporter.sources.witness import witnessed_inode, witnessing
-from tests.unit.test_du import assert_matches_du, make_tree, write
+from tests.unit.test_du import assert_matches_du, impl, make_tree, write  # noqa: F401 - impl: a fixture
 from tests.unit.test_layout import age
 
 
@@ -134,16 +134,8 @@ def test_dir_names_are_the_same_object_while_the_same_names(tmp_path: Path) -> N
 # --- the witness of a read ------------------------------------------------------------------
 
 
-@pytest.fixture(params=["c", "python"])
-def stamps_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "python":
-        monkeypatch.setattr(du, "_native", None)
-    elif du._native is None:
-        pytest.fail("the C walk is not built (setup.py build_ext)")
-    return str(request.param)
-
-
-def test_stat_stamps_is_os_stat_s_inode_and_mtime_through_links(stamps_impl: str, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("impl")  # the C stat and its Python twin
+def test_stat_stamps_is_os_stat_s_inode_and_mtime_through_links(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "f").write_bytes(b"x")
     os.symlink("d", tmp_path / "to-d")
@@ -160,7 +152,8 @@ def test_stat_stamps_is_os_stat_s_inode_and_mtime_through_links(stamps_impl: str
     assert got == want and got[0] == got[2]  # the link: its dir's
 
 
-def test_a_witness_holds_while_every_stamp_and_inode_it_took_holds(stamps_impl: str, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("impl")
+def test_a_witness_holds_while_every_stamp_and_inode_it_took_holds(tmp_path: Path) -> None:
     """A read that went by settled stamps (and single inodes) alone is witnessed; any of them
     moved, or the read having listed or opened anything, and the witness does not hold."""
     a, b = tmp_path / "a", tmp_path / "b"
