@@ -15,6 +15,7 @@ from tests.conftest import FAST
 from tests.harness.exporter import ExporterProcess, Samples, sampled_after, value
 from tests.harness.trixie import API_VERSION, chrooted, mounts_under
 from tests.harness.trixie_seed import LEAKED_BYTES, LOG_LINES, SeededTrixie, snapshot_ids
+from tests.harness.truth import one_df_at_a_time
 
 SNAPSHOTTER = "io.containerd.snapshotter.v1.overlayfs"
 # The first test here may debootstrap the trixie rootfs (about 40 s, longer on a slow mirror).
@@ -72,7 +73,7 @@ def test_system_df_lists_the_seed(flavour: str, request: pytest.FixtureRequest) 
     s = t.seed
     api = t.engine.api()
     try:
-        df = api.df()
+        df = one_df_at_a_time(api.df)
     finally:
         api.close()
     images = {i["Id"]: i for i in df["Images"]}
@@ -105,7 +106,8 @@ def test_system_df_lists_the_seed(flavour: str, request: pytest.FixtureRequest) 
     assert LOG_LINES * 60 < s.log_bytes < LOG_LINES * 100
 
     # Both CLIs read it: trixie's own (1.45) and the host's Debian 20.10 (1.41).
-    for text in (t.docker("system", "df", "-v"), t.engine.host_docker("system", "df", "-v")):
+    texts = [one_df_at_a_time(lambda d=d: d("system", "df", "-v")) for d in (t.docker, t.engine.host_docker)]
+    for text in texts:
         for needle in ("dse-app", "dse-running", "dse-vol-unused", "Build cache usage"):
             assert needle in text, (needle, text)
 

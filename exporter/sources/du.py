@@ -59,6 +59,10 @@ try:
     from exporter.sources import _walk as _native
 except ImportError:  # built without a C compiler (setup.py's extension is optional)
     _native = None
+if _native is not None and not all(
+    hasattr(_native, f) for f in ("walk", "walk_children", "restat_trees", "stat_inodes", "stat_stamps")
+):
+    _native = None  # an older build left in place: the Python walk, as build_info says, not a crash
 if os.environ.get("DSE_WALK") == "python":  # to compare, or to rule the C walk out
     _native = None
 WALK_IMPL = "c" if _native is not None else "python"
@@ -94,6 +98,8 @@ def stat_inodes(paths: tuple[bytes, ...], base: bytes) -> bytes:
     out = bytearray()
     for p in paths:
         try:
+            if not p:  # as fstatat(dfd, "") answers
+                raise FileNotFoundError(errno.ENOENT, "empty path")
             st = os.lstat(os.path.join(base, p))
         except OSError as e:
             out += INODE_STAT.pack(e.errno or errno.EIO, 0, 0, 0)

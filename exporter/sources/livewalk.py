@@ -177,7 +177,7 @@ class LiveTrees:
         for tree in [t for t in self._rels if t not in self._listings]:
             del self._rels[tree]
         if gone:
-            self._batch = None  # it holds their listings alive
+            self._batch = self._last = None  # they hold their listings alive
 
     def _from(self, tree: Hashable, lst: _Listing, base: bytes) -> tuple[bytes, ...]:
         """The listing's paths relative to `base` (a dir they all lie in), made once."""

@@ -81,10 +81,26 @@ class _Steady:
 
     root: str
     info: EngineInfo
-    croot: str | None
-    parsed: _Parsed
+    croot: str  # containerd's root it read
+    parsed: _Parsed  # both bolt files as read, by their txids
+    clock: int | bool  # the 5-minute tick its classes went by (a young `new-*` dir), else False
     witness: Witness
     layout: StoreLayout
+
+
+def _clock() -> int:
+    return int(time.time() // 300)
+
+
+def _txids_hold(croot: str, parsed: _Parsed) -> bool:
+    """Whether both bolt files are at the txids `parsed` was read at (a failed look says no:
+    the read that follows counts it)."""
+    try:
+        return bolt.txid(os.path.join(croot, META_DB)) == parsed.meta.txid and (
+            bolt.txid(os.path.join(croot, SNAPSHOTTER, "metadata.db")) == parsed.snaps.txid
+        )
+    except bolt.BoltError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,7 @@ class ContainerdReader:
         self._new_in: tuple[tuple[str, ...], bool] | None = None
         self._last: StoreLayout | None = None  # the last read's
         self._steady: _Steady | None = None  # what a read may hand back instead (read)
+        self._used: tuple[str, _Parsed, int | bool] | None = None  # the last _read's root, bolt view, clock
 
     @classmethod
     def applies(cls, info: EngineInfo) -> bool:
@@ -141,25 +158,20 @@ class ContainerdReader:
             and prefetched is NOTHING_STARTED
             and steady.root == root
             and steady.info == info
+            and (steady.clock is False or steady.clock == _clock())
+            and self._root(root, info) == steady.croot
+            and _txids_hold(steady.croot, steady.parsed)
+            and steady.witness.holds()
         ):
-            errors = sum(self._errors.values())
-            croot = self._root(root, info)
-            if (
-                croot == steady.croot
-                and croot is not None
-                and self._read_bolt(croot) is steady.parsed
-                and sum(self._errors.values()) == errors
-                and steady.witness.holds()
-            ):
-                return steady.layout
+            return steady.layout
+        self._steady = self._used = None
         with witnessing() as witness:
             layout = self._read(root, info, prefetched)
         # Taken as the next reads' stand-in once a read that went by stamps alone gave what
         # the read before gave (every cache as full as it gets).
         last, self._last = self._last, layout
-        self._steady = None
-        if not witness.void and layout == last and self._parsed is not None:
-            self._steady = _Steady(root, info, self._root(root, info), self._parsed, witness, layout)
+        if not witness.void and layout == last and self._used is not None:
+            self._steady = _Steady(root, info, *self._used, witness, layout)
         return layout
 
     def _read(self, root: str, info: EngineInfo, prefetched: Prefetched) -> StoreLayout:
@@ -180,16 +192,14 @@ class ContainerdReader:
         cids = {c.id for c in base.containers}
         ns = self.options.containerd_namespace or info.containerd_namespace or "moby"
         listing = self._snapshot_dirs.get(area_path)
+        # A young `new-*` dir turns orphan with age alone: then the classes are redone every 5 min.
+        clock = self._young_new(listing) and _clock()
         c = self._classified.get(
             lambda: self._classify(parsed, ns, croot, listing, cids),
             parsed,
-            # A young `new-*` dir turns orphan with age alone: then the classes are redone every 5 min.
-            key=(
-                listing,
-                frozenset(cids),
-                self._young_new(listing) and int(time.time() // 300),
-            ),
+            key=(listing, frozenset(cids), clock),
         )
+        self._used = (croot, parsed, clock)  # what a stand-in for the next read checks (read)
         content, measured, blobs = self.content.measure(
             croot, root, parsed.meta, c.doc_kinds, c.blob_labels, prefetched
         )
@@ -255,8 +265,6 @@ class ContainerdReader:
         if self._new_in is None or self._new_in[0] is not listing:
             i = bisect_left(listing, "new-")  # the listing is sorted: where they would be
             self._new_in = (listing, i < len(listing) and listing[i].startswith("new-"))
-        if self._new_in[1]:
-            unwitnessed()  # its class goes with the clock: no read stands in for the next
         return self._new_in[1]
 
     # -- where containerd keeps its files ---------------------------------------------------

@@ -21,6 +21,7 @@ from tests.harness.seed import (
     wait_for_log,
 )
 from tests.harness.trixie import CSTORE, ChrootEngine
+from tests.harness.truth import one_df_at_a_time
 
 LOG_LINES = 2000  # `busybox seq -w 1 2000`: 2,000 json-file lines of "0001".."2000"
 LEAKED_BYTES = 4 << 20
@@ -105,7 +106,7 @@ def seed_trixie(engine: ChrootEngine) -> TrixieSeed:
     tags = (*built, *REGISTRY_IMAGES, *loaded)
     api = engine.api()
     try:
-        df = api.df()
+        df = one_df_at_a_time(api.df)
         layers = {t: len(api.inspect_image(t)["RootFS"]["Layers"]) for t in tags}
     finally:
         api.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.harness.engine import PrivateEngine
 
@@ -21,18 +23,35 @@ def human_size(size: float) -> str:
     return f"{size:.4g}{units[i]}"
 
 
+BUSY = "a disk usage operation is already running"  # dockerd runs one /system/df at a time
+T = TypeVar("T")
+
+
+def one_df_at_a_time(call: Callable[[], T], tries: int = 40, pause: float = 0.25) -> T:
+    """`call()`, again while dockerd refuses it for another disk-usage operation (an exporter
+    sampling the same engine may be in one): at most `tries` times, `pause` s apart."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except Exception as exc:  # docker-py's APIError, or the CLI's RuntimeError
+            if BUSY not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def system_df(engine: PrivateEngine) -> dict[str, Any]:
     """What `docker system df -v` prints, as the exact numbers the CLI formats."""
     api = engine.api()
     try:
-        return api.df()
+        return one_df_at_a_time(api.df)
     finally:
         api.close()
 
 
 def cli_df_summary(engine: PrivateEngine) -> dict[str, dict[str, str]]:
     """`docker system df` rows by type: TotalCount, Active, Size, Reclaimable (as printed)."""
-    out = engine.docker("system", "df", "--format", "{{json .}}")
+    out = one_df_at_a_time(lambda: engine.docker("system", "df", "--format", "{{json .}}"))
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     return {r["Type"]: r for r in rows}
 
