@@ -4,6 +4,7 @@ good numbers, and recovers by itself. Uses its own private engine, since it stop
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -90,3 +91,37 @@ def test_engine_down_at_start_then_up_then_down_then_back(fault_engine, tmp_path
     lines = [json.loads(x) for x in exp.log.read_text().splitlines() if x.startswith("{")]
     failed = [x for x in lines if x.get("event") == "sample failed" and x.get("sampler") == "engine"]
     assert failed and all(x["level"] == "warning" and x["error"] for x in failed)
+
+
+def test_a_disk_usage_call_waits_out_another_one_running(engine: PrivateEngine) -> None:
+    """dockerd 20.10 runs one /system/df at a time and refuses the others with "a disk usage
+    operation is already running" (another exporter, a user's `docker system df`): each of
+    several clients asking at once gets its answer, asking again while refused."""
+    from exporter.sources.engine import EngineClient
+
+    clients = [EngineClient(engine.host) for _ in range(4)]
+    for c in clients:
+        c.negotiate()
+    assert clients[0].api_version == "1.41"  # the engine that runs one at a time
+
+    def ask(c: EngineClient, start: threading.Barrier, got: list[object], errors: list[Exception]) -> None:
+        start.wait()
+        try:
+            got.append(c.df())
+        except Exception as exc:  # noqa: BLE001 - the test says which
+            errors.append(exc)
+
+    for _ in range(5):  # rounds, until dockerd refused one of them (it almost always does at once)
+        barrier = threading.Barrier(len(clients))
+        answers: list[object] = []
+        errors: list[Exception] = []
+        threads = [threading.Thread(target=ask, args=(c, barrier, answers, errors)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors and len(answers) == len(clients), errors
+        assert all(isinstance(a, dict) and "LayersSize" in a for a in answers)
+        if sum(c.df_busy for c in clients):
+            break
+    assert sum(c.df_busy for c in clients) > 0, "dockerd never refused a df: the retry went untested"

@@ -468,6 +468,26 @@ static PyObject *py_walk(PyObject *Py_UNUSED(self), PyObject *args) {
     return Py_BuildValue("(KKKKO)", w.disk, w.apparent, w.files, w.errors, w.partial ? Py_True : Py_False);
 }
 
+/* NULL when every item of the tuple is bytes without a NUL (a path C can take as it is),
+ * else what is wrong, for a ValueError. */
+static const char *bad_paths(PyObject *paths) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(paths); i++) {
+        PyObject *item = PyTuple_GET_ITEM(paths, i);
+        if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item))
+            return "paths must be a tuple of bytes without NUL";
+    }
+    return NULL;
+}
+
+/* The dir the paths of one call are looked up from (PARENT_FLAGS), or -1 with errno. Called
+ * with the GIL released. */
+static int open_parent(const char *path) {
+    int dfd;
+    do dfd = open(path, PARENT_FLAGS);
+    while (dfd < 0 && errno == EINTR);
+    return dfd;
+}
+
 /* walk_children(path, names, exclude, deadline) -> bytes: each name under `path` walked as
  * walk(path/name) would, relative to one descriptor of `path` (no path looked up again per
  * child, no Python object per child); five native int64s per name (disk, apparent, files,
@@ -516,9 +536,7 @@ static PyObject *py_walk_children(PyObject *Py_UNUSED(self), PyObject *args) {
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    int dfd;
-    do dfd = open(PyBytes_AS_STRING(path_obj), PARENT_FLAGS);
-    while (dfd < 0 && errno == EINTR);
+    int dfd = open_parent(PyBytes_AS_STRING(path_obj));
     int open_errno = dfd < 0 ? errno : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Walk w;
@@ -588,11 +606,7 @@ static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
         else sum += c;
     }
     if (!bad && sum != n) bad = "tree counts must be positive and sum to the paths";
-    for (Py_ssize_t i = 0; !bad && i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(paths, i);
-        if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item))
-            bad = "paths must be a tuple of bytes without NUL";
-    }
+    if (!bad) bad = bad_paths(paths);
     PyObject *out = NULL;
     uint64_t *seen = NULL;
     if (bad) PyErr_SetString(PyExc_ValueError, bad);
@@ -606,9 +620,7 @@ static PyObject *py_restat_trees(PyObject *Py_UNUSED(self), PyObject *args) {
     int64_t *res = (int64_t *)PyBytes_AS_STRING(out);
     const int64_t *e = (const int64_t *)ent.buf, *tv = (const int64_t *)tr.buf;
     Py_BEGIN_ALLOW_THREADS
-    int dfd;
-    do dfd = open(PyBytes_AS_STRING(base_obj), PARENT_FLAGS);
-    while (dfd < 0 && errno == EINTR);
+    int dfd = open_parent(PyBytes_AS_STRING(base_obj));
     Py_ssize_t at = 0;
     for (Py_ssize_t t = 0; t < ntrees; t++) {
         int64_t count = tv[2 * t], dev = tv[2 * t + 1], blocks = 0, apparent = 0, files = 0;
@@ -665,13 +677,11 @@ static PyObject *py_stat_inodes(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *paths, *base_obj;
     if (!PyArg_ParseTuple(args, "O!O&", &PyTuple_Type, &paths, PyUnicode_FSConverter, &base_obj)) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(paths);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(paths, i);
-        if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item)) {
-            Py_DECREF(base_obj);
-            PyErr_SetString(PyExc_ValueError, "paths must be a tuple of bytes without NUL");
-            return NULL;
-        }
+    const char *bad = bad_paths(paths);
+    if (bad) {
+        Py_DECREF(base_obj);
+        PyErr_SetString(PyExc_ValueError, bad);
+        return NULL;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * 4 * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL) {
@@ -680,9 +690,7 @@ static PyObject *py_stat_inodes(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     int64_t *res = (int64_t *)PyBytes_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS
-    int dfd;
-    do dfd = open(PyBytes_AS_STRING(base_obj), PARENT_FLAGS);
-    while (dfd < 0 && errno == EINTR);
+    int dfd = open_parent(PyBytes_AS_STRING(base_obj));
     int open_errno = dfd < 0 ? errno : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         const char *p = PyBytes_AS_STRING(PyTuple_GET_ITEM(paths, i));
@@ -711,12 +719,10 @@ static PyObject *py_stat_stamps(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *paths;
     if (!PyArg_ParseTuple(args, "O!", &PyTuple_Type, &paths)) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(paths);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(paths, i);
-        if (!PyBytes_Check(item) || strlen(PyBytes_AS_STRING(item)) != (size_t)PyBytes_GET_SIZE(item)) {
-            PyErr_SetString(PyExc_ValueError, "paths must be a tuple of bytes without NUL");
-            return NULL;
-        }
+    const char *bad = bad_paths(paths);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, bad);
+        return NULL;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * 4 * (Py_ssize_t)sizeof(int64_t));
     if (out == NULL) return NULL;

@@ -10,6 +10,7 @@ wrong type). A field we cannot read becomes a default, never an exception.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -21,6 +22,11 @@ from exporter.model import CONTAINER_STATES, BuildCache, Container, EngineInfo, 
 from exporter.sources.enginetls import EngineTLS, EngineTLSError, explain
 
 MIN_API = "1.41"  # Docker 20.10, the oldest engine we promise to support
+# dockerd before 23.0 runs one disk-usage operation at a time and refuses a second with this
+# (moby daemon/disk_usage.go); another client's `docker system df`, or another exporter, may
+# hold it. Asked again, backing off, for at most DF_BUSY_WAIT seconds.
+DF_BUSY = "a disk usage operation is already running"
+DF_BUSY_WAIT = 30.0
 MAX_API = "1.52"  # the newest API whose response shapes we know
 
 # Raised for anything that means "the engine did not give us an answer".
@@ -72,6 +78,7 @@ class EngineClient:
         self.api_version = MIN_API
         self.negotiated = False
         self.requests: Counter[str] = Counter()
+        self.df_busy = 0  # /system/df answers "already running" since made (df asks again)
         self._lock = threading.Lock()
 
     def request_counts(self) -> dict[str, int]:
@@ -145,7 +152,17 @@ class EngineClient:
             params["type"] = types
             if self.at_least("1.52"):
                 params["verbose"] = "1"  # 1.52 lists items only when asked
-        return self._get("/system/df", params)
+        deadline, pause = time.monotonic() + DF_BUSY_WAIT, 0.1
+        while True:
+            try:
+                return self._get("/system/df", params)
+            except docker.errors.APIError as exc:
+                if DF_BUSY not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                with self._lock:
+                    self.df_busy += 1
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 # ---------------------------------------------------------------------------------------
