@@ -87,18 +87,19 @@ class Attribution:
         inputs = _Inputs(layout, root_host, engine, r.live, r.settled, walks, cached_layers)
         if self._last is not None and self._last[0].same(inputs):
             return self._last[1]  # a rescan that found everything as it was: last scan's snapshot
-        snap = self._snapshot(inputs, r)
+        snap = self._snapshot(layout, root_host, engine, r, walks, cached_layers)
         self._last = (inputs, snap)
         return snap
 
-    def _snapshot(self, inputs: _Inputs, r: Results) -> ScanSnapshot:
-        layout, root_host, engine, walks, cached_layers = (
-            inputs.layout,
-            inputs.root_host,
-            inputs.engine,
-            inputs.walks,
-            inputs.cached_layers,
-        )
+    def _snapshot(
+        self,
+        layout: StoreLayout,
+        root_host: str,
+        engine: EngineSnapshot,
+        r: Results,
+        walks: Mapping[str, int],
+        cached_layers: int,
+    ) -> ScanSnapshot:
         tops = self._settled_tops(layout, r)
         parts: dict[str, list[Usage]] = defaultdict(list)
         errors = sum(t.errors for t in tops)

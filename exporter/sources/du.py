@@ -120,10 +120,18 @@ def stat_stamps(paths: tuple[bytes, ...]) -> bytes:
         except OSError as e:
             out += INODE_STAT.pack(e.errno or errno.EIO, 0, 0, 0)
             continue
-        # the inode as C packs an unsigned 64 bits into a signed int64
-        ino = st.st_ino - (1 << 64) if st.st_ino >= 1 << 63 else st.st_ino
-        out += INODE_STAT.pack(0, stat.S_ISDIR(st.st_mode), ino, st.st_mtime_ns)
+        out += INODE_STAT.pack(0, stat.S_ISDIR(st.st_mode), *_signed(st.st_ino, st.st_mtime_ns))
     return bytes(out)
+
+
+def stamp_stat(ino: int, mtime_ns: int) -> bytes:
+    """What stat_stamps answers for a dir with this stamp."""
+    return INODE_STAT.pack(0, 1, *_signed(ino, mtime_ns))
+
+
+def _signed(ino: int, mtime_ns: int) -> tuple[int, int]:
+    """The inode as C packs its unsigned 64 bits into an int64."""
+    return (ino - (1 << 64) if ino >= 1 << 63 else ino), mtime_ns
 
 
 def inode_usages(stats: bytes) -> list[tuple[Usage, bool]]:

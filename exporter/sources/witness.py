@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from exporter.model import Usage
+from exporter.sources.du import inode_usages, one_inode, stamp_stat, stat_inodes, stat_stamps
 
 _current: ContextVar[Witness | None] = ContextVar("witness", default=None)
 
@@ -39,8 +40,6 @@ class Witness:
 
     def inode(self, path: str) -> Usage:
         """One inode measured by the read (du.one_inode's figure), kept with its lstat."""
-        from exporter.sources.du import inode_usages, stat_inodes
-
         raw = stat_inodes((os.fsencode(path),), b".")
         if self._inodes.setdefault(path, raw) != raw:
             self.void = True
@@ -48,16 +47,11 @@ class Witness:
 
     def holds(self) -> bool:
         """Whether every stamp and inode is as the read found it (one stat each, in C)."""
-        from exporter.sources.du import INODE_STAT, stat_inodes, stat_stamps
-
         if self.void:
             return False
         if self._check is None:
             stamps = tuple(map(os.fsencode, self._stamps))
-            want = b"".join(
-                INODE_STAT.pack(0, 1, ino - (1 << 64) if ino >= 1 << 63 else ino, mtime)
-                for ino, mtime in self._stamps.values()
-            )
+            want = b"".join(stamp_stat(ino, mtime) for ino, mtime in self._stamps.values())
             inodes = tuple(map(os.fsencode, self._inodes))
             self._check = (stamps, want, inodes, b"".join(self._inodes.values()))
         stamps, want, inodes, stats = self._check
@@ -91,8 +85,4 @@ def unwitnessed() -> None:
 def witnessed_inode(path: str) -> Usage:
     """du.one_inode(path), kept by the witness when there is one."""
     w = _current.get()
-    if w is None:
-        from exporter.sources.du import one_inode
-
-        return one_inode(path)
-    return w.inode(path)
+    return one_inode(path) if w is None else w.inode(path)
